@@ -1,0 +1,1 @@
+"""A local Protoface: the public API and a real LiveKit avatar worker."""

@@ -1,0 +1,73 @@
+"""The seam between the session store and the LiveKit worker.
+
+`store.py` knows sessions and their lifecycle but nothing of LiveKit; `worker.py`
+knows LiveKit but nothing of HTTP or billing. The store hands a `WorkerSpec` and a
+`WorkerEvents` sink to a `WorkerFactory`; the worker reports what happens in the
+room through the sink, and the store turns those reports into status changes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+# Failure codes a worker reports through `WorkerEvents.on_failed`; they become the
+# session's `failure.code`.
+FAILURE_LIVEKIT_AUTH = "livekit_auth_failed"  # the server refused the worker token
+FAILURE_LIVEKIT_UNREACHABLE = "livekit_unreachable"  # nothing answered at transport.url
+FAILURE_JOIN_TIMEOUT = "worker_join_timeout"  # joined nothing within the bound
+FAILURE_WORKER_LOST = "worker_lost"  # the worker left the room without being asked
+FAILURE_WORKER_CRASHED = "worker_crashed"  # an unexpected error inside the worker
+
+# Why a session ended, stored in `metadata["_avatar.end_reason"]` (the `_avatar.`
+# prefix belongs to Protoface per the API contract) so clients can read it.
+END_REASON_KEY = "_avatar.end_reason"
+END_REASON_REQUESTED = "end_requested"
+END_REASON_MAX_DURATION = "max_duration_reached"
+END_REASON_IDLE_TIMEOUT = "idle_timeout"
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    """Everything a worker needs to join the customer's room for one session."""
+
+    session_id: str
+    url: str
+    room_name: str
+    identity: str
+    audio_source: str = "data_stream"
+    subscribe_to_identity: str | None = None
+    synthetic_audio_if_no_input: bool = False
+    # Write-only secret: never logged, never part of repr().
+    token: str = field(default="", repr=False)
+
+
+class WorkerEvents(Protocol):
+    """What a worker reports to the store. Every method is called on the loop."""
+
+    def on_connecting(self) -> None:
+        """The worker began connecting to the room (session -> `starting`)."""
+
+    def on_first_frame(self) -> None:
+        """The first video frame was published (session -> `running`)."""
+
+    def on_audio(self) -> None:
+        """Audio arrived from the agent; resets the idle timer."""
+
+    def on_frames(self, count: int) -> None:
+        """`count` more video frames were published (usage.frames)."""
+
+    def on_failed(self, code: str, message: str) -> None:
+        """The worker could not join or was lost (session -> `failed`)."""
+
+
+class WorkerHandle(Protocol):
+    """A running worker, as the store sees it."""
+
+    async def aclose(self) -> None:
+        """Leave the room promptly and release everything. Idempotent."""
+
+
+WorkerFactory = Callable[[WorkerSpec, WorkerEvents], WorkerHandle]
+"""Starts a worker in the background and returns its handle at once."""
