@@ -1,0 +1,158 @@
+"""A real `livekit-server --dev` on loopback, for offline development and tests.
+
+One place knows how: find the binary, pick free ports, keep every socket on
+127.0.0.1, wait until it answers, and stop it leaving nothing behind. The test
+fixture, the offline demo and the benchmarks all start their server here.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DEV_API_KEY = "devkey"
+DEV_API_SECRET = "secret"  # livekit-server --dev's fixed development secret
+
+
+class LiveKitServerMissing(RuntimeError):
+    """No livekit-server binary could be found."""
+
+
+def find_livekit_server() -> str | None:
+    """Locate livekit-server: $LIVEKIT_SERVER_BIN, PATH, then `.tools/bin` in the
+    current directory or one of its parents (where scripts/install-livekit-server
+    puts it)."""
+    explicit = os.environ.get("LIVEKIT_SERVER_BIN")
+    if explicit:
+        return explicit if os.access(explicit, os.X_OK) else None
+    on_path = shutil.which("livekit-server")
+    if on_path:
+        return on_path
+    here = Path.cwd().resolve()
+    for folder in (here, *here.parents):
+        local = folder / ".tools" / "bin" / "livekit-server"
+        if os.access(local, os.X_OK):
+            return str(local)
+    return None
+
+
+def _free_port(kind: int) -> int:
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class LiveKitServer:
+    """A running livekit-server process and how to reach it."""
+
+    url: str
+    http_url: str
+    api_key: str
+    api_secret: str = field(repr=False)
+    process: subprocess.Popen[bytes] = field(repr=False)
+    log_path: Path = field(repr=False)
+
+    def log_tail(self, lines: int = 40) -> str:
+        """The last lines the server wrote, for failure messages."""
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    def stop(self) -> None:
+        """Stop the server and wait for it; kill it if it will not go."""
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+
+
+def start_livekit_server(
+    binary: str | None = None, *, ready_timeout: float = 20.0
+) -> LiveKitServer:
+    """Start `livekit-server --dev` bound to 127.0.0.1 on free ports and wait for it.
+
+    Raises:
+        LiveKitServerMissing: no binary was found (run scripts/install-livekit-server).
+        RuntimeError: the server exited or did not answer within `ready_timeout`.
+    """
+    binary = binary or find_livekit_server()
+    if binary is None:
+        raise LiveKitServerMissing(
+            "livekit-server not found: run scripts/install-livekit-server "
+            "(or set LIVEKIT_SERVER_BIN, or put livekit-server on PATH)"
+        )
+    http_port = _free_port(socket.SOCK_STREAM)
+    tcp_port = _free_port(socket.SOCK_STREAM)
+    udp_port = _free_port(socket.SOCK_DGRAM)
+    # Only the loopback interface: WebRTC traffic must never leave 127.0.0.0/8.
+    config = (
+        f"port: {http_port}\n"
+        "rtc:\n"
+        f"  tcp_port: {tcp_port}\n"
+        f"  udp_port: {udp_port}\n"
+        "  use_external_ip: false\n"
+        "  enable_loopback_candidate: true\n"
+        "  interfaces:\n"
+        "    includes: [lo]\n"
+        "  ips:\n"
+        "    includes: [127.0.0.1/8]\n"
+    )
+    log_file = tempfile.NamedTemporaryFile(  # noqa: SIM115 - lives as long as the server
+        prefix="livekit-server-", suffix=".log", delete=False
+    )
+    process = subprocess.Popen(
+        [
+            binary,
+            "--dev",
+            "--bind",
+            "127.0.0.1",
+            "--node-ip",
+            "127.0.0.1",
+            "--config-body",
+            config,
+        ],
+        stdout=log_file,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+    )
+    log_file.close()
+    server = LiveKitServer(
+        url=f"ws://127.0.0.1:{http_port}",
+        http_url=f"http://127.0.0.1:{http_port}",
+        api_key=DEV_API_KEY,
+        api_secret=DEV_API_SECRET,
+        process=process,
+        log_path=Path(log_file.name),
+    )
+    deadline = time.monotonic() + ready_timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(
+                f"livekit-server exited with code {process.returncode} at start:\n"
+                f"{server.log_tail()}"
+            )
+        try:
+            with urllib.request.urlopen(server.http_url, timeout=1) as response:
+                if response.status == 200:
+                    return server
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.1)
+    server.stop()
+    raise RuntimeError(
+        f"livekit-server did not answer on {server.http_url} within {ready_timeout:.0f} s:\n"
+        f"{server.log_tail()}"
+    )
