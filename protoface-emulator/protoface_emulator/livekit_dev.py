@@ -8,6 +8,7 @@ fixture, the offline demo and the benchmarks all start their server here.
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import socket
 import subprocess
@@ -19,7 +20,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 DEV_API_KEY = "devkey"
-DEV_API_SECRET = "secret"  # livekit-server --dev's fixed development secret
 
 
 class LiveKitServerMissing(RuntimeError):
@@ -113,6 +113,10 @@ def start_livekit_server(
     log_file = tempfile.NamedTemporaryFile(  # noqa: SIM115 - lives as long as the server
         prefix="livekit-server-", suffix=".log", delete=False
     )
+    # A fresh secret per server (livekit-server --dev's placeholder is too short for
+    # HS256), passed in the environment so it never shows in the process list.
+    api_secret = secrets.token_urlsafe(32)
+    env = {**os.environ, "LIVEKIT_KEYS": f"{DEV_API_KEY}: {api_secret}"}
     process = subprocess.Popen(
         [
             binary,
@@ -127,13 +131,14 @@ def start_livekit_server(
         stdout=log_file,
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
+        env=env,
     )
     log_file.close()
     server = LiveKitServer(
         url=f"ws://127.0.0.1:{http_port}",
         http_url=f"http://127.0.0.1:{http_port}",
         api_key=DEV_API_KEY,
-        api_secret=DEV_API_SECRET,
+        api_secret=api_secret,
         process=process,
         log_path=Path(log_file.name),
     )

@@ -113,20 +113,21 @@ async def agent_in(
     The order is the one users write: `avatar.start()` before `session.start()`.
     """
     agent_room = rtc.Room()
-    await agent_room.connect(server.url, token(server, f"agent-{uuid.uuid4().hex[:6]}", room, kind="agent"))
+    await agent_room.connect(
+        server.url, token(server, f"agent-{uuid.uuid4().hex[:6]}", room, kind="agent")
+    )
     session = AgentSession()
     avatar = protoface.AvatarSession(
         api_url=emulator.url, api_key=emulator.api_key, **(avatar_options or {})
     )
     try:
-        await avatar.start(
-            session,
-            agent_room,
-            livekit_url=server.url,
-            livekit_api_key=server.api_key,
-            livekit_api_secret=server.api_secret,
+        credentials: dict[str, Any] = {
+            "livekit_url": server.url,
+            "livekit_api_key": server.api_key,
+            "livekit_api_secret": server.api_secret,
             **(start_options or {}),
-        )
+        }
+        await avatar.start(session, agent_room, **credentials)
         await session.start(
             agent=Agent(instructions="You speak pre-rendered lines."),
             room=agent_room,
