@@ -19,8 +19,8 @@ import numpy as np
 from livekit import api, rtc
 from livekit.agents import Agent, AgentSession
 from livekit.agents.voice.room_io import RoomOptions
-
 from livekit.plugins import protoface
+
 from protoface_emulator.livekit_dev import LiveKitServer
 from protoface_emulator.server import Emulator
 from protoface_emulator.viewer import AvatarViewer

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 from livekit import api, rtc
-
 from livekit.plugins import protoface
+
 from protoface_emulator.livekit_dev import LiveKitServer
 from protoface_emulator.server import Emulator
 
@@ -126,6 +126,5 @@ async def test_fallback_can_be_turned_off(
         handle.interrupt()
         # No audio route back to the room: the agent publishes nothing.
         assert agent_view.audio_seconds() == 0
-        assert not any(
-            pub.kind == rtc.TrackKind.KIND_AUDIO for pub in agent.room.local_participant.track_publications.values()
-        )
+        published = agent.room.local_participant.track_publications.values()
+        assert not any(pub.kind == rtc.TrackKind.KIND_AUDIO for pub in published)

@@ -7,8 +7,8 @@ import logging
 import socket
 
 import pytest
-
 from livekit.plugins import protoface
+
 from protoface_emulator.livekit_dev import LiveKitServer
 from protoface_emulator.server import Emulator
 

@@ -17,8 +17,8 @@ from typing import Any
 from livekit import api
 from livekit.agents import Agent, AgentServer, AgentSession, JobContext, JobExecutorType
 from livekit.agents.voice.room_io import RoomOptions
-
 from livekit.plugins import protoface
+
 from protoface_emulator.livekit_dev import LiveKitServer
 from protoface_emulator.server import Emulator
 
