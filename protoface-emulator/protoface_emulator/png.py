@@ -47,10 +47,11 @@ def contact_sheet(
     gap: int = 4,
     marks: Sequence[bool] | None = None,
 ) -> npt.NDArray[np.uint8]:
-    """Tile equally sized RGB frames into one image, left to right, top to bottom.
+    """Tile RGB frames into one image, left to right, top to bottom.
 
     Args:
-        frames: (H, W, 3) uint8 frames, all the same size.
+        frames: (H, W, 3) uint8 frames. Frames smaller than the largest one (a
+            viewer receives lower simulcast layers first) are scaled up to it.
         columns: Frames per row.
         gap: Pixels between tiles.
         marks: Optional flag per frame; a flagged frame gets a green bar under it
@@ -58,7 +59,8 @@ def contact_sheet(
     """
     if not frames:
         raise ValueError("contact_sheet needs at least one frame")
-    height, width = frames[0].shape[:2]
+    height = max(f.shape[0] for f in frames)
+    width = max(f.shape[1] for f in frames)
     rows = (len(frames) + columns - 1) // columns
     bar = 6 if marks is not None else 0
     sheet = np.full(
@@ -68,7 +70,15 @@ def contact_sheet(
         r, c = divmod(i, columns)
         y = gap + r * (height + bar + gap)
         x = gap + c * (width + gap)
-        sheet[y : y + height, x : x + width] = frame
+        sheet[y : y + height, x : x + width] = _scale_to(frame, height, width)
         if marks is not None and marks[i]:
             sheet[y + height + 1 : y + height + bar, x : x + width] = (60, 200, 90)
     return sheet
+
+
+def _scale_to(frame: npt.NDArray[np.uint8], height: int, width: int) -> npt.NDArray[np.uint8]:
+    if frame.shape[:2] == (height, width):
+        return frame
+    rows = np.linspace(0, frame.shape[0] - 1, height).round().astype(np.intp)
+    cols = np.linspace(0, frame.shape[1] - 1, width).round().astype(np.intp)
+    return frame[rows][:, cols]

@@ -27,6 +27,7 @@ __all__ = ["AudioSample", "AvatarViewer", "VideoSample"]
 # mouth counts as open. Video coding noise on a still closed mouth stays well
 # under it; the smallest opening the face draws is well over it.
 MOUTH_OPEN_THRESHOLD = 6.0
+MIN_FACE_SIZE = 32
 
 
 @dataclass(frozen=True)
@@ -133,6 +134,8 @@ class AvatarViewer:
             async for event in stream:
                 now = time.monotonic()
                 frame = event.frame
+                if frame.width < MIN_FACE_SIZE or frame.height < MIN_FACE_SIZE:
+                    continue  # a placeholder layer while the track starts or stops
                 if self.video_size != (frame.width, frame.height):
                     self.video_size = (frame.width, frame.height)
                     box = mouth_box(frame.width, frame.height)
