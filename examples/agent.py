@@ -1,0 +1,86 @@
+"""A LiveKit Agents 1.8 voice agent with a Protoface avatar.
+
+The agent listens, thinks and speaks through LiveKit Inference models named by
+environment variables; the Protoface avatar joins the room and lip-syncs the
+agent's speech. If the avatar is lost mid-conversation, the agent keeps talking
+audio-only.
+
+Environment:
+    LIVEKIT_URL, LIVEKIT_API_KEY, LIVEKIT_API_SECRET   your LiveKit project
+    PROTOFACE_API_KEY                                  your Protoface key
+    PROTOFACE_API_URL        optional, e.g. a local emulator
+    PROTOFACE_AVATAR_ID      optional, defaults to the stock avatar
+    AGENT_STT / AGENT_LLM / AGENT_TTS   optional LiveKit Inference model strings
+
+Run it as a worker and open the room in the LiveKit Agents Playground:
+
+    uv run python examples/agent.py dev
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+
+from livekit.agents import Agent, AgentSession, JobContext, WorkerOptions, cli
+from livekit.plugins import protoface
+
+logger = logging.getLogger("protoface-example")
+
+
+class Assistant(Agent):
+    """A short-spoken assistant that greets the user when it starts."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            instructions=(
+                "You are a friendly assistant with a face. Answer in one or two short "
+                "sentences, in plain spoken language without lists or markdown."
+            )
+        )
+
+    async def on_enter(self) -> None:
+        self.session.generate_reply(instructions="Greet the user and offer your help.")
+
+
+async def entrypoint(ctx: JobContext) -> None:
+    """Connect, put the avatar in the room, then start the conversation."""
+    await ctx.connect()
+
+    session: AgentSession[None] = AgentSession(
+        stt=os.environ.get("AGENT_STT", "deepgram/nova-3"),
+        llm=os.environ.get("AGENT_LLM", "openai/gpt-4.1-mini"),
+        tts=os.environ.get("AGENT_TTS", "cartesia/sonic-2"),
+    )
+
+    avatar = protoface.AvatarSession(
+        avatar_id=os.environ.get("PROTOFACE_AVATAR_ID", protoface.DEFAULT_STOCK_AVATAR_ID),
+        max_duration_seconds=1800,
+        # Protoface ends the session after this long without speech from the agent.
+        idle_timeout_seconds=120,
+        metadata={"room": ctx.room.name},
+    )
+
+    def on_avatar_lost(event: protoface.AvatarLostEvent) -> None:
+        # The plugin already routes the agent's audio back to the room; say so.
+        logger.info("avatar gone (%s); continuing audio-only", event.reason)
+        session.say("My video just dropped, but I can still hear you.")
+
+    avatar.on("avatar_lost", on_avatar_lost)
+
+    # Start the avatar first: it takes over the agent's audio output.
+    await avatar.start(session, room=ctx.room)
+    await session.start(agent=Assistant(), room=ctx.room)
+
+    try:
+        await avatar.wait_for_join(timeout=30)
+    except protoface.AvatarSessionFailedError as exc:
+        # Reported within seconds (e.g. `livekit_auth_failed`), not after 30 s of silence.
+        logger.error("the avatar could not join (%s); continuing audio-only", exc.failure_code)
+    except asyncio.TimeoutError:
+        logger.warning("the avatar has not joined after 30 s; still waiting in the background")
+
+
+if __name__ == "__main__":
+    cli.run_app(WorkerOptions(entrypoint_fnc=entrypoint))

@@ -1,0 +1,1033 @@
+"""Async client for the Protoface HTTP API.
+
+Everything that goes over the network passes through `ProtofaceAPI._request`:
+one place for headers, timeouts, retries, idempotency, `Retry-After`, error
+mapping and secret redaction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import email.utils
+import ipaddress
+import json
+import math
+import os
+import urllib.parse
+import uuid
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from types import TracebackType
+from typing import Any, Literal, TypedDict, cast
+
+import aiohttp
+from livekit.agents import (
+    DEFAULT_API_CONNECT_OPTIONS,
+    NOT_GIVEN,
+    APIConnectionError,
+    APIConnectOptions,
+    APITimeoutError,
+    NotGivenOr,
+    utils,
+)
+
+from .errors import (
+    ProtofaceAPIError,
+    ProtofaceException,
+    ProtofaceRetryAfterTooLongError,
+    ProtofaceValueError,
+)
+from .log import logger
+from .version import __version__
+
+__all__ = [
+    "DEFAULT_API_URL",
+    "DEFAULT_MAX_RETRY_AFTER",
+    "QUALITIES",
+    "SESSION_STATUSES",
+    "TERMINAL_SESSION_STATUSES",
+    "AvatarResource",
+    "MetadataValue",
+    "PlatformStatus",
+    "ProtofaceAPI",
+    "SessionResource",
+]
+
+DEFAULT_API_URL = "https://api.protoface.com"
+DEFAULT_MAX_RETRY_AFTER = 20.0
+"""Longest `Retry-After`, in seconds, that `ProtofaceAPI` waits by default."""
+
+QUALITIES = ("mock", "lite", "standard", "pro")
+SESSION_STATUSES = (
+    "created",
+    "queued",
+    "starting",
+    "running",
+    "ending",
+    "ended",
+    "failed",
+    "canceled",
+)
+TERMINAL_SESSION_STATUSES = frozenset({"ended", "failed", "canceled"})
+
+METADATA_MAX_BYTES = 8 * 1024
+RESERVED_METADATA_PREFIX = "_avatar."
+MAX_DURATION_RANGE = (1, 3600)
+IDLE_TIMEOUT_RANGE = (1, 600)
+
+_USER_AGENT = f"livekit-plugins-protoface/{__version__}"
+_REDACTED = "[redacted]"
+_BODY_EXCERPT_CHARS = 500
+_API_URL_SCHEMES = ("http", "https")
+_LIVEKIT_URL_SCHEMES = ("ws", "wss", "http", "https")
+
+MetadataValue = str | int | float | bool | None
+"""A value allowed in session `metadata`."""
+
+
+class SessionFailure(TypedDict):
+    """`failure` of a failed session."""
+
+    code: str
+    message: str
+
+
+class SessionUsage(TypedDict):
+    """`usage` of a session (eventually consistent)."""
+
+    billable_seconds: int
+    frames: int
+
+
+class SessionResource(TypedDict, total=False):
+    """A Protoface session as the API returns it (decoded JSON, not validated)."""
+
+    object: Literal["session"]
+    id: str
+    avatar_id: str
+    status: str
+    created_at: str
+    started_at: str | None
+    first_frame_at: str | None
+    ended_at: str | None
+    failed_at: str | None
+    failure: SessionFailure | None
+    idle_timeout_seconds: int
+    max_duration_seconds: int
+    metadata: dict[str, MetadataValue]
+    quality: str
+    transport: dict[str, Any]
+    usage: SessionUsage | None
+
+
+class AvatarResource(TypedDict, total=False):
+    """A Protoface avatar as the API returns it (decoded JSON, not validated)."""
+
+    object: Literal["avatar"]
+    id: str
+    name: str
+    status: str
+    is_demo: bool
+    runtime_type: str
+    created_at: str
+    default_voice: str | None
+    default_custom_instructions: str | None
+    failure_reason: str | None
+
+
+class StatusComponent(TypedDict):
+    """One component of the platform status."""
+
+    name: str
+    status: str
+
+
+class PlatformStatus(TypedDict, total=False):
+    """`GET /v1/status`: `operational`, `degraded` or `outage`, per component."""
+
+    status: str
+    components: list[StatusComponent]
+    updated_at: str
+
+
+class ProtofaceAPI:
+    """Async client for the Protoface session API.
+
+    Works inside a LiveKit Agents job (it then borrows the job's shared HTTP
+    session) and in plain scripts (it then creates and owns one; close it with
+    `aclose()` or `async with`)::
+
+        async with ProtofaceAPI() as api:
+            async for session in api.list_sessions(status="running"):
+                await api.end_session(session["id"])
+
+    Retries: network errors, timeouts, 408, 429 and 5xx are retried up to
+    `conn_options.max_retry` times; other 4xx and 2xx answers whose body is not
+    a JSON object are not. Every `POST /v1/sessions` carries an
+    `Idempotency-Key` that stays the same across its retries, so a retried
+    create can never start a second billed session. `Retry-After` on 429/503
+    sets the wait, up to `max_retry_after`.
+    """
+
+    def __init__(
+        self,
+        *,
+        api_key: NotGivenOr[str | None] = NOT_GIVEN,
+        api_url: NotGivenOr[str | None] = NOT_GIVEN,
+        conn_options: APIConnectOptions = DEFAULT_API_CONNECT_OPTIONS,
+        session: aiohttp.ClientSession | None = None,
+        max_retry_after: float = DEFAULT_MAX_RETRY_AFTER,
+    ) -> None:
+        """Create a Protoface API client.
+
+        Args:
+            api_key: Protoface API key. Defaults to the `PROTOFACE_API_KEY`
+                environment variable.
+            api_url: Protoface API base URL. Defaults to `PROTOFACE_API_URL`,
+                then `https://api.protoface.com`. A trailing `/` is dropped.
+            conn_options: `max_retry` retries after the first attempt,
+                `retry_interval` between them (the first retry waits 0.1 s), and
+                `timeout` per attempt, in seconds.
+            session: A caller-owned aiohttp session; `aclose()` never closes
+                it. When omitted, the job's shared session is used inside a
+                LiveKit Agents job, else the client creates and owns one.
+            max_retry_after: Longest wait, in seconds, the client accepts from a
+                `Retry-After` header. When the server asks for longer, the call
+                fails at once with `ProtofaceRetryAfterTooLongError` instead of
+                sleeping.
+
+        Raises:
+            ProtofaceException: If no API key is passed and `PROTOFACE_API_KEY`
+                is not set.
+            ProtofaceValueError: If `api_url`, `api_key` or `max_retry_after`
+                is malformed.
+        """
+        key = _resolve(api_key, "PROTOFACE_API_KEY")
+        if not key:
+            raise ProtofaceException(
+                "api_key must be set by passing it to ProtofaceAPI or "
+                "setting the PROTOFACE_API_KEY environment variable"
+            )
+        _check_secret(key, "api_key")
+
+        url = _resolve(api_url, "PROTOFACE_API_URL") or DEFAULT_API_URL
+        _check_url(url, "api_url", _API_URL_SCHEMES)
+        url = url.rstrip("/")
+
+        if isinstance(max_retry_after, bool) or not isinstance(max_retry_after, (int, float)):
+            raise ProtofaceValueError(
+                f"max_retry_after must be a number of seconds, got {max_retry_after!r}",
+                param="max_retry_after",
+            )
+        if not math.isfinite(max_retry_after) or max_retry_after < 0:
+            raise ProtofaceValueError(
+                f"max_retry_after must be a finite number of seconds >= 0, got {max_retry_after!r}",
+                param="max_retry_after",
+            )
+        if not isinstance(conn_options, APIConnectOptions):
+            raise ProtofaceValueError(
+                f"conn_options must be an APIConnectOptions, got {type(conn_options).__name__}",
+                param="conn_options",
+            )
+
+        self._api_key = key
+        self._api_url = url
+        self._conn_options = conn_options
+        self._max_retry_after = float(max_retry_after)
+        self._session = session
+        self._owned_session: aiohttp.ClientSession | None = None
+        self._secrets: set[str] = {key}
+
+        parsed = urllib.parse.urlsplit(url)
+        if parsed.scheme == "http" and not _is_loopback_host(parsed.hostname or ""):
+            # The bearer key would cross the network readable by anyone on the path.
+            logger.warning(
+                "the Protoface API key will travel in plaintext: api_url %s uses http:// "
+                "to a host that is not loopback; use https://",
+                url,
+            )
+
+    def __repr__(self) -> str:
+        return f"ProtofaceAPI(api_url={self._api_url!r})"
+
+    async def __aenter__(self) -> ProtofaceAPI:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the HTTP session this client created, if any.
+
+        A session passed by the caller, or the job's shared session, is left
+        open. Safe to call more than once; a later call creates a new session.
+        """
+        owned, self._owned_session = self._owned_session, None
+        if owned is not None and not owned.closed:
+            await owned.close()
+
+    @property
+    def api_url(self) -> str:
+        """The API base URL requests go to (no trailing `/`)."""
+        return self._api_url
+
+    async def start_session(
+        self,
+        *,
+        avatar_id: str,
+        transport: dict[str, Any],
+        max_duration_seconds: NotGivenOr[int | None] = NOT_GIVEN,
+        quality: NotGivenOr[str | None] = NOT_GIVEN,
+        idle_timeout_seconds: NotGivenOr[int | None] = NOT_GIVEN,
+        metadata: NotGivenOr[Mapping[str, MetadataValue] | None] = NOT_GIVEN,
+        idempotency_key: NotGivenOr[str] = NOT_GIVEN,
+    ) -> dict[str, Any]:
+        """Create a hosted Protoface avatar session (`POST /v1/sessions`).
+
+        Args:
+            avatar_id: Protoface avatar id to render (e.g. `av_stock_001`).
+            transport: Transport configuration; for LiveKit
+                `{type: "livekit", url, room_name, worker_token, ...}`.
+            max_duration_seconds: Hard ceiling on the session, an int in
+                1..3600. Protoface clamps it to the plan limit.
+            quality: `mock`, `lite`, `standard` or `pro` (drives billing).
+            idle_timeout_seconds: End the session after this many seconds
+                without received audio, an int in 1..600.
+            metadata: Your own key/value data (str keys; str, int, float, bool
+                or None values; at most 8 KB as JSON; no `_avatar.` keys).
+            idempotency_key: Key identifying this logical create. Generated
+                (uuid4) when omitted. Reuse it to retry a create yourself
+                without risking a second session.
+
+        Returns:
+            The decoded session object.
+
+        Raises:
+            ProtofaceValueError: If an argument is refused (nothing is sent).
+            ProtofaceAPIError: If Protoface answers with a non-retryable error,
+                or with a 2xx whose body is not a JSON object.
+            APIConnectionError: If retryable failures persist after all retries.
+        """
+        body = self._session_body(
+            avatar_id=avatar_id,
+            transport=transport,
+            max_duration_seconds=max_duration_seconds,
+            quality=quality,
+            idle_timeout_seconds=idle_timeout_seconds,
+            metadata=metadata,
+        )
+        if utils.is_given(idempotency_key):
+            _check_idempotency_key(idempotency_key)
+            key = idempotency_key
+        else:
+            key = str(uuid.uuid4())
+        return await self._request("POST", "/v1/sessions", json_body=body, idempotency_key=key)
+
+    async def end_session(self, session_id: str) -> dict[str, Any]:
+        """End a hosted session now (`POST /v1/sessions/{id}/end`).
+
+        The API makes this idempotent, so it is retried like a read.
+
+        Args:
+            session_id: Protoface session id returned by `start_session()`.
+
+        Returns:
+            The decoded session object.
+
+        Raises:
+            ProtofaceValueError: If `session_id` is blank (nothing is sent).
+            ProtofaceAPIError: If Protoface answers with a non-retryable error.
+            APIConnectionError: If retryable failures persist after all retries.
+        """
+        _check_nonblank(session_id, "session_id")
+        return await self._request("POST", f"/v1/sessions/{_quote(session_id)}/end")
+
+    async def get_session(self, session_id: str) -> SessionResource:
+        """Fetch one session (`GET /v1/sessions/{id}`).
+
+        Args:
+            session_id: Protoface session id.
+
+        Returns:
+            The decoded session object.
+
+        Raises:
+            ProtofaceValueError: If `session_id` is blank (nothing is sent).
+            ProtofaceAPIError: If Protoface answers with a non-retryable error
+                (`code` is `not_found` for an unknown id).
+            APIConnectionError: If retryable failures persist after all retries.
+        """
+        _check_nonblank(session_id, "session_id")
+        payload = await self._request("GET", f"/v1/sessions/{_quote(session_id)}")
+        return cast(SessionResource, payload)
+
+    async def list_sessions(
+        self,
+        *,
+        status: NotGivenOr[str | Sequence[str]] = NOT_GIVEN,
+        avatar_id: NotGivenOr[str] = NOT_GIVEN,
+        created_after: NotGivenOr[str | datetime.datetime] = NOT_GIVEN,
+        created_before: NotGivenOr[str | datetime.datetime] = NOT_GIVEN,
+        limit: NotGivenOr[int] = NOT_GIVEN,
+    ) -> AsyncIterator[SessionResource]:
+        """Iterate over sessions, newest first, fetching pages as needed.
+
+        Follows `next_cursor` (sent back as `starting_after`) until the API
+        reports no more pages::
+
+            async for session in api.list_sessions(status=["queued", "running"]):
+                print(session["id"], session["status"])
+
+        Args:
+            status: Only sessions in this status (or any of these statuses).
+            avatar_id: Only sessions of this avatar.
+            created_after: Only sessions created after this instant (ISO 8601
+                string or timezone-aware datetime).
+            created_before: Only sessions created before this instant.
+            limit: Page size: how many sessions each request asks for. The
+                iterator still yields every matching session.
+
+        Yields:
+            Decoded session objects.
+
+        Raises:
+            ProtofaceValueError: If an argument is refused (nothing is sent).
+            ProtofaceAPIError: If Protoface answers with a non-retryable error.
+            ProtofaceException: If a page is malformed.
+            APIConnectionError: If retryable failures persist after all retries.
+        """
+        params: list[tuple[str, str]] = []
+        if utils.is_given(status):
+            statuses = [status] if isinstance(status, str) else list(status)
+            if not statuses:
+                raise ProtofaceValueError(
+                    "status must name at least one session status; omit it to list all",
+                    param="status",
+                )
+            for value in statuses:
+                if value not in SESSION_STATUSES:
+                    raise ProtofaceValueError(
+                        f"status {value!r} is not a session status; use one of "
+                        f"{', '.join(SESSION_STATUSES)}",
+                        param="status",
+                    )
+                params.append(("status", value))
+        if utils.is_given(avatar_id):
+            _check_nonblank(avatar_id, "avatar_id")
+            params.append(("avatar_id", avatar_id))
+        if utils.is_given(created_after):
+            params.append(("created_after", _instant(created_after, "created_after")))
+        if utils.is_given(created_before):
+            params.append(("created_before", _instant(created_before, "created_before")))
+        if utils.is_given(limit):
+            _check_positive_int(limit, "limit")
+            params.append(("limit", str(limit)))
+
+        async for item in self._paginate("/v1/sessions", params):
+            yield cast(SessionResource, item)
+
+    async def list_avatars(
+        self,
+        *,
+        scope: NotGivenOr[str] = NOT_GIVEN,
+        q: NotGivenOr[str] = NOT_GIVEN,
+        limit: NotGivenOr[int] = NOT_GIVEN,
+    ) -> AsyncIterator[AvatarResource]:
+        """Iterate over the avatars the API key can use, fetching pages as needed.
+
+        Args:
+            scope: Passed to the API's `scope` filter as is.
+            q: Search text, passed to the API's `q` filter.
+            limit: Page size: how many avatars each request asks for.
+
+        Yields:
+            Decoded avatar objects.
+
+        Raises:
+            ProtofaceValueError: If an argument is refused (nothing is sent).
+            ProtofaceAPIError: If Protoface answers with a non-retryable error.
+            ProtofaceException: If a page is malformed.
+            APIConnectionError: If retryable failures persist after all retries.
+        """
+        params: list[tuple[str, str]] = []
+        if utils.is_given(scope):
+            _check_nonblank(scope, "scope")
+            params.append(("scope", scope))
+        if utils.is_given(q):
+            if not isinstance(q, str):
+                raise ProtofaceValueError(f"q must be a string, got {q!r}", param="q")
+            params.append(("q", q))
+        if utils.is_given(limit):
+            _check_positive_int(limit, "limit")
+            params.append(("limit", str(limit)))
+
+        async for item in self._paginate("/v1/avatars", params):
+            yield cast(AvatarResource, item)
+
+    async def get_avatar(self, avatar_id: str) -> AvatarResource:
+        """Fetch one avatar (`GET /v1/avatars/{id}`).
+
+        Args:
+            avatar_id: Protoface avatar id.
+
+        Returns:
+            The decoded avatar object.
+
+        Raises:
+            ProtofaceValueError: If `avatar_id` is blank (nothing is sent).
+            ProtofaceAPIError: If Protoface answers with a non-retryable error.
+            APIConnectionError: If retryable failures persist after all retries.
+        """
+        _check_nonblank(avatar_id, "avatar_id")
+        payload = await self._request("GET", f"/v1/avatars/{_quote(avatar_id)}")
+        return cast(AvatarResource, payload)
+
+    async def get_status(self) -> PlatformStatus:
+        """Fetch the platform status (`GET /v1/status`).
+
+        Returns:
+            `{status, components, updated_at}`; `status` is `operational`,
+            `degraded` or `outage`.
+
+        Raises:
+            ProtofaceAPIError: If Protoface answers with a non-retryable error.
+            APIConnectionError: If retryable failures persist after all retries.
+        """
+        payload = await self._request("GET", "/v1/status")
+        return cast(PlatformStatus, payload)
+
+    # -- internals ---------------------------------------------------------
+
+    def _session_body(
+        self,
+        *,
+        avatar_id: str,
+        transport: Mapping[str, Any],
+        max_duration_seconds: NotGivenOr[int | None] = NOT_GIVEN,
+        quality: NotGivenOr[str | None] = NOT_GIVEN,
+        idle_timeout_seconds: NotGivenOr[int | None] = NOT_GIVEN,
+        metadata: NotGivenOr[Mapping[str, MetadataValue] | None] = NOT_GIVEN,
+    ) -> dict[str, Any]:
+        """The checked `POST /v1/sessions` body; refuses bad input before the network."""
+        _check_nonblank(avatar_id, "avatar_id")
+        body: dict[str, Any] = {
+            "avatar_id": avatar_id,
+            "transport": self._checked_transport(transport),
+        }
+        if utils.is_given(max_duration_seconds) and max_duration_seconds is not None:
+            _check_int_range(max_duration_seconds, "max_duration_seconds", *MAX_DURATION_RANGE)
+            body["max_duration_seconds"] = max_duration_seconds
+        if utils.is_given(quality) and quality is not None:
+            _check_quality(quality, "quality")
+            body["quality"] = quality
+        if utils.is_given(idle_timeout_seconds) and idle_timeout_seconds is not None:
+            _check_int_range(idle_timeout_seconds, "idle_timeout_seconds", *IDLE_TIMEOUT_RANGE)
+            body["idle_timeout_seconds"] = idle_timeout_seconds
+        if utils.is_given(metadata) and metadata is not None:
+            body["metadata"] = _checked_metadata(metadata, "metadata")
+        return body
+
+    def _add_secret(self, value: str) -> None:
+        """Redact `value` from everything this client surfaces (bodies, messages)."""
+        if value:
+            self._secrets.add(value)
+
+    def _redact_text(self, text: str) -> str:
+        # Longest first, so a secret containing another is replaced whole.
+        for secret in sorted(self._secrets, key=len, reverse=True):
+            if secret in text:
+                text = text.replace(secret, _REDACTED)
+        return text
+
+    def _redact_opt(self, value: str | None) -> str | None:
+        return None if value is None else self._redact_text(value)
+
+    def _redact(self, value: object) -> Any:
+        if isinstance(value, str):
+            return self._redact_text(value)
+        if isinstance(value, dict):
+            return {self._redact_text(str(k)): self._redact(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [self._redact(v) for v in value]
+        return value
+
+    def _checked_transport(self, transport: Mapping[str, Any]) -> dict[str, Any]:
+        if not isinstance(transport, Mapping):
+            raise ProtofaceValueError(
+                f"transport must be a dict such as {{'type': 'livekit', 'url': ..., "
+                f"'room_name': ..., 'worker_token': ...}}, got {type(transport).__name__}",
+                param="transport",
+            )
+        checked = dict(transport)
+        if checked.get("type") == "livekit":
+            _check_url(checked.get("url"), "transport.url", _LIVEKIT_URL_SCHEMES)
+            _check_nonblank(checked.get("room_name"), "transport.room_name")
+            token = checked.get("worker_token")
+            _check_secret(token, "transport.worker_token")
+            self._add_secret(cast(str, token))
+            if "worker_identity" in checked and checked["worker_identity"] is not None:
+                _check_nonblank(checked["worker_identity"], "transport.worker_identity")
+        return checked
+
+    def _http_session(self) -> aiohttp.ClientSession:
+        if self._session is not None:
+            return self._session
+        if self._owned_session is not None and not self._owned_session.closed:
+            return self._owned_session
+        try:
+            # Inside a job, share the job's session (its proxy and TLS settings).
+            return utils.http_context.http_session()
+        except RuntimeError:
+            pass
+        # A plain script: nothing to borrow, so create one and own it.
+        self._owned_session = aiohttp.ClientSession()
+        return self._owned_session
+
+    async def _paginate(
+        self, path: str, params: list[tuple[str, str]]
+    ) -> AsyncIterator[dict[str, Any]]:
+        cursor: str | None = None
+        while True:
+            page_params = list(params)
+            if cursor is not None:
+                page_params.append(("starting_after", cursor))
+            page = await self._request("GET", path, params=page_params)
+            data = page.get("data")
+            if not isinstance(data, list):
+                raise ProtofaceException(
+                    f"Protoface API GET {path} returned a page without a `data` list"
+                )
+            for item in data:
+                if isinstance(item, dict):
+                    yield item
+            next_cursor = page.get("next_cursor")
+            if not page.get("has_more") or not isinstance(next_cursor, str) or not next_cursor:
+                return
+            if next_cursor == cursor:
+                # A server that hands back the same cursor would loop forever.
+                raise ProtofaceException(
+                    f"Protoface API GET {path} returned the same next_cursor twice "
+                    f"({next_cursor!r}); stopping"
+                )
+            cursor = next_cursor
+
+    async def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json_body: Mapping[str, Any] | None = None,
+        params: Sequence[tuple[str, str]] | None = None,
+        idempotency_key: str | None = None,
+        attempts: int | None = None,
+        timeout: float | None = None,
+    ) -> dict[str, Any]:
+        """Send one logical request, retrying per `conn_options`.
+
+        `attempts` and `timeout` override `conn_options` for internal calls that
+        must stay short (the replay that recovers a session id during cleanup).
+        """
+        headers = {
+            "Authorization": f"Bearer {self._api_key}",
+            "User-Agent": _USER_AGENT,
+            "Accept": "application/json",
+        }
+        if idempotency_key is not None:
+            # The same key on every retry: the server answers a replay with the
+            # session it already created instead of starting a second one.
+            headers["Idempotency-Key"] = idempotency_key
+
+        url = f"{self._api_url}{path}"
+        if attempts is None:
+            attempts = self._conn_options.max_retry + 1
+        per_attempt = self._conn_options.timeout if timeout is None else timeout
+        client_timeout = aiohttp.ClientTimeout(total=per_attempt or None)
+        last_error: Exception | None = None
+
+        for attempt in range(attempts):
+            delay: float | None = None
+            try:
+                async with self._http_session().request(
+                    method,
+                    url,
+                    json=json_body,
+                    params=params,
+                    headers=headers,
+                    timeout=client_timeout,
+                ) as response:
+                    raw = await response.read()
+                    if 200 <= response.status < 300:
+                        return self._decode_success(method, path, response, raw)
+                    error = self._error_from_response(method, path, response, raw)
+            except asyncio.TimeoutError as exc:
+                last_error = APITimeoutError(
+                    f"Protoface API {method} {path} timed out after {per_attempt:g}s"
+                )
+                last_error.__cause__ = exc
+            except aiohttp.ClientError as exc:
+                last_error = APIConnectionError(f"Protoface API {method} {path}: network error")
+                last_error.__cause__ = exc
+            else:
+                if not error.retryable:
+                    raise error
+                last_error = error
+                if error.retry_after is not None and error.status_code in (429, 503):
+                    delay = error.retry_after
+
+            if attempt + 1 >= attempts:
+                break
+
+            if delay is not None and delay > self._max_retry_after:
+                assert isinstance(last_error, ProtofaceAPIError)
+                raise _retry_after_too_long(last_error, self._max_retry_after) from last_error
+            if delay is None:
+                delay = self._conn_options._interval_for_retry(attempt)
+
+            logger.warning(
+                "Protoface API %s %s failed (%s); retrying in %.2fs (retry %d of %d)",
+                method,
+                path,
+                _describe(last_error),
+                delay,
+                attempt + 1,
+                attempts - 1,
+                extra={"attempt": attempt + 1, "method": method, "path": path},
+            )
+            await asyncio.sleep(delay)
+
+        raise APIConnectionError(
+            f"Protoface API {method} {path} failed after {attempts} attempt(s)"
+        ) from last_error
+
+    def _decode_success(
+        self, method: str, path: str, response: aiohttp.ClientResponse, raw: bytes
+    ) -> dict[str, Any]:
+        try:
+            payload: object = json.loads(raw) if raw.strip() else None
+        except ValueError:
+            payload = None
+            shape = _describe_body(response, raw)
+        else:
+            shape = (
+                "an empty body"
+                if payload is None
+                else f"JSON that is not an object ({type(payload).__name__})"
+            )
+        if isinstance(payload, dict):
+            return cast(dict[str, Any], self._redact(payload))
+
+        # Not retryable: a 2xx means the server acted (a create may have started
+        # a session); retrying would only repeat that.
+        request_id = self._redact_opt(response.headers.get("X-Request-Id") or None)
+        raise ProtofaceAPIError(
+            self._redact_text(
+                f"Protoface API {method} {path} answered {response.status} with {shape}; "
+                f"expected a JSON object" + _request_id_suffix(request_id)
+            ),
+            status_code=response.status,
+            request_id=request_id,
+            body=self._redact(payload if payload is not None else _excerpt(raw)),
+            retryable=False,
+        )
+
+    def _error_from_response(
+        self, method: str, path: str, response: aiohttp.ClientResponse, raw: bytes
+    ) -> ProtofaceAPIError:
+        status = response.status
+        retry_after = _parse_retry_after(response.headers.get("Retry-After"))
+        retryable = status in (408, 429) or status >= 500
+        header_request_id = response.headers.get("X-Request-Id") or None
+
+        try:
+            decoded: object = json.loads(raw) if raw.strip() else None
+        except ValueError:
+            decoded = None
+        envelope = decoded.get("error") if isinstance(decoded, dict) else None
+
+        if isinstance(envelope, dict):
+            code = _opt_str(envelope.get("code"))
+            err_type = _opt_str(envelope.get("type"))
+            param = _opt_str(envelope.get("param"))
+            request_id = _opt_str(envelope.get("request_id")) or header_request_id
+            api_message = _opt_str(envelope.get("message")) or "no message"
+            details = [f"request_id={request_id or 'unknown'}"]
+            if param:
+                details.append(f"param={param}")
+            message = (
+                f"Protoface API {method} {path} failed: {status} {code or 'unknown_error'}: "
+                f"{api_message} ({', '.join(details)})"
+            )
+            body: object = decoded
+        else:
+            code = err_type = param = None
+            request_id = header_request_id
+            shape = (
+                _describe_body(response, raw)
+                if decoded is None
+                else "JSON that is not a Protoface error envelope"
+            )
+            message = (
+                f"Protoface API {method} {path} failed: {status} with {shape}"
+                + _request_id_suffix(request_id)
+            )
+            body = decoded if decoded is not None else _excerpt(raw)
+
+        return ProtofaceAPIError(
+            self._redact_text(message),
+            status_code=status,
+            code=self._redact_opt(code),
+            type=self._redact_opt(err_type),
+            param=self._redact_opt(param),
+            request_id=self._redact_opt(request_id),
+            retry_after=retry_after,
+            body=self._redact(body),
+            retryable=retryable,
+        )
+
+
+# -- helpers shared with avatar.py ------------------------------------------
+
+
+def _resolve(value: NotGivenOr[str | None], env_name: str) -> str | None:
+    """The argument when given (and not None), else the environment variable."""
+    if utils.is_given(value) and value is not None:
+        return value
+    return os.environ.get(env_name) or None
+
+
+def _is_loopback_host(host: str) -> bool:
+    host = host.strip("[]").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _check_nonblank(value: object, param: str) -> None:
+    if not isinstance(value, str):
+        raise ProtofaceValueError(f"{param} must be a non-empty string, got {value!r}", param=param)
+    if not value.strip():
+        raise ProtofaceValueError(f"{param} must not be empty or blank, got {value!r}", param=param)
+
+
+def _check_secret(value: object, param: str) -> None:
+    # Never echo the value: it is a credential.
+    if not isinstance(value, str):
+        raise ProtofaceValueError(
+            f"{param} must be a string, got {type(value).__name__}", param=param
+        )
+    if not value.strip():
+        raise ProtofaceValueError(f"{param} must not be empty or blank", param=param)
+    if any(ch.isspace() or ord(ch) < 0x20 or ord(ch) == 0x7F for ch in value):
+        raise ProtofaceValueError(
+            f"{param} contains whitespace or control characters (a stray newline from "
+            f"copy-paste?); pass the value without them",
+            param=param,
+        )
+
+
+def _check_url(value: object, param: str, schemes: Iterable[str]) -> None:
+    allowed = tuple(schemes)
+    expected = " or ".join(f"{s}://" for s in allowed)
+    if not isinstance(value, str) or not value.strip():
+        raise ProtofaceValueError(
+            f"{param} must be a URL starting with {expected} and a host, got {value!r}",
+            param=param,
+        )
+    try:
+        parsed = urllib.parse.urlsplit(value)
+        _ = parsed.port  # raises ValueError on a malformed port
+    except ValueError:
+        raise ProtofaceValueError(
+            f"{param} {value!r} is not a valid URL; expected e.g. {allowed[-1]}://host",
+            param=param,
+        ) from None
+    if parsed.username is not None or parsed.password is not None:
+        # Do not echo the value: it carries credentials.
+        raise ProtofaceValueError(
+            f"{param} must not contain credentials (user:password@); remove them",
+            param=param,
+        )
+    if parsed.scheme.lower() not in allowed:
+        raise ProtofaceValueError(
+            f"{param} {value!r} must start with {expected}",
+            param=param,
+        )
+    if not parsed.hostname:
+        raise ProtofaceValueError(
+            f"{param} {value!r} has no host; expected e.g. {allowed[-1]}://host",
+            param=param,
+        )
+    if parsed.query or parsed.fragment:
+        raise ProtofaceValueError(
+            f"{param} {value!r} must not contain a query or fragment",
+            param=param,
+        )
+
+
+def _check_int_range(value: object, param: str, low: int, high: int) -> None:
+    # bool is an int subclass; True would silently mean 1.
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ProtofaceValueError(
+            f"{param} must be an int in {low}..{high}, got {value!r}", param=param
+        )
+    if not low <= value <= high:
+        raise ProtofaceValueError(f"{param} must be in {low}..{high}, got {value!r}", param=param)
+
+
+def _check_positive_int(value: object, param: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ProtofaceValueError(f"{param} must be an int >= 1, got {value!r}", param=param)
+
+
+def _check_quality(value: object, param: str) -> None:
+    if value not in QUALITIES:
+        raise ProtofaceValueError(
+            f"{param} must be one of {', '.join(QUALITIES)}, got {value!r}", param=param
+        )
+
+
+def _checked_metadata(value: object, param: str) -> dict[str, MetadataValue]:
+    if not isinstance(value, Mapping):
+        raise ProtofaceValueError(
+            f"{param} must be a dict of str to str/int/float/bool/None, got {type(value).__name__}",
+            param=param,
+        )
+    checked: dict[str, MetadataValue] = {}
+    for key, item in value.items():
+        if not isinstance(key, str):
+            raise ProtofaceValueError(f"{param} keys must be strings, got {key!r}", param=param)
+        if key.startswith(RESERVED_METADATA_PREFIX):
+            raise ProtofaceValueError(
+                f"{param} key {key!r} starts with {RESERVED_METADATA_PREFIX!r}, which "
+                f"Protoface reserves; rename the key",
+                param=f"{param}.{key}",
+            )
+        if item is not None and not isinstance(item, (str, int, float, bool)):
+            raise ProtofaceValueError(
+                f"{param}[{key!r}] must be a str, int, float, bool or None, "
+                f"got {type(item).__name__}",
+                param=f"{param}.{key}",
+            )
+        if isinstance(item, float) and not math.isfinite(item):
+            raise ProtofaceValueError(
+                f"{param}[{key!r}] must be a finite number, got {item!r}",
+                param=f"{param}.{key}",
+            )
+        checked[key] = item
+    size = len(json.dumps(checked, separators=(",", ":")).encode("utf-8"))
+    if size > METADATA_MAX_BYTES:
+        raise ProtofaceValueError(
+            f"{param} is {size} bytes as JSON; the limit is {METADATA_MAX_BYTES} bytes",
+            param=param,
+        )
+    return checked
+
+
+def _check_idempotency_key(value: object) -> None:
+    _check_nonblank(value, "idempotency_key")
+    assert isinstance(value, str)
+    if len(value) > 255 or not value.isascii() or not value.isprintable():
+        raise ProtofaceValueError(
+            f"idempotency_key must be at most 255 printable ASCII characters, got {value!r}",
+            param="idempotency_key",
+        )
+
+
+def _instant(value: object, param: str) -> str:
+    if isinstance(value, datetime.datetime):
+        if value.tzinfo is None:
+            raise ProtofaceValueError(
+                f"{param} must be timezone-aware, got naive {value!r}; "
+                f"use e.g. datetime.now(timezone.utc)",
+                param=param,
+            )
+        return value.isoformat()
+    _check_nonblank(value, param)
+    return cast(str, value)
+
+
+def _quote(segment: str) -> str:
+    return urllib.parse.quote(segment, safe="")
+
+
+def _opt_str(value: object) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def _parse_retry_after(value: str | None) -> float | None:
+    """Seconds from a `Retry-After` header: delta-seconds or an HTTP-date."""
+    if value is None or not value.strip():
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        pass
+    else:
+        return seconds if math.isfinite(seconds) and seconds >= 0 else None
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.timezone.utc)
+    return max(0.0, (when - now).total_seconds())
+
+
+def _retry_after_too_long(error: ProtofaceAPIError, cap: float) -> ProtofaceRetryAfterTooLongError:
+    asked = error.retry_after or 0.0
+    return ProtofaceRetryAfterTooLongError(
+        f"{error.message}; the server asked to retry after {_seconds(asked)}, longer than "
+        f"max_retry_after={cap:g}s, so the call fails now instead of waiting "
+        f"(raise max_retry_after on ProtofaceAPI to wait longer)",
+        status_code=error.status_code,
+        max_retry_after=cap,
+        code=error.code,
+        type=error.type,
+        param=error.param,
+        request_id=error.request_id,
+        retry_after=error.retry_after,
+        body=error.body,
+    )
+
+
+def _seconds(value: float) -> str:
+    return f"{value:.0f}s" if value >= 10 else f"{value:.1f}s"
+
+
+def _describe_body(response: aiohttp.ClientResponse, raw: bytes) -> str:
+    text = raw.strip()
+    if not text:
+        return "an empty body"
+    content_type = response.headers.get("Content-Type", "").lower()
+    if "html" in content_type or text[:1] == b"<":
+        return "an HTML page (likely from a gateway or proxy in front of the API)"
+    return "a body that is not JSON"
+
+
+def _excerpt(raw: bytes) -> str | None:
+    if not raw.strip():
+        return None
+    return raw[: _BODY_EXCERPT_CHARS * 4].decode("utf-8", "replace")[:_BODY_EXCERPT_CHARS]
+
+
+def _request_id_suffix(request_id: str | None) -> str:
+    return f" (request_id={request_id})" if request_id else ""
+
+
+def _describe(error: Exception | None) -> str:
+    if isinstance(error, ProtofaceAPIError):
+        return f"{error.status_code} {error.code or 'no error code'}"
+    if error is None:
+        return "unknown error"
+    cause = error.__cause__
+    return type(cause).__name__ if cause is not None else type(error).__name__

@@ -1,0 +1,340 @@
+"""The session monitor: failing before the join is reported, losing the avatar is handled.
+
+No LiveKit server runs here: the room is an unconnected `rtc.Room` in a fake job,
+so "joined" comes from the session resource (`first_frame_at`), and the avatar
+leaving the room is a `participant_disconnected` event emitted by the test.
+Audio reaching a viewer is for the real-room tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import pytest
+from livekit import rtc
+from livekit.agents import AgentSession
+from livekit.agents.voice.avatar import DataStreamAudioOutput
+from livekit.rtc._proto import participant_pb2
+
+from livekit.plugins.protoface import (
+    AvatarLostEvent,
+    AvatarSession,
+    AvatarSessionFailedError,
+    ProtofaceException,
+)
+
+from .fake_protoface import API_KEY, FAST, FakeProtoface, Reply, envelope, leftover_tasks
+
+pytestmark = pytest.mark.usefixtures("livekit_env")
+
+FIRST_FRAME = {"status": "running", "first_frame_at": "2025-01-01T00:00:01Z"}
+
+
+async def started(fake: FakeProtoface, room: rtc.Room, **kwargs: Any) -> AvatarSession:
+    kwargs.setdefault("conn_options", FAST)
+    kwargs.setdefault("audio_fallback", False)
+    avatar = AvatarSession(api_key=API_KEY, api_url=fake.url, **kwargs)
+    await avatar.start(AgentSession(), room=room)
+    return avatar
+
+
+def lost_events(avatar: AvatarSession) -> asyncio.Queue[AvatarLostEvent]:
+    queue: asyncio.Queue[AvatarLostEvent] = asyncio.Queue()
+    avatar.on("avatar_lost", queue.put_nowait)
+    return queue
+
+
+def avatar_left(room: rtc.Room, identity: str = "protoface-avatar-agent") -> None:
+    """Stand-in for LiveKit telling the room that the avatar participant left."""
+    info = participant_pb2.ParticipantInfo(identity=identity)
+    room.emit(
+        "participant_disconnected",
+        rtc.RemoteParticipant(participant_pb2.OwnedParticipant(info=info)),
+    )
+
+
+async def test_failure_before_join_makes_wait_for_join_raise_with_the_code(
+    fake: FakeProtoface, job_room: rtc.Room, caplog: pytest.LogCaptureFixture
+) -> None:
+    avatar = await started(fake, job_room)
+    assert avatar.session_id is not None
+    fake.update_session(
+        avatar.session_id,
+        status="failed",
+        failure={"code": "livekit_auth_failed", "message": "the server refused the token"},
+    )
+
+    with pytest.raises(AvatarSessionFailedError) as info:
+        # The bound is the behaviour: reported within seconds, not at the 30 s timeout.
+        await asyncio.wait_for(avatar.wait_for_join(timeout=30), timeout=5)
+
+    error = info.value
+    assert isinstance(error, ProtofaceException)
+    assert error.failure_code == "livekit_auth_failed"
+    assert error.session_id == avatar.session_id
+    assert error.status == "failed"
+    assert "livekit_auth_failed" in str(error)
+    assert any(
+        r.levelno == logging.ERROR
+        and avatar.session_id in r.getMessage()
+        and "livekit_auth_failed" in r.getMessage()
+        for r in caplog.records
+    )
+    await avatar.aclose()
+
+
+@pytest.mark.parametrize("status", ["ended", "canceled"])
+async def test_session_over_before_join_also_raises(
+    fake: FakeProtoface, job_room: rtc.Room, status: str
+) -> None:
+    avatar = await started(fake, job_room)
+    assert avatar.session_id is not None
+    fake.update_session(avatar.session_id, status=status)
+
+    with pytest.raises(AvatarSessionFailedError) as info:
+        await asyncio.wait_for(avatar.wait_for_join(), timeout=5)
+
+    assert info.value.status == status
+    assert info.value.failure_code is None
+    await avatar.aclose()
+
+
+async def test_wait_for_join_returns_once_the_avatar_publishes(
+    fake: FakeProtoface, job_room: rtc.Room
+) -> None:
+    avatar = await started(fake, job_room)
+    assert avatar.session_id is not None
+    fake.update_session(avatar.session_id, **FIRST_FRAME)
+
+    await asyncio.wait_for(avatar.wait_for_join(), timeout=5)
+    await avatar.aclose()
+
+
+async def test_wait_for_join_still_times_out(fake: FakeProtoface, job_room: rtc.Room) -> None:
+    avatar = await started(fake, job_room)
+    with pytest.raises(asyncio.TimeoutError):
+        await avatar.wait_for_join(timeout=0.3)
+    await avatar.aclose()
+
+
+async def test_aclose_releases_a_pending_wait_for_join(
+    fake: FakeProtoface, job_room: rtc.Room
+) -> None:
+    avatar = await started(fake, job_room)
+    waiter = asyncio.create_task(avatar.wait_for_join(timeout=None))
+    await asyncio.sleep(0)
+
+    await avatar.aclose()
+
+    with pytest.raises(ProtofaceException, match="closed"):
+        await asyncio.wait_for(waiter, timeout=5)
+
+
+@pytest.mark.parametrize(
+    ("update", "reason", "status"),
+    [
+        (
+            {"status": "ended", "metadata": {"_avatar.end_reason": "max_duration_reached"}},
+            "max_duration_reached",
+            "ended",
+        ),
+        (
+            {"status": "ended", "metadata": {"_avatar.end_reason": "idle_timeout"}},
+            "idle_timeout",
+            "ended",
+        ),
+        (
+            {"status": "failed", "failure": {"code": "worker_lost", "message": "gone"}},
+            "worker_lost",
+            "failed",
+        ),
+        ({"status": "canceled"}, "canceled", "canceled"),
+    ],
+    ids=["max-duration", "idle-timeout", "failed", "no-reason"],
+)
+async def test_avatar_lost_after_join_is_emitted_with_the_reason(
+    fake: FakeProtoface,
+    job_room: rtc.Room,
+    caplog: pytest.LogCaptureFixture,
+    update: dict[str, Any],
+    reason: str,
+    status: str,
+) -> None:
+    avatar = await started(fake, job_room, poll_interval=0.05)
+    events = lost_events(avatar)
+    session_id = avatar.session_id
+    assert session_id is not None
+    fake.update_session(session_id, **FIRST_FRAME)
+    await asyncio.wait_for(avatar.wait_for_join(), timeout=5)
+
+    fake.update_session(session_id, **update)
+    event = await asyncio.wait_for(events.get(), timeout=5)
+
+    assert event == AvatarLostEvent(session_id=session_id, reason=reason, status=status)
+    assert any(
+        r.levelno == logging.WARNING and reason in r.getMessage() and session_id in r.getMessage()
+        for r in caplog.records
+    )
+    await avatar.aclose()
+    assert events.empty()  # once only
+
+
+async def test_avatar_leaving_the_room_is_checked_at_once(
+    fake: FakeProtoface, job_room: rtc.Room
+) -> None:
+    """With a 60 s poll interval only the participant event can explain a prompt report."""
+    avatar = await started(fake, job_room, poll_interval=60)
+    events = lost_events(avatar)
+    session_id = avatar.session_id
+    assert session_id is not None
+    fake.update_session(session_id, **FIRST_FRAME)
+    await asyncio.wait_for(avatar.wait_for_join(), timeout=5)
+
+    fake.update_session(
+        session_id, status="failed", failure={"code": "worker_lost", "message": "left"}
+    )
+    avatar_left(job_room)
+    event = await asyncio.wait_for(events.get(), timeout=5)
+
+    assert event.reason == "worker_lost"
+    await avatar.aclose()
+
+
+async def test_avatar_leaving_while_the_session_runs_is_a_loss(
+    fake: FakeProtoface, job_room: rtc.Room
+) -> None:
+    avatar = await started(fake, job_room, poll_interval=60)
+    events = lost_events(avatar)
+    session_id = avatar.session_id
+    assert session_id is not None
+    fake.update_session(session_id, **FIRST_FRAME)
+    await asyncio.wait_for(avatar.wait_for_join(), timeout=5)
+
+    avatar_left(job_room)
+    event = await asyncio.wait_for(events.get(), timeout=10)
+
+    assert event == AvatarLostEvent(
+        session_id=session_id, reason="avatar_left_room", status="running"
+    )
+    await avatar.aclose()
+
+
+async def test_other_participants_leaving_is_ignored(
+    fake: FakeProtoface, job_room: rtc.Room
+) -> None:
+    avatar = await started(fake, job_room, poll_interval=0.05)
+    events = lost_events(avatar)
+    assert avatar.session_id is not None
+    fake.update_session(avatar.session_id, **FIRST_FRAME)
+    await asyncio.wait_for(avatar.wait_for_join(), timeout=5)
+
+    avatar_left(job_room, identity="some-user")
+    polls = len(fake.requests_to("GET", "/v1/sessions/{id}"))
+    await asyncio.wait_for(fake.wait_for_requests("GET", "/v1/sessions/{id}", polls + 5), 10)
+
+    assert events.empty()
+    await avatar.aclose()
+
+
+async def test_transient_poll_errors_do_not_stop_the_monitor(
+    fake: FakeProtoface, job_room: rtc.Room
+) -> None:
+    avatar = await started(fake, job_room)
+    assert avatar.session_id is not None
+    fake.script(
+        "GET",
+        "/v1/sessions/{id}",
+        *[Reply(status=503, json=envelope("service_unavailable", "down")) for _ in range(6)],
+    )
+    fake.update_session(
+        avatar.session_id, status="failed", failure={"code": "livekit_unreachable", "message": ""}
+    )
+
+    with pytest.raises(AvatarSessionFailedError) as info:
+        await asyncio.wait_for(avatar.wait_for_join(), timeout=10)
+    assert info.value.failure_code == "livekit_unreachable"
+    await avatar.aclose()
+
+
+async def test_audio_fallback_off_leaves_the_audio_output_alone(
+    fake: FakeProtoface, job_room: rtc.Room
+) -> None:
+    session = AgentSession()
+    avatar = AvatarSession(
+        api_key=API_KEY,
+        api_url=fake.url,
+        conn_options=FAST,
+        poll_interval=0.05,
+        audio_fallback=False,
+    )
+    await avatar.start(session, room=job_room)
+    events = lost_events(avatar)
+    assert avatar.session_id is not None
+    output = session.output.audio
+    fake.update_session(avatar.session_id, **FIRST_FRAME)
+    await asyncio.wait_for(avatar.wait_for_join(), timeout=5)
+    fake.update_session(avatar.session_id, status="ended")
+    await asyncio.wait_for(events.get(), timeout=5)
+
+    assert session.output.audio is output
+    assert isinstance(output, DataStreamAudioOutput)
+    await avatar.aclose()
+
+
+async def test_audio_fallback_is_attempted_and_its_failure_does_not_hide_the_event(
+    fake: FakeProtoface, job_room: rtc.Room, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Stand-in: the room is not connected, so publishing the fallback track fails.
+
+    That the viewer then hears the agent is proven by the real-room tests.
+    """
+    session = AgentSession()
+    avatar = AvatarSession(api_key=API_KEY, api_url=fake.url, conn_options=FAST, poll_interval=0.05)
+    await avatar.start(session, room=job_room)
+    events = lost_events(avatar)
+    assert avatar.session_id is not None
+    fake.update_session(avatar.session_id, **FIRST_FRAME)
+    await asyncio.wait_for(avatar.wait_for_join(), timeout=5)
+    fake.update_session(avatar.session_id, status="ended")
+
+    await asyncio.wait_for(events.get(), timeout=10)
+
+    assert any("could not publish the agent's audio" in r.getMessage() for r in caplog.records)
+    await avatar.aclose()
+
+
+async def test_monitor_stops_after_the_loss_and_aclose_leaves_no_task(
+    fake: FakeProtoface, job_room: rtc.Room
+) -> None:
+    before = set(asyncio.all_tasks())
+    avatar = await started(fake, job_room, poll_interval=0.05)
+    events = lost_events(avatar)
+    assert avatar.session_id is not None
+    fake.update_session(avatar.session_id, **FIRST_FRAME)
+    await asyncio.wait_for(avatar.wait_for_join(), timeout=5)
+    fake.update_session(avatar.session_id, status="ended")
+    await asyncio.wait_for(events.get(), timeout=5)
+
+    polls = len(fake.requests_to("GET", "/v1/sessions/{id}"))
+    await asyncio.sleep(0.3)
+    assert len(fake.requests_to("GET", "/v1/sessions/{id}")) == polls
+
+    await avatar.aclose()
+    assert leftover_tasks(before) == []
+
+
+async def test_aclose_while_monitoring_leaves_no_task(
+    fake: FakeProtoface, job_room: rtc.Room
+) -> None:
+    before = set(asyncio.all_tasks())
+    avatar = await started(fake, job_room, poll_interval=0.05)
+    await asyncio.wait_for(fake.wait_for_requests("GET", "/v1/sessions/{id}", 1), 5)
+
+    await avatar.aclose()
+
+    assert leftover_tasks(before) == []
+    polls = len(fake.requests_to("GET", "/v1/sessions/{id}"))
+    await asyncio.sleep(0.2)
+    assert len(fake.requests_to("GET", "/v1/sessions/{id}")) == polls

@@ -1,0 +1,338 @@
+"""AvatarSession.start(): what it sends, the worker token, and cleanup when it fails."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import time
+import uuid
+from typing import Any
+
+import jwt
+import pytest
+from livekit import api, rtc
+from livekit.agents import AgentSession, APIConnectOptions, APIStatusError
+from livekit.agents.voice.avatar import DataStreamAudioOutput
+from livekit.plugins import protoface
+
+from livekit.plugins.protoface import AvatarSession, ProtofaceException
+
+from .fake_protoface import (
+    AGENT_IDENTITY,
+    API_KEY,
+    FAST,
+    LIVEKIT_API_KEY,
+    LIVEKIT_API_SECRET,
+    LIVEKIT_URL,
+    ROOM_NAME,
+    FakeProtoface,
+    Reply,
+    envelope,
+    leftover_tasks,
+)
+
+pytestmark = pytest.mark.usefixtures("livekit_env")
+
+
+def make_avatar(fake: FakeProtoface, **kwargs: Any) -> AvatarSession:
+    kwargs.setdefault("conn_options", FAST)
+    return AvatarSession(api_key=API_KEY, api_url=fake.url, **kwargs)
+
+
+def sent_token(fake: FakeProtoface) -> str:
+    (create,) = fake.requests_to("POST", "/v1/sessions")[:1]
+    token = create.body["transport"]["worker_token"]
+    assert isinstance(token, str)
+    return token
+
+
+async def test_start_creates_the_session_and_routes_audio_to_the_avatar(
+    fake: FakeProtoface, job_room: rtc.Room
+) -> None:
+    session = AgentSession()
+    avatar = make_avatar(fake, max_duration_seconds=300)
+
+    await avatar.start(session, room=job_room)
+    try:
+        (create,) = fake.requests_to("POST", "/v1/sessions")
+        assert create.body["avatar_id"] == protoface.DEFAULT_STOCK_AVATAR_ID
+        assert create.body["max_duration_seconds"] == 300
+        transport = create.body["transport"]
+        assert {k: v for k, v in transport.items() if k != "worker_token"} == {
+            "type": "livekit",
+            "url": LIVEKIT_URL,
+            "room_name": ROOM_NAME,
+            "worker_identity": "protoface-avatar-agent",
+            "audio_source": "data_stream",
+        }
+        assert uuid.UUID(create.headers["Idempotency-Key"]).version == 4
+        assert avatar.session_id == next(iter(fake.sessions))
+        assert isinstance(session.output.audio, DataStreamAudioOutput)
+        assert avatar.provider == "protoface"
+        assert avatar.avatar_identity == "protoface-avatar-agent"
+    finally:
+        await avatar.aclose()
+
+
+async def test_options_are_sent(fake: FakeProtoface, job_room: rtc.Room) -> None:
+    avatar = make_avatar(
+        fake,
+        avatar_id="av_custom_1",
+        quality="lite",
+        idle_timeout_seconds=45,
+        metadata={"customer": "acme", "tier": 2},
+        avatar_participant_identity="face-1",
+        avatar_participant_name="Face One",
+    )
+    await avatar.start(AgentSession(), room=job_room)
+    await avatar.aclose()
+
+    (create,) = fake.requests_to("POST", "/v1/sessions")
+    assert create.body["avatar_id"] == "av_custom_1"
+    assert create.body["quality"] == "lite"
+    assert create.body["idle_timeout_seconds"] == 45
+    assert create.body["metadata"] == {"customer": "acme", "tier": 2}
+    assert create.body["transport"]["worker_identity"] == "face-1"
+    assert "max_duration_seconds" not in create.body
+
+
+async def test_worker_token_has_only_the_needed_grants(
+    fake: FakeProtoface, job_room: rtc.Room
+) -> None:
+    avatar = make_avatar(
+        fake, avatar_participant_identity="face-1", avatar_participant_name="Face One"
+    )
+    await avatar.start(AgentSession(), room=job_room)
+    await avatar.aclose()
+
+    token = sent_token(fake)
+    # The signature must verify with the customer's secret: LiveKit will check it.
+    claims = api.TokenVerifier(LIVEKIT_API_KEY, LIVEKIT_API_SECRET).verify(token)
+    assert claims.identity == "face-1"
+    assert claims.name == "Face One"
+    assert claims.kind == "agent"
+    assert claims.attributes == {"lk.publish_on_behalf": AGENT_IDENTITY}
+
+    raw = jwt.decode(token, LIVEKIT_API_SECRET, algorithms=["HS256"])
+    assert raw["video"] == {
+        "roomJoin": True,
+        "room": ROOM_NAME,
+        "canPublish": True,
+        "canSubscribe": True,
+        "canPublishData": True,
+    }
+    for forbidden in ("sip", "inference", "observability", "agent", "roomConfig"):
+        assert forbidden not in raw
+
+
+async def test_worker_token_lives_ten_minutes_by_default(
+    fake: FakeProtoface, job_room: rtc.Room
+) -> None:
+    avatar = make_avatar(fake)
+    await avatar.start(AgentSession(), room=job_room)
+    await avatar.aclose()
+
+    raw = jwt.decode(sent_token(fake), LIVEKIT_API_SECRET, algorithms=["HS256"])
+    assert raw["exp"] - raw["nbf"] <= 600
+    assert raw["exp"] - raw["nbf"] >= 590
+    assert raw["exp"] <= time.time() + 600 + 5
+
+
+async def test_worker_token_ttl_option(fake: FakeProtoface, job_room: rtc.Room) -> None:
+    avatar = make_avatar(fake, worker_token_ttl=datetime.timedelta(minutes=2))
+    await avatar.start(AgentSession(), room=job_room)
+    await avatar.aclose()
+
+    raw = jwt.decode(sent_token(fake), LIVEKIT_API_SECRET, algorithms=["HS256"])
+    assert 110 <= raw["exp"] - raw["nbf"] <= 120
+
+
+async def test_second_start_raises_runtime_error(fake: FakeProtoface, job_room: rtc.Room) -> None:
+    avatar = make_avatar(fake)
+    session = AgentSession()
+    await avatar.start(session, room=job_room)
+    try:
+        with pytest.raises(RuntimeError, match="twice"):
+            await avatar.start(session, room=job_room)
+        assert len(fake.requests_to("POST", "/v1/sessions")) == 1
+    finally:
+        await avatar.aclose()
+
+
+async def test_aclose_ends_the_hosted_session_once(fake: FakeProtoface, job_room: rtc.Room) -> None:
+    avatar = make_avatar(fake)
+    before = set(asyncio.all_tasks())
+    await avatar.start(AgentSession(), room=job_room)
+    session_id = avatar.session_id
+
+    await avatar.aclose()
+    await avatar.aclose()
+
+    assert fake.ended == [session_id]
+    assert avatar.session_id is None
+    assert leftover_tasks(before) == []
+
+
+async def test_aclose_is_safe_when_start_never_ran(fake: FakeProtoface) -> None:
+    avatar = make_avatar(fake)
+    await avatar.aclose()
+    await avatar.aclose()
+    assert fake.requests == []
+
+
+async def test_aclose_logs_but_never_raises_when_end_fails(
+    fake: FakeProtoface, job_room: rtc.Room, caplog: pytest.LogCaptureFixture
+) -> None:
+    avatar = make_avatar(fake, conn_options=APIConnectOptions(max_retry=0, timeout=2))
+    await avatar.start(AgentSession(), room=job_room)
+    fake.script(
+        "POST", "/v1/sessions/{id}/end", Reply(status=500, json=envelope("internal", "boom"))
+    )
+
+    await avatar.aclose()
+
+    assert any(
+        r.levelname == "WARNING" and "failed to end protoface session" in r.getMessage()
+        for r in caplog.records
+    )
+
+
+async def test_agent_identity_comes_from_the_job(fake: FakeProtoface, job_room: rtc.Room) -> None:
+    avatar = make_avatar(fake, avatar_participant_identity=AGENT_IDENTITY)
+    with pytest.raises(ProtofaceException, match="agent's own identity"):
+        await avatar.start(AgentSession(), room=job_room)
+    assert fake.requests == []
+
+
+async def test_start_outside_a_job_with_an_unconnected_room_is_refused(
+    fake: FakeProtoface,
+) -> None:
+    avatar = make_avatar(fake)
+    before = set(asyncio.all_tasks())
+    with pytest.raises(ProtofaceException):
+        await avatar.start(AgentSession(), room=rtc.Room())
+    assert fake.requests == []
+    assert leftover_tasks(before) == []
+
+
+# -- no orphaned hosted session ---------------------------------------------
+
+
+async def test_response_without_id_ends_the_created_session(
+    fake: FakeProtoface, job_room: rtc.Room
+) -> None:
+    """The first answer lacks `id`; a replay with the same key reveals it; it is ended.
+
+    In the fake, the scripted first answer bypasses its store, so the replay is
+    what stores the session; a real API would return the one already created.
+    """
+    fake.script("POST", "/v1/sessions", Reply(status=201, json={"object": "session"}))
+    avatar = make_avatar(fake)
+    before = set(asyncio.all_tasks())
+
+    with pytest.raises(ProtofaceException, match="missing session id"):
+        await avatar.start(AgentSession(), room=job_room)
+
+    creates = fake.requests_to("POST", "/v1/sessions")
+    assert len(creates) == 2
+    assert creates[0].headers["Idempotency-Key"] == creates[1].headers["Idempotency-Key"]
+    assert list(fake.sessions) == fake.ended
+    assert len(fake.ended) == 1
+    assert avatar.session_id is None
+    assert leftover_tasks(before) == []
+
+
+async def test_2xx_html_answer_ends_the_created_session(
+    fake: FakeProtoface, job_room: rtc.Room
+) -> None:
+    fake.script(
+        "POST",
+        "/v1/sessions",
+        Reply(status=201, text="<html>ok</html>", headers={"Content-Type": "text/html"}),
+    )
+    avatar = make_avatar(fake)
+    before = set(asyncio.all_tasks())
+
+    with pytest.raises(APIStatusError, match="HTML page"):
+        await avatar.start(AgentSession(), room=job_room)
+
+    assert len(fake.ended) == 1
+    assert leftover_tasks(before) == []
+
+
+async def test_audio_swap_failure_ends_the_created_session(
+    fake: FakeProtoface, job_room: rtc.Room
+) -> None:
+    """Stand-in: nothing real makes `replace_audio_tail` fail, so it is made to raise."""
+    session = AgentSession()
+
+    def broken_swap(sink: Any) -> None:
+        raise RuntimeError("audio chain is closed")
+
+    session.output.replace_audio_tail = broken_swap  # type: ignore[method-assign]
+    avatar = make_avatar(fake)
+    before = set(asyncio.all_tasks())
+
+    with pytest.raises(RuntimeError, match="audio chain is closed"):
+        await avatar.start(session, room=job_room)
+
+    assert fake.ended == list(fake.sessions)
+    assert len(fake.ended) == 1
+    assert avatar.session_id is None
+    assert leftover_tasks(before) == []
+
+
+async def test_cancellation_mid_start_ends_the_created_session(
+    fake: FakeProtoface, job_room: rtc.Room
+) -> None:
+    fake.create_delay = 30.0  # accepted and stored, but the answer never comes in time
+    avatar = make_avatar(fake)
+    before = set(asyncio.all_tasks())
+
+    start = asyncio.create_task(avatar.start(AgentSession(), room=job_room))
+    await asyncio.wait_for(fake.create_received.wait(), timeout=5)
+    fake.create_delay = 0.0  # the recovery replay is answered at once
+    start.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await start
+
+    assert len(fake.sessions) == 1
+    assert fake.ended == list(fake.sessions)
+    assert avatar.session_id is None
+    assert leftover_tasks(before) == []
+
+
+async def test_refused_create_leaves_nothing_running(
+    fake: FakeProtoface, job_room: rtc.Room
+) -> None:
+    fake.script(
+        "POST",
+        "/v1/sessions",
+        Reply(status=402, json=envelope("quota_exceeded", "insufficient_credits")),
+    )
+    avatar = make_avatar(fake)
+    before = set(asyncio.all_tasks())
+
+    with pytest.raises(APIStatusError) as info:
+        await avatar.start(AgentSession(), room=job_room)
+
+    assert info.value.status_code == 402
+    assert len(fake.requests_to("POST", "/v1/sessions")) == 1  # no replay: nothing created
+    assert fake.ended == []
+    assert leftover_tasks(before) == []
+    assert avatar._wait_avatar_join_task is None
+
+
+async def test_failed_start_can_be_followed_by_a_good_one(
+    fake: FakeProtoface, job_room: rtc.Room
+) -> None:
+    fake.script("POST", "/v1/sessions", Reply(status=400, json=envelope("x", "bad")))
+    avatar = make_avatar(fake)
+    session = AgentSession()
+    with pytest.raises(APIStatusError):
+        await avatar.start(session, room=job_room)
+
+    await avatar.start(session, room=job_room)
+    assert avatar.session_id is not None
+    await avatar.aclose()
+    assert fake.ended == [next(iter(fake.sessions))]
