@@ -1,1 +1,28 @@
-"""A local Protoface: the public API and a real LiveKit avatar worker."""
+"""A local Protoface: the public API and a real LiveKit avatar worker.
+
+    from protoface_emulator import Emulator
+
+    async with Emulator() as emu:
+        ...  # emu.url, emu.api_key, emu.store, emu.faults
+
+The `protoface-emulator` command runs the same server standalone. Importing this
+package does not load LiveKit; the worker is imported when an emulator without
+a `worker_factory` is created.
+"""
+
+from protoface_emulator.errors import ApiError
+from protoface_emulator.faults import Fault, FaultKind, Faults
+from protoface_emulator.server import Emulator, default_worker_factory
+from protoface_emulator.store import SessionRecord, Store, StoreConfig
+
+__all__ = [
+    "ApiError",
+    "Emulator",
+    "Fault",
+    "FaultKind",
+    "Faults",
+    "SessionRecord",
+    "Store",
+    "StoreConfig",
+    "default_worker_factory",
+]

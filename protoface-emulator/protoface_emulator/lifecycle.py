@@ -26,6 +26,7 @@ END_REASON_KEY = "_avatar.end_reason"
 END_REASON_REQUESTED = "end_requested"
 END_REASON_MAX_DURATION = "max_duration_reached"
 END_REASON_IDLE_TIMEOUT = "idle_timeout"
+END_REASON_SHUTDOWN = "emulator_shutdown"  # the emulator stopped (SIGINT/SIGTERM, Emulator exit)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,174 @@
+"""The `protoface-emulator` command: the emulator as a standalone server.
+
+    protoface-emulator [--host 127.0.0.1] [--port 8790] [--api-key KEY]
+                       [--faults SPEC ...] [--faults-seed N]
+                       [--max-concurrency N] [--join-timeout SECONDS]
+                       [--worker-factory MODULE:NAME] [--log-level LEVEL]
+
+Once it accepts requests it prints `listening on http://HOST:PORT` on stdout
+(after `api key: KEY` when it generated the key). SIGINT or SIGTERM end every
+session, wait for every worker to leave its room, and exit 0. Logs go to stderr
+and never contain the API key or worker tokens.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import importlib
+import logging
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from typing import cast
+
+from protoface_emulator.lifecycle import WorkerFactory
+from protoface_emulator.server import Emulator
+from protoface_emulator.store import DEFAULT_JOIN_TIMEOUT_SECONDS, DEFAULT_MAX_CONCURRENCY
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8790
+API_KEY_ENV = "PROTOFACE_API_KEY"
+
+logger = logging.getLogger("protoface_emulator.cli")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command's arguments."""
+    parser = argparse.ArgumentParser(
+        prog="protoface-emulator",
+        description="A local Protoface: the public API plus a real LiveKit avatar worker.",
+    )
+    parser.add_argument("--host", default=DEFAULT_HOST, help="address to listen on")
+    parser.add_argument(
+        "--port", type=int, default=DEFAULT_PORT, help="port to listen on; 0 picks a free one"
+    )
+    parser.add_argument(
+        "--api-key",
+        default=None,
+        help=f"the bearer key clients must send (default: ${API_KEY_ENV}, else generated)",
+    )
+    parser.add_argument(
+        "--faults",
+        action="append",
+        default=[],
+        metavar="SPEC",
+        help="arm a fault, ROUTE=KIND[,key=value...], e.g. "
+        "'POST /v1/sessions=error,status=503,count=2,retry_after=1' (repeatable)",
+    )
+    parser.add_argument(
+        "--faults-seed", type=int, default=None, help="seed for probabilistic faults"
+    )
+    parser.add_argument(
+        "--max-concurrency",
+        type=int,
+        default=DEFAULT_MAX_CONCURRENCY,
+        help="concurrent sessions the plan allows (default %(default)s)",
+    )
+    parser.add_argument(
+        "--join-timeout",
+        type=float,
+        default=DEFAULT_JOIN_TIMEOUT_SECONDS,
+        help="seconds a worker may take to publish its first frame (default %(default)s)",
+    )
+    parser.add_argument(
+        "--worker-factory",
+        default=None,
+        metavar="MODULE:NAME",
+        help="use this WorkerFactory instead of the real LiveKit worker "
+        "(for API tests and benchmarks without a LiveKit server)",
+    )
+    parser.add_argument(
+        "--log-level",
+        default="info",
+        choices=["debug", "info", "warning", "error"],
+        help="stderr log level; debug adds an access log",
+    )
+    return parser
+
+
+def load_worker_factory(reference: str) -> WorkerFactory:
+    """Import `MODULE:NAME` and return it as a worker factory.
+
+    Raises:
+        ValueError: if the reference is malformed or does not name a callable.
+    """
+    module_name, sep, attribute = reference.partition(":")
+    if not sep or not module_name or not attribute:
+        raise ValueError(f"--worker-factory takes MODULE:NAME; got {reference!r}")
+    try:
+        target: object = getattr(importlib.import_module(module_name), attribute)
+    except (ImportError, AttributeError) as exc:
+        raise ValueError(f"cannot load worker factory {reference!r}: {exc}") from exc
+    if not callable(target):
+        raise ValueError(f"worker factory {reference!r} is not callable")
+    return cast(WorkerFactory, target)
+
+
+async def _serve(args: argparse.Namespace) -> int:
+    api_key: str | None = args.api_key or os.environ.get(API_KEY_ENV) or None
+    try:
+        worker_factory = (
+            None if args.worker_factory is None else load_worker_factory(args.worker_factory)
+        )
+        emulator = Emulator(
+            api_key=api_key,
+            host=args.host,
+            port=args.port,
+            worker_factory=worker_factory,
+            max_concurrency=args.max_concurrency,
+            join_timeout=args.join_timeout,
+            fault_seed=args.faults_seed,
+        )
+        for spec in args.faults:
+            emulator.faults.add_spec(spec)
+    except ValueError as exc:
+        print(f"protoface-emulator: {exc}", file=sys.stderr)
+        return 2
+    except ImportError as exc:
+        # The real worker needs livekit-agents; say so rather than print a traceback.
+        print(f"protoface-emulator: cannot load the LiveKit worker: {exc}", file=sys.stderr)
+        return 1
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        # Not available on Windows; Ctrl-C then arrives as KeyboardInterrupt instead.
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(signum, stop.set)
+
+    try:
+        await emulator.start()
+    except OSError as exc:
+        logger.error("cannot listen on %s:%s: %s", args.host, args.port, exc)
+        return 1
+    try:
+        if api_key is None:
+            print(f"api key: {emulator.api_key}", flush=True)
+        print(f"listening on {emulator.url}", flush=True)
+        await stop.wait()
+        logger.info("shutting down; ending %d session(s)", emulator.store.active_count)
+    finally:
+        await emulator.aclose()
+    logger.info("stopped")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the emulator until SIGINT/SIGTERM; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=getattr(logging, args.log_level.upper()),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return asyncio.run(_serve(args))
+    except KeyboardInterrupt:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,438 @@
+"""Audio level in, video frames out: the emulator's avatar face, in pure numpy.
+
+The face is drawn once per frame size (background, hair, head, ears, eyes,
+eyebrows, nose) and cached. Every mouth opening the renderer can show is also
+drawn once, as a patch the size of `mouth_box`; a frame is then the cached face
+with one mouth patch pasted in (and, while blinking, one eyelid patch). That
+keeps a frame at a couple of small array copies, which matters on a 2-core
+machine that also encodes the video.
+
+Guarantees the rest of the project relies on:
+
+- `mouth_box` is the only region that changes with the audio; the mouth is drawn
+  strictly inside it and nothing else (blinks included) is drawn inside it.
+- A closed mouth is always the same pixels, so silent frames have zero change in
+  the mouth box.
+- `audio_level` of digital silence (and of noise under `NOISE_FLOOR_DBFS`) is
+  exactly 0.0, which closes the mouth.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import numpy as np
+import numpy.typing as npt
+
+__all__ = [
+    "FULL_SCALE_DBFS",
+    "MOUTH_STEPS",
+    "NOISE_FLOOR_DBFS",
+    "FaceRenderer",
+    "audio_level",
+    "mouth_box",
+]
+
+RGBAImage = npt.NDArray[np.uint8]
+"""An (height, width, 4) uint8 RGBA image."""
+
+_Mask = npt.NDArray[np.float32]
+_Color = tuple[int, int, int]
+
+NOISE_FLOOR_DBFS = -50.0
+"""RMS levels at or below this read as silence (level 0.0, mouth closed)."""
+FULL_SCALE_DBFS = -14.0
+"""RMS levels at or above this read as full voice (level 1.0, mouth wide open).
+
+Typical TTS speech sits around -25..-15 dBFS RMS, so speech spans most of the range.
+"""
+
+MOUTH_STEPS = 12
+"""Number of distinct open-mouth shapes; openings are quantised to these steps."""
+
+# Release time constant of the mouth: it opens at once (attack within the frame
+# that carries the sound) but closes over ~this long, so it does not flicker
+# between syllables while still closing between words.
+_RELEASE_SECONDS = 0.08
+
+# Supersampling factor for anti-aliased edges; everything is drawn once, so it is cheap.
+_SUPERSAMPLE = 3
+
+# Face geometry in fractions of the frame (x of width, y of height).
+_HEAD = (0.50, 0.52, 0.30, 0.37)  # cx, cy, rx, ry
+_MOUTH_CENTER = (0.50, 0.69)
+_MOUTH_HALF_WIDTH = 0.10
+_MOUTH_MAX_OPEN = 0.065  # extra half-height of the lips at full opening
+_LIP_HALF_HEIGHT = 0.014
+_EYES = ((0.385, 0.44), (0.615, 0.44))
+_EYE_RADII = (0.056, 0.032)
+_IRIS_RADIUS = 0.024
+_PUPIL_RADIUS = 0.011
+
+_BG_TOP: _Color = (48, 63, 92)
+_BG_BOTTOM: _Color = (92, 112, 148)
+_HAIR: _Color = (58, 38, 26)
+_SKIN: _Color = (233, 184, 150)
+_SKIN_SHADE: _Color = (206, 150, 118)
+_EYE_WHITE: _Color = (248, 248, 244)
+_IRIS: _Color = (70, 96, 60)
+_PUPIL: _Color = (12, 12, 14)
+_BROW: _Color = (52, 34, 24)
+_LIPS: _Color = (176, 72, 78)
+_MOUTH_INSIDE: _Color = (62, 14, 22)
+_TEETH: _Color = (246, 244, 236)
+_TONGUE: _Color = (196, 90, 98)
+_LID_LINE: _Color = (88, 52, 40)
+
+
+def mouth_box(width: int, height: int) -> tuple[int, int, int, int]:
+    """The region of a frame that the mouth may occupy.
+
+    Everything that moves with the audio lies inside this box and nothing else is
+    drawn in it, so tests and benchmarks measure lip motion as the mean absolute
+    change of these pixels between frames.
+
+    Args:
+        width: Frame width in pixels.
+        height: Frame height in pixels.
+
+    Returns:
+        ``(x0, y0, x1, y1)``, half-open: columns ``x0..x1-1`` and rows ``y0..y1-1``,
+        i.e. ``frame[y0:y1, x0:x1]``.
+    """
+    cx, cy = _MOUTH_CENTER
+    half_w = _MOUTH_HALF_WIDTH + 0.035
+    half_h = _LIP_HALF_HEIGHT + _MOUTH_MAX_OPEN + 0.015
+    x0 = max(0, math.floor((cx - half_w) * width))
+    x1 = min(width, math.ceil((cx + half_w) * width))
+    y0 = max(0, math.floor((cy - half_h) * height))
+    y1 = min(height, math.ceil((cy + half_h) * height))
+    return x0, y0, x1, y1
+
+
+def audio_level(samples: npt.NDArray[np.generic]) -> float:
+    """How loud a block of audio is, mapped to 0..1 for the mouth.
+
+    The RMS in dBFS is mapped linearly from `NOISE_FLOOR_DBFS` (0.0) to
+    `FULL_SCALE_DBFS` (1.0) and clipped, so silence and faint noise give exactly
+    0.0 and the mouth stays shut.
+
+    Args:
+        samples: PCM samples, any shape (interleaved channels are fine): signed
+            integers at their full scale (e.g. int16 from ``rtc.AudioFrame.data``),
+            or floats in -1..1.
+
+    Returns:
+        The level, from 0.0 (silent) to 1.0 (loud).
+    """
+    if samples.size == 0:
+        return 0.0
+    x = np.asarray(samples)
+    if np.issubdtype(x.dtype, np.integer):
+        scale = float(-np.iinfo(x.dtype).min) if np.issubdtype(x.dtype, np.signedinteger) else 1.0
+        values = x.astype(np.float64) / scale
+    else:
+        values = x.astype(np.float64)
+    mean_square = float(np.mean(values * values))
+    if not math.isfinite(mean_square) or mean_square <= 0.0:
+        return 0.0
+    dbfs = 10.0 * math.log10(mean_square)
+    level = (dbfs - NOISE_FLOOR_DBFS) / (FULL_SCALE_DBFS - NOISE_FLOOR_DBFS)
+    return min(1.0, max(0.0, level))
+
+
+class FaceRenderer:
+    """Renders the avatar's frames, one per video frame period.
+
+    Each `render` call is one frame: pass the level of the audio played during
+    that frame. The mouth opens at once with sound and closes with a short
+    release; the eyes blink now and then (outside the mouth box).
+
+    Args:
+        width: Frame width in pixels (at least 32).
+        height: Frame height in pixels (at least 32).
+        fps: Frame rate; sets the mouth release and the blink timing.
+        blink: Whether the eyes blink.
+        seed: Seeds the blink timing, so a session's frames are reproducible.
+    """
+
+    def __init__(
+        self,
+        width: int,
+        height: int,
+        fps: float,
+        *,
+        blink: bool = True,
+        seed: int = 0,
+    ) -> None:
+        if width < 32 or height < 32:
+            raise ValueError(f"face frames must be at least 32x32 pixels, got {width}x{height}")
+        if fps <= 0:
+            raise ValueError(f"fps must be positive, got {fps}")
+        self._width = width
+        self._height = height
+        self._fps = fps
+        self._art = _face_art(width, height)
+        self._canvas: RGBAImage = self._art.face.copy()
+        self._box = self._art.mouth_box
+        self._eye_box = self._art.eye_box
+        self._shown_step = 0
+        self._shown_eyes_closed = False
+        self._opening = 0.0
+        self._release = math.exp(-1.0 / (fps * _RELEASE_SECONDS))
+        self._blink = blink
+        self._rng = np.random.default_rng(seed)
+        self._frame_index = 0
+        self._next_blink = self._draw_blink_gap()
+        self._blink_frames = max(1, round(0.12 * fps))
+
+    @property
+    def width(self) -> int:
+        """Frame width in pixels."""
+        return self._width
+
+    @property
+    def height(self) -> int:
+        """Frame height in pixels."""
+        return self._height
+
+    @property
+    def opening(self) -> float:
+        """The mouth opening of the last rendered frame, 0..1 before quantising."""
+        return self._opening
+
+    def close_mouth(self) -> None:
+        """Shut the mouth from the next frame on, skipping the release (interruptions)."""
+        self._opening = 0.0
+
+    def render(self, level: float) -> RGBAImage:
+        """Render the next frame.
+
+        Args:
+            level: Audio level for this frame period, 0..1 (see `audio_level`).
+
+        Returns:
+            A new (height, width, 4) RGBA uint8 array, owned by the caller.
+        """
+        level = min(1.0, max(0.0, float(level)))
+        # Instant attack, exponential release.
+        self._opening = max(level, self._opening * self._release)
+        step = round(self._opening * MOUTH_STEPS)
+        if step == 0:
+            # Snap, so the mouth is exactly closed rather than decaying forever.
+            self._opening = 0.0
+        if step != self._shown_step:
+            x0, y0, x1, y1 = self._box
+            self._canvas[y0:y1, x0:x1] = self._art.mouths[step]
+            self._shown_step = step
+
+        eyes_closed = self._eyes_closed_now()
+        if eyes_closed != self._shown_eyes_closed:
+            x0, y0, x1, y1 = self._eye_box
+            patch = self._art.eyes_closed if eyes_closed else self._art.eyes_open
+            self._canvas[y0:y1, x0:x1] = patch
+            self._shown_eyes_closed = eyes_closed
+
+        self._frame_index += 1
+        frame: RGBAImage = self._canvas.copy()
+        return frame
+
+    def _eyes_closed_now(self) -> bool:
+        if not self._blink:
+            return False
+        if self._frame_index >= self._next_blink + self._blink_frames:
+            self._next_blink = self._frame_index + self._draw_blink_gap()
+        return self._next_blink <= self._frame_index < self._next_blink + self._blink_frames
+
+    def _draw_blink_gap(self) -> int:
+        # People blink every few seconds, irregularly.
+        return max(1, round(float(self._rng.uniform(2.5, 5.5)) * self._fps))
+
+
+class _FaceArt:
+    """Everything drawn once per frame size; shared read-only between renderers."""
+
+    def __init__(self, width: int, height: int) -> None:
+        self.mouth_box = mouth_box(width, height)
+        face = _draw_static_face(width, height)
+
+        x0, y0, x1, y1 = self.mouth_box
+        skin_patch = face[y0:y1, x0:x1]
+        self.mouths: list[RGBAImage] = [
+            _draw_mouth(skin_patch, self.mouth_box, width, height, step / MOUTH_STEPS)
+            for step in range(MOUTH_STEPS + 1)
+        ]
+        face[y0:y1, x0:x1] = self.mouths[0]
+
+        self.eye_box = _eye_box(width, height)
+        ex0, ey0, ex1, ey1 = self.eye_box
+        self.eyes_closed = _draw_closed_eyes(face, self.eye_box, width, height)
+        self.eyes_open = face[ey0:ey1, ex0:ex1].copy()
+
+        self.face = face
+        for array in (self.face, self.eyes_open, self.eyes_closed, *self.mouths):
+            array.setflags(write=False)
+
+
+@functools.lru_cache(maxsize=8)
+def _face_art(width: int, height: int) -> _FaceArt:
+    # Sessions share the drawing for a frame size: drawing is the only costly part.
+    return _FaceArt(width, height)
+
+
+def _eye_box(width: int, height: int) -> tuple[int, int, int, int]:
+    """The region a blink redraws: both eyes, clear of the eyebrows and the mouth box."""
+    (lx, ly), (rx, _) = _EYES
+    erx, ery = _EYE_RADII
+    x0 = max(0, math.floor((lx - erx - 0.01) * width))
+    x1 = min(width, math.ceil((rx + erx + 0.01) * width))
+    y0 = max(0, math.floor((ly - ery - 0.008) * height))
+    y1 = min(height, math.ceil((ly + ery + 0.008) * height))
+    return x0, y0, x1, y1
+
+
+def _grid(box: tuple[int, int, int, int], width: int, height: int) -> tuple[_Mask, _Mask]:
+    """Supersampled pixel-centre coordinates of `box`, in fractions of the frame."""
+    x0, y0, x1, y1 = box
+    ss = _SUPERSAMPLE
+    xs = (np.arange(x0 * ss, x1 * ss, dtype=np.float32) + 0.5) / (ss * width)
+    ys = (np.arange(y0 * ss, y1 * ss, dtype=np.float32) + 0.5) / (ss * height)
+    gx, gy = np.meshgrid(xs, ys)
+    return gx.astype(np.float32), gy.astype(np.float32)
+
+
+def _coverage(inside: npt.NDArray[np.bool_]) -> _Mask:
+    """Per-pixel coverage (0..1) of a supersampled boolean mask."""
+    ss = _SUPERSAMPLE
+    h, w = inside.shape[0] // ss, inside.shape[1] // ss
+    blocks = inside.reshape(h, ss, w, ss).astype(np.float32)
+    covered: _Mask = blocks.mean(axis=(1, 3), dtype=np.float32)
+    return covered
+
+
+def _ellipse(gx: _Mask, gy: _Mask, cx: float, cy: float, rx: float, ry: float) -> _Mask:
+    if rx <= 0 or ry <= 0:
+        return np.zeros((gx.shape[0] // _SUPERSAMPLE, gx.shape[1] // _SUPERSAMPLE), np.float32)
+    return _coverage(((gx - cx) / rx) ** 2 + ((gy - cy) / ry) ** 2 <= 1.0)
+
+
+def _paint(rgb: _Mask, mask: _Mask, color: _Color) -> None:
+    """Alpha-blend `color` into the float RGB image where `mask` covers it."""
+    alpha = mask[..., None]
+    rgb *= 1.0 - alpha
+    rgb += alpha * np.asarray(color, dtype=np.float32)
+
+
+def _to_rgba(rgb: _Mask) -> RGBAImage:
+    h, w = rgb.shape[:2]
+    out = np.empty((h, w, 4), dtype=np.uint8)
+    out[..., :3] = np.clip(np.rint(rgb), 0, 255).astype(np.uint8)
+    out[..., 3] = 255
+    return out
+
+
+def _draw_static_face(width: int, height: int) -> RGBAImage:
+    """The whole face with the mouth area left as bare skin."""
+    box = (0, 0, width, height)
+    gx, gy = _grid(box, width, height)
+    top = np.asarray(_BG_TOP, dtype=np.float32)
+    bottom = np.asarray(_BG_BOTTOM, dtype=np.float32)
+    t = ((np.arange(height, dtype=np.float32) + 0.5) / height)[:, None, None]
+    rgb = np.broadcast_to(top * (1 - t) + bottom * t, (height, width, 3)).copy()
+
+    hcx, hcy, hrx, hry = _HEAD
+    # Shoulders and neck first, so the head sits on them.
+    _paint(rgb, _ellipse(gx, gy, 0.50, 1.08, 0.42, 0.17), (64, 92, 140))
+    _paint(rgb, _ellipse(gx, gy, 0.50, 0.86, 0.11, 0.12), _SKIN_SHADE)
+    # Hair behind the head, then ears, then the face.
+    _paint(rgb, _ellipse(gx, gy, hcx, hcy - 0.06, hrx + 0.035, hry + 0.01), _HAIR)
+    for ex in (hcx - hrx, hcx + hrx):
+        _paint(rgb, _ellipse(gx, gy, ex, 0.50, 0.035, 0.06), _SKIN_SHADE)
+    _paint(rgb, _ellipse(gx, gy, hcx, hcy, hrx, hry), _SKIN)
+    # A fringe over the forehead, clipped to the top of the head.
+    fringe = _coverage(
+        (((gx - hcx) / (hrx + 0.01)) ** 2 + ((gy - (hcy - 0.02)) / hry) ** 2 <= 1.0)
+        & (gy < hcy - hry * 0.62 + 0.04 * np.cos((gx - hcx) * 18.0))
+    )
+    _paint(rgb, fringe, _HAIR)
+
+    erx, ery = _EYE_RADII
+    for ex, ey in _EYES:
+        _paint(rgb, _ellipse(gx, gy, ex, ey, erx, ery), _EYE_WHITE)
+        _paint(rgb, _ellipse(gx, gy, ex, ey + 0.002, _IRIS_RADIUS, _IRIS_RADIUS), _IRIS)
+        _paint(rgb, _ellipse(gx, gy, ex, ey + 0.002, _PUPIL_RADIUS, _PUPIL_RADIUS), _PUPIL)
+        _paint(
+            rgb,
+            _ellipse(gx, gy, ex + 0.008, ey - 0.008, _PUPIL_RADIUS * 0.45, _PUPIL_RADIUS * 0.45),
+            _EYE_WHITE,
+        )
+        # Eyebrow: the top of an arch, above the eye and clear of the blink box.
+        brow = _coverage(
+            (((gx - ex) / (erx + 0.012)) ** 2 + ((gy - (ey - 0.037)) / 0.045) ** 2 <= 1.0)
+            & (((gx - ex) / (erx + 0.008)) ** 2 + ((gy - (ey - 0.026)) / 0.045) ** 2 > 1.0)
+            & (gy < ey - 0.045)
+        )
+        _paint(rgb, brow, _BROW)
+
+    # Nose: a soft shaded ridge and nostrils, above the mouth box.
+    _paint(rgb, _ellipse(gx, gy, 0.50, 0.545, 0.028, 0.045), _SKIN_SHADE)
+    _paint(rgb, _ellipse(gx, gy, 0.50, 0.535, 0.020, 0.040), _SKIN)
+    for nx in (0.483, 0.517):
+        _paint(rgb, _ellipse(gx, gy, nx, 0.578, 0.010, 0.006), (150, 96, 80))
+    return _to_rgba(rgb)
+
+
+def _draw_mouth(
+    skin_patch: RGBAImage,
+    box: tuple[int, int, int, int],
+    width: int,
+    height: int,
+    opening: float,
+) -> RGBAImage:
+    """The mouth box at one opening (0 = closed lips), over the bare-skin patch."""
+    gx, gy = _grid(box, width, height)
+    rgb = skin_patch[..., :3].astype(np.float32)
+    cx, cy = _MOUTH_CENTER
+    half_w = _MOUTH_HALF_WIDTH * (1.0 - 0.12 * opening)  # lips round a little as they open
+    open_h = _MOUTH_MAX_OPEN * opening
+    _paint(rgb, _ellipse(gx, gy, cx, cy, half_w, _LIP_HALF_HEIGHT + open_h), _LIPS)
+    if opening > 0:
+        inner_w = half_w * 0.82
+        inner_h = open_h + _LIP_HALF_HEIGHT * 0.25
+        inside = _ellipse(gx, gy, cx, cy, inner_w, inner_h)
+        _paint(rgb, inside, _MOUTH_INSIDE)
+        inner = ((gx - cx) / inner_w) ** 2 + ((gy - cy) / inner_h) ** 2 <= 1.0
+        teeth = _coverage(inner & (gy < cy - inner_h * 0.55))
+        _paint(rgb, teeth, _TEETH)
+        tongue = _coverage(
+            inner
+            & (
+                ((gx - cx) / (inner_w * 0.6)) ** 2 + ((gy - (cy + inner_h)) / (inner_h * 0.7)) ** 2
+                <= 1.0
+            )
+        )
+        _paint(rgb, tongue, _TONGUE)
+    else:
+        # Closed: the line between the lips.
+        seam = _coverage((np.abs(gy - cy) <= 0.0035) & (((gx - cx) / (half_w * 0.92)) ** 2 <= 1.0))
+        _paint(rgb, seam, _MOUTH_INSIDE)
+    return _to_rgba(rgb)
+
+
+def _draw_closed_eyes(
+    face: RGBAImage, box: tuple[int, int, int, int], width: int, height: int
+) -> RGBAImage:
+    """The eye box with both eyes shut: skin over the eye and a lid line."""
+    gx, gy = _grid(box, width, height)
+    x0, y0, x1, y1 = box
+    rgb = face[y0:y1, x0:x1, :3].astype(np.float32)
+    erx, ery = _EYE_RADII
+    for ex, ey in _EYES:
+        _paint(rgb, _ellipse(gx, gy, ex, ey, erx + 0.003, ery + 0.003), _SKIN)
+        lid = _coverage(
+            (np.abs(gy - (ey + 0.004 + 0.25 * ((gx - ex) / erx) ** 2 * 0.02)) <= 0.004)
+            & (np.abs(gx - ex) <= erx)
+        )
+        _paint(rgb, lid, _LID_LINE)
+    return _to_rgba(rgb)

@@ -1,0 +1,685 @@
+"""The wire shapes: request validation and the resources the API returns.
+
+Validation mirrors the official SDK's models (`protoface_sdk._generated`, which
+forbid unknown fields) but is stricter about JSON types, as the hosted API is: an
+integer field takes a JSON integer only (not `true`, not `30.0`, not `"30"`).
+Every failure is an `ApiError` naming the first offending field as a dot path.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Literal, TypeAlias, TypedDict, cast
+
+from multidict import MultiMapping
+
+from protoface_emulator.errors import (
+    CODE_DUPLICATE_FIELD,
+    CODE_INVALID_BODY,
+    CODE_INVALID_JSON,
+    CODE_INVALID_TYPE,
+    CODE_INVALID_VALUE,
+    CODE_METADATA_RESERVED_KEY,
+    CODE_METADATA_TOO_LARGE,
+    CODE_MISSING_FIELD,
+    CODE_OUT_OF_RANGE,
+    CODE_TRANSPORT_UNSUPPORTED,
+    CODE_UNKNOWN_FIELD,
+    CODE_UNKNOWN_PARAMETER,
+    invalid,
+)
+
+# Recursive JSON, as `json.loads` produces it.
+JSONValue: TypeAlias = "str | int | float | bool | list[JSONValue] | dict[str, JSONValue] | None"
+JSONObject: TypeAlias = "dict[str, JSONValue]"
+MetadataValue: TypeAlias = "str | int | float | bool | None"
+
+Quality = Literal["mock", "lite", "standard", "pro"]
+AudioSource = Literal["data_stream", "track"]
+SessionStatus = Literal[
+    "created", "queued", "starting", "running", "ending", "ended", "failed", "canceled"
+]
+AvatarStatus = Literal["ready", "processing", "failed"]
+
+QUALITIES: tuple[Quality, ...] = ("mock", "lite", "standard", "pro")
+AUDIO_SOURCES: tuple[AudioSource, ...] = ("data_stream", "track")
+SESSION_STATUSES: tuple[SessionStatus, ...] = (
+    "created",
+    "queued",
+    "starting",
+    "running",
+    "ending",
+    "ended",
+    "failed",
+    "canceled",
+)
+TERMINAL_STATUSES: frozenset[SessionStatus] = frozenset({"ended", "failed", "canceled"})
+
+MAX_DURATION_RANGE = (1, 3600)
+IDLE_TIMEOUT_RANGE = (1, 600)
+DEFAULT_IDLE_TIMEOUT_SECONDS = 30
+DEFAULT_WORKER_IDENTITY = "protoface-worker"
+METADATA_MAX_BYTES = 8 * 1024
+RESERVED_METADATA_PREFIX = "_avatar."
+TRANSPORT_URL_SCHEMES = ("ws://", "wss://", "http://", "https://")
+# Transport types the SDK's models know; only `livekit` is served.
+UNSUPPORTED_TRANSPORTS = ("websocket", "pipecat")
+PAGE_LIMIT_RANGE = (1, 100)
+DEFAULT_PAGE_LIMIT = 10
+
+
+# --- requests -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LiveKitTransport:
+    """A validated LiveKit transport from a create request."""
+
+    url: str
+    room_name: str
+    worker_identity: str
+    audio_source: AudioSource
+    subscribe_to_identity: str | None
+    synthetic_audio_if_no_input: bool
+    # Write-only: goes to the worker and nowhere else; kept out of repr() so it
+    # cannot reach a log line by accident.
+    worker_token: str = field(repr=False)
+
+
+@dataclass(frozen=True)
+class SessionCreate:
+    """A validated `POST /v1/sessions` body, defaults applied.
+
+    `max_duration_seconds` is what the client asked for (None when absent); the
+    store clamps it to the plan.
+    """
+
+    avatar_id: str
+    transport: LiveKitTransport
+    quality: Quality
+    max_duration_seconds: int | None
+    idle_timeout_seconds: int
+    metadata: dict[str, MetadataValue]
+
+
+def _reject_constant(name: str) -> JSONValue:
+    # json.loads accepts NaN and Infinity by default; they are not JSON.
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _object_without_duplicates(pairs: list[tuple[str, JSONValue]]) -> JSONObject:
+    result: JSONObject = {}
+    for key, value in pairs:
+        if key in result:
+            # Which of two values wins is parser-specific; say so instead of guessing.
+            raise invalid(
+                CODE_DUPLICATE_FIELD,
+                f"The field {key!r} appears more than once in a JSON object; send it once.",
+                key,
+            )
+        result[key] = value
+    return result
+
+
+def parse_json_object(raw: bytes) -> JSONObject:
+    """Decode a request body that must be one JSON object.
+
+    Raises:
+        ApiError: 400 `invalid_json` (empty, not UTF-8, not JSON) or
+            `invalid_body` (JSON but not an object).
+    """
+    if not raw.strip():
+        raise invalid(CODE_INVALID_JSON, "The request body is empty; send a JSON object.")
+    try:
+        text = raw.decode("utf-8")
+        value = cast(
+            JSONValue,
+            json.loads(
+                text,
+                parse_constant=_reject_constant,
+                object_pairs_hook=_object_without_duplicates,
+            ),
+        )
+    except UnicodeDecodeError:
+        raise invalid(CODE_INVALID_JSON, "The request body is not UTF-8 encoded JSON.") from None
+    except (ValueError, RecursionError) as exc:
+        # ValueError covers JSONDecodeError, NaN/Infinity and over-long integers.
+        raise invalid(CODE_INVALID_JSON, f"The request body is not valid JSON: {exc}.") from None
+    if not isinstance(value, dict):
+        raise invalid(
+            CODE_INVALID_BODY,
+            f"The request body must be a JSON object, not {_json_type(value)}.",
+        )
+    return value
+
+
+def _json_type(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int):
+        return "an integer"
+    if isinstance(value, float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    return "an object"
+
+
+def _path(prefix: str, key: str) -> str:
+    return f"{prefix}.{key}" if prefix else key
+
+
+def reject_unknown_fields(obj: Mapping[str, object], allowed: Iterable[str], prefix: str) -> None:
+    """Raise `unknown_field` for the first key of `obj` not in `allowed`."""
+    allowed_set = set(allowed)
+    for key in obj:
+        if key not in allowed_set:
+            known = ", ".join(sorted(allowed_set))
+            raise invalid(
+                CODE_UNKNOWN_FIELD,
+                f"Unknown field {_path(prefix, key)!r}; the accepted fields here are: {known}.",
+                _path(prefix, key),
+            )
+
+
+def _required_str(obj: JSONObject, key: str, prefix: str) -> str:
+    if key not in obj:
+        raise invalid(CODE_MISSING_FIELD, f"{_path(prefix, key)} is required.", _path(prefix, key))
+    value = _optional_str(obj, key, prefix)
+    if value is None:
+        raise invalid(
+            CODE_INVALID_TYPE,
+            f"{_path(prefix, key)} must be a string, not null.",
+            _path(prefix, key),
+        )
+    return value
+
+
+def _optional_str(obj: JSONObject, key: str, prefix: str) -> str | None:
+    value = obj.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise invalid(
+            CODE_INVALID_TYPE,
+            f"{_path(prefix, key)} must be a string, not {_json_type(value)}.",
+            _path(prefix, key),
+        )
+    if not value.strip():
+        raise invalid(
+            CODE_INVALID_VALUE,
+            f"{_path(prefix, key)} must not be empty.",
+            _path(prefix, key),
+        )
+    return value
+
+
+def _optional_int(obj: JSONObject, key: str, prefix: str, bounds: tuple[int, int]) -> int | None:
+    value = obj.get(key)
+    if value is None:
+        return None
+    name = _path(prefix, key)
+    low, high = bounds
+    # bool is a subclass of int in Python; JSON `true` is not a number.
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise invalid(
+            CODE_INVALID_TYPE,
+            f"{name} must be an integer between {low} and {high}, not {_json_type(value)}.",
+            name,
+        )
+    if not low <= value <= high:
+        raise invalid(
+            CODE_OUT_OF_RANGE,
+            f"{name} must be between {low} and {high}; got {value}.",
+            name,
+        )
+    return value
+
+
+def _optional_bool(obj: JSONObject, key: str, prefix: str) -> bool | None:
+    value = obj.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, bool):
+        raise invalid(
+            CODE_INVALID_TYPE,
+            f"{_path(prefix, key)} must be true or false, not {_json_type(value)}.",
+            _path(prefix, key),
+        )
+    return value
+
+
+def _optional_choice(
+    obj: JSONObject, key: str, prefix: str, choices: tuple[str, ...]
+) -> str | None:
+    value = obj.get(key)
+    if value is None:
+        return None
+    name = _path(prefix, key)
+    if not isinstance(value, str):
+        raise invalid(
+            CODE_INVALID_TYPE,
+            f"{name} must be one of {', '.join(choices)}; not {_json_type(value)}.",
+            name,
+        )
+    if value not in choices:
+        raise invalid(
+            CODE_INVALID_VALUE,
+            f"{name} must be one of {', '.join(choices)}; got {value!r}.",
+            name,
+        )
+    return value
+
+
+def _metadata(obj: JSONObject) -> dict[str, MetadataValue]:
+    value = obj.get("metadata")
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise invalid(
+            CODE_INVALID_TYPE,
+            f"metadata must be an object of string keys to scalar values, not {_json_type(value)}.",
+            "metadata",
+        )
+    result: dict[str, MetadataValue] = {}
+    for key, item in value.items():
+        name = f"metadata.{key}"
+        if key.startswith(RESERVED_METADATA_PREFIX):
+            raise invalid(
+                CODE_METADATA_RESERVED_KEY,
+                f"Metadata keys starting with {RESERVED_METADATA_PREFIX!r} are reserved for "
+                f"Protoface; rename {key!r}.",
+                name,
+            )
+        if isinstance(item, (list, dict)):
+            raise invalid(
+                CODE_INVALID_TYPE,
+                f"{name} must be a string, number, boolean or null, not {_json_type(item)}.",
+                name,
+            )
+        result[key] = item
+    size = len(json.dumps(result, separators=(",", ":"), ensure_ascii=False).encode("utf-8"))
+    if size > METADATA_MAX_BYTES:
+        raise invalid(
+            CODE_METADATA_TOO_LARGE,
+            f"metadata is {size} bytes as JSON; the limit is {METADATA_MAX_BYTES} bytes.",
+            "metadata",
+        )
+    return result
+
+
+_SESSION_FIELDS = (
+    "avatar_id",
+    "transport",
+    "quality",
+    "max_duration_seconds",
+    "idle_timeout_seconds",
+    "metadata",
+)
+_LIVEKIT_FIELDS = (
+    "type",
+    "url",
+    "room_name",
+    "worker_token",
+    "worker_identity",
+    "audio_source",
+    "subscribe_to_identity",
+    "synthetic_audio_if_no_input",
+)
+
+
+def _transport(body: JSONObject) -> LiveKitTransport:
+    if "transport" not in body:
+        raise invalid(CODE_MISSING_FIELD, "transport is required.", "transport")
+    value = body["transport"]
+    if not isinstance(value, dict):
+        raise invalid(
+            CODE_INVALID_TYPE,
+            f"transport must be an object with a `type`, not {_json_type(value)}.",
+            "transport",
+        )
+    if "type" not in value:
+        # The SDK's models discriminate on `type`; without it nothing says which shape to expect.
+        raise invalid(
+            CODE_MISSING_FIELD, "transport.type is required; use 'livekit'.", "transport.type"
+        )
+    kind = value["type"]
+    if kind in UNSUPPORTED_TRANSPORTS:
+        raise invalid(
+            CODE_TRANSPORT_UNSUPPORTED,
+            f"transport.type {kind!r} is not supported by POST /v1/sessions; use 'livekit'.",
+            "transport.type",
+        )
+    if kind != "livekit":
+        shown = repr(kind) if isinstance(kind, str) else _json_type(kind)
+        raise invalid(
+            CODE_INVALID_VALUE,
+            f"transport.type must be 'livekit'; got {shown}.",
+            "transport.type",
+        )
+    reject_unknown_fields(value, _LIVEKIT_FIELDS, "transport")
+    url = _required_str(value, "url", "transport")
+    if not url.lower().startswith(TRANSPORT_URL_SCHEMES):
+        raise invalid(
+            CODE_INVALID_VALUE,
+            f"transport.url must be a ws://, wss://, http:// or https:// URL; got {url!r}.",
+            "transport.url",
+        )
+    room_name = _required_str(value, "room_name", "transport")
+    worker_token = _required_str(value, "worker_token", "transport")
+    identity = _optional_str(value, "worker_identity", "transport")
+    audio_source = _optional_choice(value, "audio_source", "transport", AUDIO_SOURCES)
+    subscribe_to = _optional_str(value, "subscribe_to_identity", "transport")
+    synthetic = _optional_bool(value, "synthetic_audio_if_no_input", "transport")
+    return LiveKitTransport(
+        url=url,
+        room_name=room_name,
+        worker_token=worker_token,
+        worker_identity=identity or DEFAULT_WORKER_IDENTITY,
+        audio_source=cast(AudioSource, audio_source or "data_stream"),
+        subscribe_to_identity=subscribe_to,
+        synthetic_audio_if_no_input=bool(synthetic),
+    )
+
+
+@dataclass(frozen=True)
+class _CommonFields:
+    avatar_id: str
+    quality: Quality
+    max_duration_seconds: int | None
+    idle_timeout_seconds: int
+    metadata: dict[str, MetadataValue]
+
+
+def _common(body: JSONObject) -> _CommonFields:
+    avatar_id = _required_str(body, "avatar_id", "")
+    quality = _optional_choice(body, "quality", "", QUALITIES)
+    max_duration = _optional_int(body, "max_duration_seconds", "", MAX_DURATION_RANGE)
+    idle = _optional_int(body, "idle_timeout_seconds", "", IDLE_TIMEOUT_RANGE)
+    return _CommonFields(
+        avatar_id=avatar_id,
+        quality=cast(Quality, quality or "standard"),
+        max_duration_seconds=max_duration,
+        idle_timeout_seconds=idle or DEFAULT_IDLE_TIMEOUT_SECONDS,
+        metadata=_metadata(body),
+    )
+
+
+def parse_session_create(body: JSONObject) -> SessionCreate:
+    """Validate a `POST /v1/sessions` body (the SessionCreateRequest model).
+
+    Raises:
+        ApiError: 400 naming the first offending field.
+    """
+    reject_unknown_fields(body, _SESSION_FIELDS, "")
+    # The transport first: an unsupported transport is the most useful thing to hear.
+    transport = _transport(body)
+    common = _common(body)
+    return SessionCreate(
+        avatar_id=common.avatar_id,
+        transport=transport,
+        quality=common.quality,
+        max_duration_seconds=common.max_duration_seconds,
+        idle_timeout_seconds=common.idle_timeout_seconds,
+        metadata=common.metadata,
+    )
+
+
+_PIPECAT_FIELDS = (
+    "avatar_id",
+    "quality",
+    "relay_mode",
+    "max_duration_seconds",
+    "idle_timeout_seconds",
+    "metadata",
+)
+
+
+def validate_pipecat_create(body: JSONObject) -> str:
+    """Validate a `POST /v1/pipecat/sessions` body; returns its avatar id.
+
+    The emulator does not serve Pipecat relays, but a malformed request still
+    hears what is malformed about it before hearing that.
+    """
+    reject_unknown_fields(body, _PIPECAT_FIELDS, "")
+    common = _common(body)
+    _optional_choice(body, "relay_mode", "", ("websocket",))
+    return common.avatar_id
+
+
+# --- query strings --------------------------------------------------------------
+
+
+def reject_unknown_parameters(query: MultiMapping[str], allowed: Iterable[str]) -> None:
+    """Raise `unknown_parameter` for the first query parameter not in `allowed`."""
+    allowed_set = set(allowed)
+    for key in query:
+        if key not in allowed_set:
+            known = ", ".join(sorted(allowed_set)) or "none"
+            raise invalid(
+                CODE_UNKNOWN_PARAMETER,
+                f"Unknown query parameter {key!r}; accepted here: {known}.",
+                key,
+            )
+
+
+def query_single(query: MultiMapping[str], name: str) -> str | None:
+    """The one value of a non-repeatable query parameter, or None."""
+    values = query.getall(name, [])
+    if not values:
+        return None
+    if len(values) > 1:
+        raise invalid(CODE_INVALID_VALUE, f"Query parameter {name!r} may appear once.", name)
+    return values[0]
+
+
+def query_limit(query: MultiMapping[str]) -> int:
+    """The `limit` of a list call (1..100, default 10)."""
+    raw = query_single(query, "limit")
+    if raw is None:
+        return DEFAULT_PAGE_LIMIT
+    low, high = PAGE_LIMIT_RANGE
+    if not raw.isascii() or not raw.isdigit():
+        raise invalid(
+            CODE_INVALID_TYPE,
+            f"limit must be an integer from {low} to {high}; got {raw!r}.",
+            "limit",
+        )
+    value = int(raw)
+    if not low <= value <= high:
+        raise invalid(
+            CODE_OUT_OF_RANGE, f"limit must be between {low} and {high}; got {value}.", "limit"
+        )
+    return value
+
+
+def parse_timestamp(raw: str, name: str) -> datetime:
+    """An ISO 8601 date or date-time, or Unix seconds; naive values are UTC."""
+    text = raw.strip()
+    try:
+        if text.isascii() and text.isdigit():
+            return datetime.fromtimestamp(int(text), tz=timezone.utc)
+        # An unencoded `+00:00` in a query string arrives as ` 00:00`; read it as meant.
+        text = re.sub(r"([T ]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?) (\d{2}:?\d{2})$", r"\1+\2", text)
+        if text[-1:] in ("Z", "z"):
+            # Python 3.10's fromisoformat does not take the Z suffix.
+            text = text[:-1] + "+00:00"
+        value = datetime.fromisoformat(text)
+    except (ValueError, OverflowError, OSError):
+        raise invalid(
+            CODE_INVALID_VALUE,
+            f"{name} must be an ISO 8601 timestamp such as 2025-01-31T12:00:00Z; got {raw!r}.",
+            name,
+        ) from None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=timezone.utc)
+    return value
+
+
+def query_timestamp(query: MultiMapping[str], name: str) -> datetime | None:
+    """An optional timestamp query parameter."""
+    raw = query_single(query, name)
+    return None if raw is None else parse_timestamp(raw, name)
+
+
+def query_statuses(query: MultiMapping[str]) -> frozenset[SessionStatus] | None:
+    """`status`, repeatable (`?status=running&status=queued`) or comma separated."""
+    values = query.getall("status", [])
+    if not values:
+        return None
+    result: set[SessionStatus] = set()
+    for value in values:
+        for item in value.split(","):
+            name = item.strip()
+            if name not in SESSION_STATUSES:
+                raise invalid(
+                    CODE_INVALID_VALUE,
+                    f"status must be one of {', '.join(SESSION_STATUSES)}; got {name!r}.",
+                    "status",
+                )
+            result.add(name)
+    return frozenset(result)
+
+
+# --- resources ------------------------------------------------------------------
+
+
+def format_time(value: datetime) -> str:
+    """RFC 3339 in UTC with milliseconds, e.g. `2025-01-31T12:00:00.000Z`."""
+    return value.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def ceil_seconds(seconds: float) -> int:
+    """Billable whole seconds: any started second counts."""
+    return max(0, math.ceil(seconds - 1e-9))
+
+
+class TransportView(TypedDict):
+    """`Session.transport`; never carries the worker token."""
+
+    type: Literal["livekit"]
+    url: str
+    room_name: str
+    worker_identity: str
+    audio_source: AudioSource
+    subscribe_to_identity: str | None
+    synthetic_audio_if_no_input: bool
+
+
+class FailureView(TypedDict):
+    """`Session.failure`."""
+
+    code: str
+    message: str
+
+
+class SessionUsageView(TypedDict):
+    """`Session.usage`."""
+
+    billable_seconds: int
+    frames: int
+
+
+class SessionView(TypedDict):
+    """The session resource."""
+
+    object: Literal["session"]
+    id: str
+    avatar_id: str
+    status: SessionStatus
+    created_at: str
+    started_at: str | None
+    first_frame_at: str | None
+    ended_at: str | None
+    failed_at: str | None
+    failure: FailureView | None
+    idle_timeout_seconds: int
+    max_duration_seconds: int
+    metadata: dict[str, MetadataValue]
+    quality: Quality
+    transport: TransportView
+    usage: SessionUsageView
+
+
+class SessionListView(TypedDict):
+    """A cursor page of sessions."""
+
+    object: Literal["list"]
+    data: list[SessionView]
+    has_more: bool
+    next_cursor: str | None
+
+
+class AvatarView(TypedDict):
+    """The avatar resource."""
+
+    object: Literal["avatar"]
+    id: str
+    name: str
+    status: AvatarStatus
+    is_demo: bool
+    runtime_type: str
+    created_at: str
+    default_voice: str | None
+    default_custom_instructions: str | None
+    failure_reason: str | None
+
+
+class AvatarListView(TypedDict):
+    """A cursor page of avatars."""
+
+    object: Literal["list"]
+    data: list[AvatarView]
+    has_more: bool
+    next_cursor: str | None
+
+
+class PlanView(TypedDict):
+    """A billing plan."""
+
+    key: str
+    name: str
+    max_concurrency: int
+    session_time_limit_seconds: int
+    included_credits: int
+    monthly_price_cents: int
+    custom_avatar_slots: int
+    extra_avatar_slot_cents: int | None
+    extra_credit_unit_micros: int | None
+
+
+ComponentStatus = Literal["operational", "degraded", "outage"]
+
+
+class StatusComponentView(TypedDict):
+    """One component of `GET /v1/status`."""
+
+    name: str
+    status: ComponentStatus
+
+
+class StatusView(TypedDict):
+    """`GET /v1/status`."""
+
+    status: ComponentStatus
+    components: list[StatusComponentView]
+    updated_at: str
+
+
+class UsageSummaryView(TypedDict):
+    """`GET /v1/usage`."""
+
+    billable_seconds: int
+    sessions: int
+    period_start: str
+    period_end: str
+    by_quality: dict[Quality, int]

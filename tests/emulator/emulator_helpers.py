@@ -1,0 +1,111 @@
+"""Helpers for the emulator's API tests: raw requests and envelope checks."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import aiohttp
+from protoface_sdk._generated import ApiErrorEnvelope
+
+from protoface_emulator.server import Emulator
+
+T = TypeVar("T")
+
+# The smallest valid PNG header is enough for the emulator's format check.
+PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
+
+
+@dataclass
+class Reply:
+    """A raw HTTP answer."""
+
+    status: int
+    headers: Mapping[str, str]
+    text: str
+
+    @property
+    def json(self) -> Any:
+        return json.loads(self.text)
+
+
+def session_body(**overrides: Any) -> dict[str, Any]:
+    """A valid `POST /v1/sessions` body; keyword arguments replace top-level fields."""
+    body: dict[str, Any] = {
+        "avatar_id": "av_stock_001",
+        "transport": {
+            "type": "livekit",
+            "url": "wss://example.livekit.cloud",
+            "room_name": "room-1",
+            "worker_token": "secret-worker-jwt",
+        },
+    }
+    body.update(overrides)
+    return body
+
+
+def with_transport(**fields: Any) -> dict[str, Any]:
+    """A valid body whose transport has `fields` added or replaced."""
+    body = session_body()
+    body["transport"] = {**body["transport"], **fields}
+    return body
+
+
+async def call(
+    http: aiohttp.ClientSession,
+    emu: Emulator,
+    method: str,
+    path: str,
+    *,
+    json_body: Any = None,
+    data: bytes | str | aiohttp.FormData | None = None,
+    headers: Mapping[str, str] | None = None,
+    auth: bool = True,
+) -> Reply:
+    """One request to the emulator with its key (unless `auth=False`)."""
+    sent: dict[str, str] = {}
+    if auth:
+        sent["Authorization"] = f"Bearer {emu.api_key}"
+    if json_body is not None:
+        data = json.dumps(json_body)
+        sent["Content-Type"] = "application/json"
+    sent.update(headers or {})
+    async with http.request(method, emu.url + path, data=data, headers=sent) as response:
+        return Reply(response.status, response.headers, await response.text())
+
+
+def assert_error(
+    reply: Reply,
+    status: int,
+    error_type: str,
+    code: str,
+    param: str | None = None,
+) -> ApiErrorEnvelope:
+    """Check an error answer: status, envelope fields, model, and the request id header."""
+    assert reply.status == status, reply.text
+    assert reply.headers["Content-Type"].startswith("application/json")
+    envelope = ApiErrorEnvelope.model_validate_json(reply.text)
+    error = envelope.error
+    assert (error.type.value, error.code, error.param) == (error_type, code, param), reply.text
+    assert error.request_id.startswith("req_")
+    assert reply.headers["X-Request-Id"] == error.request_id
+    assert "Traceback" not in reply.text
+    return envelope
+
+
+async def eventually(
+    probe: Callable[[], T], accept: Callable[[T], bool], timeout: float = 10.0
+) -> T:
+    """Poll `probe` until `accept` holds; fail after a generous `timeout`."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        value = probe()
+        if accept(value):
+            return value
+        if loop.time() > deadline:
+            raise AssertionError(f"condition not reached within {timeout} s; last value {value!r}")
+        await asyncio.sleep(0.02)

@@ -1,0 +1,190 @@
+"""Fault injection: each kind as a client sees it, and the spec/route syntax."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import aiohttp
+import pytest
+from emulator_helpers import assert_error, call, session_body
+from protoface_sdk import InternalError, ProtofaceClient, ProtofaceConnectionError
+
+from protoface_emulator.faults import Faults
+from protoface_emulator.server import Emulator
+
+
+async def test_error_fails_the_next_n_requests_with_retry_after(
+    emu: Emulator, http: aiohttp.ClientSession
+) -> None:
+    fault = emu.faults.add("GET /v1/status", "error", status=503, count=2, retry_after=3)
+    for _ in range(2):
+        reply = await call(http, emu, "GET", "/v1/status")
+        assert_error(reply, 503, "service_unavailable", "service_unavailable")
+        assert reply.headers["Retry-After"] == "3"
+    assert (await call(http, emu, "GET", "/v1/status")).status == 200
+    assert fault.fired == 2 and emu.faults.armed == []
+
+
+async def test_error_faults_take_a_status_and_code(
+    emu: Emulator, http: aiohttp.ClientSession
+) -> None:
+    emu.faults.add("POST /v1/sessions", "error", status=429, code="too_many_requests")
+    reply = await call(http, emu, "POST", "/v1/sessions", json_body=session_body())
+    assert_error(reply, 429, "rate_limit", "too_many_requests")
+    assert "Retry-After" not in reply.headers
+    assert sum(1 for _ in emu.store.iter_sessions()) == 0  # the API never saw it
+
+
+async def test_sdk_retries_through_injected_503s_honouring_retry_after(
+    emu: Emulator, sdk: ProtofaceClient
+) -> None:
+    fault = emu.faults.add("GET /v1/status", "error", status=503, count=2, retry_after=0.2)
+    status = await asyncio.to_thread(sdk.get_status)
+    assert status.status.value == "operational"
+    assert fault.fired == 2
+
+
+async def test_html_is_a_gateway_page_without_an_envelope(
+    emu: Emulator, http: aiohttp.ClientSession, sdk: ProtofaceClient
+) -> None:
+    emu.faults.add("GET /v1/sessions/{id}", "html", status=502, count=2)
+    reply = await call(http, emu, "GET", "/v1/sessions/sess_whatever")
+    assert reply.status == 502
+    assert reply.headers["Content-Type"].startswith("text/html")
+    assert "<center>nginx</center>" in reply.text and "502 Bad Gateway" in reply.text
+    assert "X-Request-Id" not in reply.headers
+
+    with pytest.raises(InternalError) as raised:
+        await asyncio.to_thread(sdk.sessions.get, "sess_whatever")
+    assert raised.value.code == "unexpected_response"
+
+
+async def test_late_creates_the_session_then_answers_after_the_delay(
+    emu: Emulator, http: aiohttp.ClientSession
+) -> None:
+    emu.faults.add("POST /v1/sessions", "late", delay=2)
+    timeout = aiohttp.ClientTimeout(total=0.3)
+    with pytest.raises(asyncio.TimeoutError):
+        async with http.post(
+            emu.url + "/v1/sessions",
+            json=session_body(),
+            headers={"Authorization": f"Bearer {emu.api_key}", "Idempotency-Key": "slow-1"},
+            timeout=timeout,
+        ):
+            pass
+    [created] = list(emu.store.iter_sessions())  # it exists although the client gave up
+
+    retry = await call(
+        http,
+        emu,
+        "POST",
+        "/v1/sessions",
+        json_body=session_body(),
+        headers={"Idempotency-Key": "slow-1"},
+    )
+    assert retry.status == 201 and retry.json["id"] == created.id
+
+
+async def test_late_answer_arrives_intact(emu: Emulator, http: aiohttp.ClientSession) -> None:
+    emu.faults.add("POST /v1/sessions", "late", delay=0.3)
+    started = time.monotonic()
+    reply = await call(http, emu, "POST", "/v1/sessions", json_body=session_body())
+    assert reply.status == 201
+    assert time.monotonic() - started >= 0.25
+    assert reply.headers["X-Request-Id"].startswith("req_")
+
+
+@pytest.mark.parametrize(("handled", "sessions"), [(True, 1), (False, 0)])
+async def test_drop_closes_the_connection_without_an_answer(
+    emu: Emulator, handled: bool, sessions: int
+) -> None:
+    emu.faults.add("POST /v1/sessions", "drop", handled=handled)
+
+    def create() -> None:
+        with ProtofaceClient(emu.api_key, base_url=emu.url, max_retries=0) as client:
+            client.sessions.create(session_body())
+
+    with pytest.raises(ProtofaceConnectionError):
+        await asyncio.to_thread(create)
+    assert sum(1 for _ in emu.store.iter_sessions()) == sessions
+
+
+async def test_probabilistic_faults_are_reproducible_with_a_seed() -> None:
+    def pattern(seed: int) -> list[bool]:
+        faults = Faults(seed=seed)
+        faults.add("POST /v1/sessions", "late", probability=0.2, delay=1)
+        return [faults.draw("POST", "/v1/sessions") is not None for _ in range(500)]
+
+    first, again, other = pattern(7), pattern(7), pattern(8)
+    assert first == again
+    assert first != other
+    assert 50 <= sum(first) <= 150  # about 20 % of 500, and unlimited by default
+
+
+async def test_probabilistic_faults_in_a_running_emulator(
+    emu: Emulator, http: aiohttp.ClientSession
+) -> None:
+    emu.faults.seed(1)
+    emu.faults.add("GET /v1/status", "error", status=503, probability=0.5)
+    statuses = [(await call(http, emu, "GET", "/v1/status")).status for _ in range(40)]
+    assert {200, 503} == set(statuses)
+
+
+@pytest.mark.parametrize(
+    ("route", "method", "path", "hit"),
+    [
+        ("POST /v1/sessions", "POST", "/v1/sessions", True),
+        ("POST /v1/sessions", "GET", "/v1/sessions", False),
+        ("post /v1/sessions", "POST", "/v1/sessions", True),
+        ("POST /v1/sessions/{id}/end", "POST", "/v1/sessions/sess_1/end", True),
+        ("POST /v1/sessions/*/end", "POST", "/v1/sessions/sess_1/end", True),
+        ("POST /v1/sessions/{id}/end", "POST", "/v1/sessions/sess_1", False),
+        ("GET /v1/sessions/sess_1", "GET", "/v1/sessions/sess_2", False),
+        ("* /v1/status", "GET", "/v1/status", True),
+        ("* *", "DELETE", "/v1/avatars/av_1", True),
+        ("*", "GET", "/anything", True),
+    ],
+)
+def test_route_patterns(route: str, method: str, path: str, hit: bool) -> None:
+    faults = Faults()
+    faults.add(route)
+    assert (faults.draw(method, path) is not None) is hit
+
+
+def test_spec_syntax_arms_the_same_fault_as_add() -> None:
+    faults = Faults()
+    fault = faults.add_spec(
+        "POST /v1/sessions=error,status=429,count=3,retry_after=1.5,code=slow_down,handled=true"
+    )
+    assert (fault.method, fault.path, fault.kind) == ("POST", ("v1", "sessions"), "error")
+    assert (fault.status, fault.remaining, fault.retry_after) == (429, 3, 1.5)
+    assert (fault.code, fault.handled) == ("slow_down", True)
+    late = faults.add_spec("POST /v1/sessions=late,delay=2,probability=0.25")
+    assert (late.delay, late.probability, late.remaining, late.handled) == (2.0, 0.25, None, True)
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        "POST /v1/sessions",
+        "POST /v1/sessions=explode",
+        "POST /v1/sessions=error,status",
+        "POST /v1/sessions=error,colour=red",
+        "POST /v1/sessions=error,status=200",
+        "POST /v1/sessions=error,probability=2",
+        "POST /v1/sessions=error,count=0",
+        "POST /v1/sessions=error,handled=maybe",
+        "POST /v1/sessions=error,delay=soon",
+        "v1/sessions=error",
+    ],
+)
+def test_bad_specs_are_refused(spec: str) -> None:
+    with pytest.raises(ValueError):
+        Faults().add_spec(spec)
+
+
+def test_faults_are_off_by_default() -> None:
+    faults = Faults()
+    assert faults.armed == []
+    assert faults.draw("POST", "/v1/sessions") is None
