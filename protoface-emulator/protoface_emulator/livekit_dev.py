@@ -44,6 +44,9 @@ def find_livekit_server() -> str | None:
     return None
 
 
+_START_ATTEMPTS = 4
+
+
 def _free_port(kind: int) -> int:
     with socket.socket(socket.AF_INET, kind) as s:
         s.bind(("127.0.0.1", 0))
@@ -77,6 +80,7 @@ class LiveKitServer:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(timeout=10)
+        self.log_path.unlink(missing_ok=True)
 
 
 def start_livekit_server(
@@ -94,6 +98,55 @@ def start_livekit_server(
             "livekit-server not found: run scripts/install-livekit-server "
             "(or set LIVEKIT_SERVER_BIN, or put livekit-server on PATH)"
         )
+    # Free ports are picked before the server binds them, so another process can
+    # take one in between; a few fresh tries make that race harmless.
+    for attempt in range(_START_ATTEMPTS):
+        server = _launch(binary)
+        try:
+            _wait_ready(server, ready_timeout)
+            return server
+        except _PortTaken:
+            tail = server.log_tail()
+            server.stop()
+            if attempt == _START_ATTEMPTS - 1:
+                raise RuntimeError(
+                    f"livekit-server could not bind its ports after {_START_ATTEMPTS} tries:\n"
+                    f"{tail}"
+                ) from None
+    raise AssertionError("unreachable")
+
+
+class _PortTaken(Exception):
+    pass
+
+
+def _wait_ready(server: LiveKitServer, ready_timeout: float) -> None:
+    process = server.process
+    deadline = time.monotonic() + ready_timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            tail = server.log_tail()
+            if "address already in use" in tail:
+                raise _PortTaken
+            server.stop()
+            raise RuntimeError(
+                f"livekit-server exited with code {process.returncode} at start:\n{tail}"
+            )
+        try:
+            with urllib.request.urlopen(server.http_url, timeout=1) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.1)
+    tail = server.log_tail()
+    server.stop()
+    raise RuntimeError(
+        f"livekit-server did not answer on {server.http_url} within {ready_timeout:.0f} s:\n{tail}"
+    )
+
+
+def _launch(binary: str) -> LiveKitServer:
     http_port = _free_port(socket.SOCK_STREAM)
     tcp_port = _free_port(socket.SOCK_STREAM)
     udp_port = _free_port(socket.SOCK_DGRAM)
@@ -134,30 +187,11 @@ def start_livekit_server(
         env=env,
     )
     log_file.close()
-    server = LiveKitServer(
+    return LiveKitServer(
         url=f"ws://127.0.0.1:{http_port}",
         http_url=f"http://127.0.0.1:{http_port}",
         api_key=DEV_API_KEY,
         api_secret=api_secret,
         process=process,
         log_path=Path(log_file.name),
-    )
-    deadline = time.monotonic() + ready_timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(
-                f"livekit-server exited with code {process.returncode} at start:\n"
-                f"{server.log_tail()}"
-            )
-        try:
-            with urllib.request.urlopen(server.http_url, timeout=1) as response:
-                if response.status == 200:
-                    return server
-        except (urllib.error.URLError, OSError):
-            pass
-        time.sleep(0.1)
-    server.stop()
-    raise RuntimeError(
-        f"livekit-server did not answer on {server.http_url} within {ready_timeout:.0f} s:\n"
-        f"{server.log_tail()}"
     )
