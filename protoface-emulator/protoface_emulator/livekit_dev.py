@@ -80,7 +80,8 @@ class LiveKitServer:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(timeout=10)
-        self.log_path.unlink(missing_ok=True)
+        if not os.environ.get("LIVEKIT_DEV_KEEP_LOG"):
+            self.log_path.unlink(missing_ok=True)
 
 
 def start_livekit_server(

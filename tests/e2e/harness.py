@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 import wave
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -141,9 +141,16 @@ async def agent_in(
 
 
 async def eventually(
-    predicate: Any, *, timeout: float, interval: float = 0.05, message: str = ""
+    predicate: Any,
+    *,
+    timeout: float,
+    interval: float = 0.05,
+    message: str | Callable[[], str] = "",
 ) -> None:
-    """Poll `predicate()` (sync or async) until true; fail with `message` after `timeout`."""
+    """Poll `predicate()` (sync or async) until true; fail with `message` after `timeout`.
+
+    `message` may be a callable, evaluated only on failure (to report late state).
+    """
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while True:
@@ -153,7 +160,8 @@ async def eventually(
         if result:
             return
         if loop.time() > deadline:
-            raise AssertionError(message or f"condition not met within {timeout} s")
+            text = message() if callable(message) else message
+            raise AssertionError(text or f"condition not met within {timeout} s")
         await asyncio.sleep(interval)
 
 
