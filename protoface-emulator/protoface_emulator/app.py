@@ -97,13 +97,10 @@ def _snake(phrase: str) -> str:
 
 
 def _from_http_exception(exc: web.HTTPException) -> ApiError:
-    # aiohttp raises these itself, e.g. 413 while reading a multipart body.
-    if exc.status == 413:
-        return ApiError(
-            413,
-            CODE_REQUEST_TOO_LARGE,
-            f"The request body is larger than the {UPLOAD_BODY_LIMIT} bytes allowed here.",
-        )
+    # aiohttp raises these itself, e.g. 413 while reading a multipart body (the only
+    # body it reads for us, so its limit is the upload limit).
+    if isinstance(exc, web.HTTPRequestEntityTooLarge):
+        return ApiError(413, CODE_REQUEST_TOO_LARGE, f"The request body is too large: {exc.text}")
     return ApiError(exc.status, _snake(exc.reason or "error"), exc.reason or "Request failed.")
 
 

@@ -421,7 +421,10 @@ def parse_session_create(body: JSONObject) -> SessionCreate:
         ApiError: 400 naming the first offending field.
     """
     reject_unknown_fields(body, _SESSION_FIELDS, "")
-    # The transport first: an unsupported transport is the most useful thing to hear.
+    for required in ("avatar_id", "transport"):
+        if required not in body:
+            raise invalid(CODE_MISSING_FIELD, f"{required} is required.", required)
+    # Then the transport: an unsupported transport is the most useful thing to hear.
     transport = _transport(body)
     common = _common(body)
     return SessionCreate(

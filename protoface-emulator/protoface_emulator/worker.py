@@ -31,15 +31,25 @@ splits it into segments at 0.3 s of silence; there is no playback protocol
 since nobody sends one. `synthetic_audio_if_no_input` is accepted and ignored:
 the worker publishes its (silent, idle) face once the agent is in the room.
 
-Defaults and CPU. 320x320 at 20 fps, audio 24 kHz mono. Measured with
-`benchmarks/worker_cpu.py` against a local `livekit-server --dev` on a 2-core
-machine (CPU time of the Python process hosting the workers, which includes
-LiveKit's native encoder threads; the agent and viewer run in other processes):
-see the numbers in `benchmarks/worker_cpu.py`'s docstring and the project
-README. Rendering itself is a few array copies per frame (about 10 us); almost
-all of the cost is WebRTC's VP8 encoding of the published video, which scales
-with pixels x fps, hence the modest default. Override with `WorkerOptions` or
-the `PROTOFACE_EMULATOR_VIDEO_WIDTH` / `_HEIGHT` / `_FPS` environment variables.
+Defaults and CPU. 320x320 at 20 fps, audio 24 kHz mono. 20 fps because
+LiveKit's default encoding for a video this small caps the sent rate at 20 fps
+(a 25 fps source reaches viewers at 20 anyway). Measured with
+`benchmarks/worker_cpu.py` on the 2-core development machine against a local
+`livekit-server --dev`, counting the CPU time of the process hosting the
+workers (all threads, so LiveKit's native VP8 encoder included) while a viewer
+watches each avatar and its agent speaks 2 s out of every 3:
+
+    320x320 @ 20 fps, 1 session     4.4-5.7 % of one core (idle face: 3.6-4.8 %)
+    320x320 @ 20 fps, 3 sessions   13.1 % in total (4.4 % each)
+    320x320 @ 20 fps, 5 sessions   22.5 % in total (4.5 % each)
+    384x384 @ 25 fps, 1 session     5.4 %
+    512x512 @ 25 fps, 1 session     7.8 %
+
+livekit-server itself used 1.7-6.3 % for 1-5 sessions. Drawing is negligible:
+a frame costs about 30 us while speaking and 16 us idle (the face and every
+mouth shape are drawn once, then pasted); the rest is WebRTC encoding and the
+Python/FFI plumbing, which scale with pixels x fps. Override the size and rate
+with `WorkerOptions` or `PROTOFACE_EMULATOR_VIDEO_WIDTH` / `_HEIGHT` / `_FPS`.
 
 The worker token is a secret: it is never logged, and LiveKit's connect errors
 (which quote the token back) are redacted before they are reported or logged.
@@ -537,6 +547,7 @@ class AvatarWorker:
         self._lost: asyncio.Future[str] | None = None
         self._pending_connect: asyncio.Future[None] | None = None
         self._runner_started = False
+        self._stopping = False
 
     @property
     def spec(self) -> WorkerSpec:
@@ -563,14 +574,12 @@ class AvatarWorker:
         task = self._task
         if task is None:
             return
-        if not task.done():
+        if not task.done() and not self._stopping:
+            # Once: a second cancel would interrupt the cleanup that leaves the room.
+            self._stopping = True
             task.cancel()
-        try:
-            _, pending = await asyncio.wait({task}, timeout=_CLOSE_TIMEOUT)
-        except asyncio.CancelledError:
-            raise
-        except Exception:  # never raise from aclose
-            return
+        # The run task reports its own errors; waiting never raises them here.
+        _, pending = await asyncio.wait({task}, timeout=_CLOSE_TIMEOUT)
         if pending:
             logger.warning(
                 "avatar worker did not stop within %.0f s",
@@ -624,6 +633,7 @@ class AvatarWorker:
             self._fail(FAILURE_WORKER_CRASHED, f"{type(exc).__name__}: {_redact(str(exc))}")
         finally:
             self._closing = True
+            self._stopping = True  # from here on, aclose() only waits
             await self._cleanup(room, runner, frames_task)
             logger.info("avatar worker left the room", extra=log_extra)
 
@@ -640,8 +650,9 @@ class AvatarWorker:
             )
         )
         try:
-            # Shielded: cancelling a native connect midway could leave an orphan
-            # participant in the room; let it settle in _cleanup and leave instead.
+            # asyncio.wait, not wait_for: cancelling a native connect midway could
+            # leave an orphan participant in the room; _cleanup lets it settle, then
+            # leaves.
             done, _ = await asyncio.wait({connect}, timeout=bound)
         except asyncio.CancelledError:
             self._pending_connect = connect
