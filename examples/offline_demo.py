@@ -94,7 +94,7 @@ def make_entrypoint(report: AgentReport) -> Any:
     async def entrypoint(ctx: JobContext) -> None:
         try:
             await ctx.connect()
-            session = AgentSession()
+            session: AgentSession[None] = AgentSession()
             # PROTOFACE_API_URL / PROTOFACE_API_KEY / LIVEKIT_* come from the environment.
             avatar = protoface.AvatarSession()
             report.start_called_at = time.monotonic()
@@ -184,7 +184,8 @@ def summarise(
     viewer: AvatarViewer, report: AgentReport, statuses: list[str], processes_left: int
 ) -> dict[str, Any]:
     """The numbers summary.json holds."""
-    assert report.start_called_at is not None
+    started = report.start_called_at
+    assert started is not None
     speak_from, speak_to = report.speech_started_at, report.speech_ended_at
     speaking = viewer.video_between(speak_from, speak_to) if speak_from and speak_to else []
     silent_to = speak_from or float("inf")
@@ -195,7 +196,7 @@ def summarise(
         return round(float(np.mean([s.mouth_motion for s in samples])), 3) if samples else 0.0
 
     def ms_since_start(t: float | None) -> float | None:
-        return None if t is None else round((t - report.start_called_at) * 1000, 1)
+        return None if t is None else round((t - started) * 1000, 1)
 
     return {
         "time_to_avatar_joined_ms": ms_since_start(report.joined_at),
@@ -237,7 +238,6 @@ def write_sheet(viewer: AvatarViewer, report: AgentReport, path: Path) -> None:
 
 async def run(out: Path) -> dict[str, Any]:
     """Start everything, run the agent once, record, shut down; returns the summary."""
-    out.mkdir(parents=True, exist_ok=True)
     me = psutil.Process()
     livekit = start_livekit_server()
     protoface_key = "pf_demo_" + secrets.token_urlsafe(24)
@@ -305,6 +305,7 @@ def main() -> int:
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     out: Path = args.out.resolve()
+    out.mkdir(parents=True, exist_ok=True)
     summary = asyncio.run(run(out))
     print("Protoface offline demo")
     print(f"  avatar joined after     {summary['time_to_avatar_joined_ms']} ms")

@@ -81,4 +81,5 @@ def _scale_to(frame: npt.NDArray[np.uint8], height: int, width: int) -> npt.NDAr
         return frame
     rows = np.linspace(0, frame.shape[0] - 1, height).round().astype(np.intp)
     cols = np.linspace(0, frame.shape[1] - 1, width).round().astype(np.intp)
-    return frame[rows][:, cols]
+    scaled: npt.NDArray[np.uint8] = frame[rows][:, cols]
+    return scaled
