@@ -29,7 +29,7 @@ def test_ruff_format_is_clean() -> None:
 
 @pytest.mark.parametrize(
     "target",
-    ["livekit-plugins-protoface/livekit", "protoface-emulator/protoface_emulator"],
+    ["livekit-plugins-protoface/livekit", "protoface-emulator/protoface_emulator", "examples"],
 )
 def test_mypy_strict_is_clean(target: str) -> None:
     result = _run("mypy", "--strict", target)

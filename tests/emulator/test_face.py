@@ -36,7 +36,8 @@ def _dark_fraction(region: npt.NDArray[np.int16]) -> float:
 def _tone(level_dbfs: float, seconds: float = 0.05, rate: int = 24000) -> npt.NDArray[np.int16]:
     t = np.arange(int(rate * seconds)) / rate
     amplitude = 10 ** (level_dbfs / 20) * np.sqrt(2)  # RMS of a sine is amplitude / sqrt(2)
-    return (amplitude * np.sin(2 * np.pi * 220 * t) * 32767).astype(np.int16)
+    tone: npt.NDArray[np.int16] = (amplitude * np.sin(2 * np.pi * 220 * t) * 32767).astype(np.int16)
+    return tone
 
 
 @pytest.mark.parametrize("size", [(320, 320), (384, 384), (640, 360), (360, 640), (64, 48)])

@@ -210,8 +210,8 @@ async def test_viewer_sees_the_mouth_move_only_while_the_agent_speaks(
         silent = s.viewer.video_between(silent_from, silent_to)
         speaking = s.viewer.video_between(speak_from, speak_to)
         assert len(silent) > 10 and len(speaking) > 20, (len(silent), len(speaking))
-        silent_motion = np.mean([v.mouth_motion for v in silent])
-        speaking_motion = np.mean([v.mouth_motion for v in speaking])
+        silent_motion = float(np.mean([v.mouth_motion for v in silent]))
+        speaking_motion = float(np.mean([v.mouth_motion for v in speaking]))
         assert silent_motion < 1.0, silent_motion
         assert speaking_motion > 5 * max(silent_motion, 0.2), (speaking_motion, silent_motion)
         assert not any(v.mouth_open for v in silent)

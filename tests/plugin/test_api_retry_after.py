@@ -109,3 +109,16 @@ async def test_a_higher_cap_waits_instead_of_failing(fake: FakeProtoface) -> Non
     ) as api:
         result = await api.get_status()
     assert result["status"] == "operational"
+
+
+async def test_retry_after_beyond_cap_is_reported_even_with_no_retries_left(
+    fake: FakeProtoface,
+) -> None:
+    fake.script("GET", "/v1/status", rate_limited("300", status=503))
+    no_retries = APIConnectOptions(max_retry=0, retry_interval=0.0, timeout=5.0)
+    async with ProtofaceAPI(
+        api_key=API_KEY, api_url=fake.url, conn_options=no_retries, max_retry_after=20
+    ) as api:
+        with pytest.raises(ProtofaceRetryAfterTooLongError) as info:
+            await api.get_status()
+    assert "asked to retry after 300s" in info.value.message

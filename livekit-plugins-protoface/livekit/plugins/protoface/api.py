@@ -679,12 +679,13 @@ class ProtofaceAPI:
                 if error.retry_after is not None and error.status_code in (429, 503):
                     delay = error.retry_after
 
-            if attempt + 1 >= attempts:
-                break
-
             if delay is not None and delay > self._max_retry_after:
+                # Said even on the last attempt: how long the server wants is the
+                # actionable part, more than "retries ran out".
                 assert isinstance(last_error, ProtofaceAPIError)
                 raise _retry_after_too_long(last_error, self._max_retry_after) from last_error
+            if attempt + 1 >= attempts:
+                break
             if delay is None:
                 delay = self._conn_options._interval_for_retry(attempt)
 
