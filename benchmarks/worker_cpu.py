@@ -1,0 +1,290 @@
+"""CPU cost of the emulator's avatar worker, per session, in a real LiveKit room.
+
+Starts `livekit-server --dev` on loopback, runs N avatar workers in a child
+process (the "host", standing in for the emulator), and plays each worker's
+agent and viewer from this process: the agent streams speech over data streams
+(2 s of voiced audio, 1 s pause, repeated), the viewer subscribes to the
+avatar's video and audio as a browser would. The host's CPU time (user+system,
+all threads, including LiveKit's native encoder) is sampled with psutil over a
+steady-state window and divided by the number of sessions.
+
+    uv run python benchmarks/worker_cpu.py                      # 1 session, defaults
+    uv run python benchmarks/worker_cpu.py --sessions 3 --seconds 30
+    uv run python benchmarks/worker_cpu.py --width 384 --height 384 --fps 25
+
+Results on the 2-core development container (Python 3.11, livekit 1.1.21,
+livekit-agents 1.8.9, livekit-server 1.13.5), percent of one core:
+
+    config                         per session   idle face   livekit-server (total)
+    320x320 @ 20 fps (default), 1  4.4-5.7       3.6-4.8     1.7-1.9
+    320x320 @ 20 fps, 3 sessions   4.4           3.6         4.3
+    320x320 @ 20 fps, 5 sessions   4.5           3.4         6.3
+    384x384 @ 25 fps, 1            5.4           4.4         1.7
+    512x512 @ 25 fps, 1            7.8           7.2         2.1
+
+(Viewers receive 20 fps even from a 25 fps source: LiveKit's default encoding
+for video this small caps the frame rate at 20.)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import psutil
+from livekit import api, rtc
+from livekit.agents.types import ATTRIBUTE_PUBLISH_ON_BEHALF
+from livekit.agents.voice.avatar import DataStreamAudioOutput
+
+from protoface_emulator.lifecycle import WorkerSpec
+from protoface_emulator.livekit_dev import start_livekit_server
+from protoface_emulator.worker import WorkerOptions, make_worker_factory
+
+SPEECH_RATE = 16000
+
+
+@dataclass
+class Result:
+    """One measurement."""
+
+    sessions: int
+    width: int
+    height: int
+    fps: float
+    seconds: float
+    host_cpu_percent_total: float
+    host_cpu_percent_per_session: float
+    host_cpu_percent_idle_per_session: float
+    livekit_server_cpu_percent: float
+    viewer_video_frames_per_second: float
+
+
+def _token(server_key: str, server_secret: str, room: str, identity: str, **kw: object) -> str:
+    token = (
+        api.AccessToken(server_key, server_secret)
+        .with_identity(identity)
+        .with_grants(api.VideoGrants(room_join=True, room=room))
+    )
+    if kw.get("kind"):
+        token = token.with_kind(str(kw["kind"]))  # type: ignore[arg-type]
+    attrs = kw.get("attributes")
+    if isinstance(attrs, dict):
+        token = token.with_attributes(attrs)
+    return token.to_jwt()
+
+
+def _speech(seconds: float) -> np.ndarray:
+    t = np.arange(int(SPEECH_RATE * seconds)) / SPEECH_RATE
+    envelope = 0.5 + 0.5 * np.abs(np.sin(2 * np.pi * 2.5 * t))
+    voice = np.sin(2 * np.pi * 180 * t) + 0.4 * np.sin(2 * np.pi * 360 * t)
+    return (0.2 * envelope * voice * 32767).astype(np.int16)
+
+
+class _NullEvents:
+    def on_connecting(self) -> None: ...
+    def on_first_frame(self) -> None: ...
+    def on_audio(self) -> None: ...
+    def on_frames(self, count: int) -> None: ...
+    def on_failed(self, code: str, message: str) -> None:
+        print(f"worker failed: {code}: {message}", file=sys.stderr, flush=True)
+
+
+async def _host(specs: list[dict[str, str]], options: WorkerOptions) -> None:
+    """The child process: run the workers until SIGTERM."""
+    factory = make_worker_factory(options)
+    handles = [
+        factory(
+            WorkerSpec(
+                session_id=spec["session_id"],
+                url=spec["url"],
+                room_name=spec["room_name"],
+                identity=spec["identity"],
+                token=spec["token"],
+            ),
+            _NullEvents(),
+        )
+        for spec in specs
+    ]
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    print("ready", flush=True)
+    await stop.wait()
+    await asyncio.gather(*(h.aclose() for h in handles))
+
+
+async def _measure(args: argparse.Namespace) -> Result:
+    server = start_livekit_server()
+    host: subprocess.Popen[bytes] | None = None
+    rooms: list[rtc.Room] = []
+    try:
+        key, secret = server.api_key, server.api_secret
+        specs = []
+        for i in range(args.sessions):
+            room = f"bench-{i}"
+            specs.append(
+                {
+                    "session_id": f"sess_bench_{i}",
+                    "url": server.url,
+                    "room_name": room,
+                    "identity": f"avatar-{i}",
+                    "token": _token(
+                        key,
+                        secret,
+                        room,
+                        f"avatar-{i}",
+                        attributes={ATTRIBUTE_PUBLISH_ON_BEHALF: f"agent-{i}"},
+                    ),
+                }
+            )
+        host = subprocess.Popen(  # noqa: ASYNC220 - starting it is instant; we never wait on it here
+            [
+                sys.executable,
+                __file__,
+                "--role",
+                "host",
+                "--width",
+                str(args.width),
+                "--height",
+                str(args.height),
+                "--fps",
+                str(args.fps),
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+        )
+        assert host.stdin is not None and host.stdout is not None
+        host.stdin.write(json.dumps(specs).encode())
+        host.stdin.close()
+        host.stdout.readline()  # "ready"
+
+        video_frames = 0
+
+        async def watch(track: rtc.Track) -> None:
+            nonlocal video_frames
+            if track.kind == rtc.TrackKind.KIND_VIDEO:
+                async for _ in rtc.VideoStream(track):
+                    video_frames += 1
+            else:
+                async for _ in rtc.AudioStream(track):
+                    pass
+
+        outputs: list[DataStreamAudioOutput] = []
+        tasks: list[asyncio.Task[None]] = []
+        for i in range(args.sessions):
+            agent = rtc.Room()
+            await agent.connect(
+                server.url, _token(key, secret, f"bench-{i}", f"agent-{i}", kind="agent")
+            )
+            viewer = rtc.Room()
+            viewer.on(
+                "track_subscribed",
+                lambda track, *_: tasks.append(asyncio.ensure_future(watch(track))),
+            )
+            await viewer.connect(server.url, _token(key, secret, f"bench-{i}", f"viewer-{i}"))
+            rooms += [agent, viewer]
+            outputs.append(
+                DataStreamAudioOutput(
+                    agent,
+                    destination_identity=f"avatar-{i}",
+                    sample_rate=SPEECH_RATE,
+                    wait_remote_track=rtc.TrackKind.KIND_VIDEO,
+                )
+            )
+
+        proc = psutil.Process(host.pid)
+        lk_proc = psutil.Process(server.process.pid)
+
+        def cpu_seconds(p: psutil.Process) -> float:
+            t = p.cpu_times()
+            return float(t.user + t.system)
+
+        # Idle phase: faces on screen, nobody speaking.
+        await asyncio.sleep(3.0)
+        idle_start, idle_cpu = time.monotonic(), cpu_seconds(proc)
+        await asyncio.sleep(min(10.0, args.seconds / 2))
+        idle_percent = 100 * (cpu_seconds(proc) - idle_cpu) / (time.monotonic() - idle_start)
+
+        speech = _speech(2.0)
+
+        async def talk(out: DataStreamAudioOutput) -> None:
+            while True:
+                for start in range(0, len(speech), 1600):
+                    chunk = speech[start : start + 1600]
+                    await out.capture_frame(
+                        rtc.AudioFrame(chunk.tobytes(), SPEECH_RATE, 1, len(chunk))
+                    )
+                out.flush()
+                await out.wait_for_playout()
+                await asyncio.sleep(1.0)
+
+        talkers = [asyncio.ensure_future(talk(out)) for out in outputs]
+        await asyncio.sleep(3.0)  # warm-up: encoder ramp-up, first segments
+        start, cpu0, lk0, frames0 = (
+            time.monotonic(),
+            cpu_seconds(proc),
+            cpu_seconds(lk_proc),
+            video_frames,
+        )
+        await asyncio.sleep(args.seconds)
+        elapsed = time.monotonic() - start
+        total = 100 * (cpu_seconds(proc) - cpu0) / elapsed
+        lk_total = 100 * (cpu_seconds(lk_proc) - lk0) / elapsed
+        fps_seen = (video_frames - frames0) / elapsed / args.sessions
+        for t in talkers + tasks:
+            t.cancel()
+        return Result(
+            sessions=args.sessions,
+            width=args.width,
+            height=args.height,
+            fps=args.fps,
+            seconds=round(elapsed, 1),
+            host_cpu_percent_total=round(total, 1),
+            host_cpu_percent_per_session=round(total / args.sessions, 1),
+            host_cpu_percent_idle_per_session=round(idle_percent / args.sessions, 1),
+            livekit_server_cpu_percent=round(lk_total, 1),
+            viewer_video_frames_per_second=round(fps_seen, 1),
+        )
+    finally:
+        for joined in rooms:
+            await joined.disconnect()
+        if host is not None and host.poll() is None:
+            host.send_signal(signal.SIGTERM)
+            try:
+                host.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                host.kill()
+                host.wait()
+        server.stop()
+
+
+def main() -> None:
+    """Run the benchmark (or, with --role host, the worker process it measures)."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--role", choices=["bench", "host"], default="bench")
+    parser.add_argument("--sessions", type=int, default=1)
+    parser.add_argument("--seconds", type=float, default=20.0)
+    defaults = WorkerOptions()
+    parser.add_argument("--width", type=int, default=defaults.video_width)
+    parser.add_argument("--height", type=int, default=defaults.video_height)
+    parser.add_argument("--fps", type=float, default=defaults.video_fps)
+    args = parser.parse_args()
+    options = WorkerOptions(video_width=args.width, video_height=args.height, video_fps=args.fps)
+    if args.role == "host":
+        specs = json.loads(sys.stdin.read())
+        asyncio.run(_host(specs, options))
+        return
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    result = asyncio.run(_measure(args))
+    print(json.dumps(asdict(result), indent=2))
+
+
+if __name__ == "__main__":
+    main()
