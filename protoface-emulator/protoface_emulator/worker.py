@@ -866,6 +866,20 @@ class _RedactTokens(logging.Filter):
         return True
 
 
+class _QuietPlaybackStarted(logging.Filter):
+    """Demotes the framework's per-utterance error about `lk.playback_started`.
+
+    The plugin, like the published one, does not ask to be told when playback
+    starts, so the agent never registers that RPC and the receiver logs an ERROR
+    for every utterance. Nothing is wrong; keep the note at DEBUG.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno == logging.ERROR and "lk.playback_started" in record.getMessage():
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return True
+
+
 _redaction_installed = False
 
 
@@ -876,3 +890,4 @@ def _install_token_redaction() -> None:
     _redaction_installed = True
     # The native SDK's records go to the "livekit" logger (see livekit.rtc.log).
     logging.getLogger("livekit").addFilter(_RedactTokens())
+    logging.getLogger("livekit.agents").addFilter(_QuietPlaybackStarted())
