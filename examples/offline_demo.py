@@ -126,7 +126,7 @@ def make_entrypoint(report: AgentReport) -> Any:
 def start_emulator(api_key: str) -> tuple[subprocess.Popen[str], str]:
     """Run the `protoface-emulator` command on a free port; returns it and its URL."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "protoface_emulator.cli", "--port", "0"],
+        [sys.executable, "-m", "protoface_emulator.cli", "--port", "0", "--log-level", "warning"],
         env={**os.environ, "PROTOFACE_API_KEY": api_key},
         stdout=subprocess.PIPE,
         stdin=subprocess.DEVNULL,
@@ -304,6 +304,8 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=HERE.parent / "out", help="output folder")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    # The native SDK warns about handles it already dropped while rooms close.
+    logging.getLogger("livekit").setLevel(logging.ERROR)
     out: Path = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     summary = asyncio.run(run(out))

@@ -877,6 +877,8 @@ class _QuietPlaybackStarted(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if record.levelno == logging.ERROR and "lk.playback_started" in record.getMessage():
             record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            # The logger's level was checked at ERROR; check it again at DEBUG.
+            return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
         return True
 
 
