@@ -118,6 +118,10 @@ ENV_VIDEO_FPS: Final = "PROTOFACE_EMULATOR_VIDEO_FPS"
 # How long cleanup may take when a worker is closed before it is abandoned: aclose()
 # must return promptly even if the native SDK hangs.
 _CLOSE_TIMEOUT = 5.0
+# How far the runner's audio and video queues may run ahead of real time. The
+# framework's 100 ms lets the generator get ~4 frames ahead of what viewers see;
+# one frame period keeps the mouth within a frame or two of the speech.
+_RUNNER_QUEUE_MS = 50
 # The idle timer only needs a heartbeat, not a call per 100 ms audio frame.
 _AUDIO_EVENT_INTERVAL = 0.5
 # How long an interruption waits for the runner to finish pushing the frame it holds;
@@ -275,6 +279,8 @@ class FaceVideoGenerator(VideoGenerator):
         # Clear while the consumer holds a yielded item; set when it asks for more.
         self._consumer_idle = asyncio.Event()
         self._consumer_idle.set()
+        # Set when audio (or a segment end) is queued; idle frames wait on it.
+        self._audio_queued = asyncio.Event()
 
     @property
     def frames_published(self) -> int:
@@ -312,6 +318,7 @@ class FaceVideoGenerator(VideoGenerator):
             self._queue.append(frame)
             self._queued_ends += 1
             self._segment_open = False
+            self._audio_queued.set()
             return
 
         self._segment_open = True
@@ -358,8 +365,24 @@ class FaceVideoGenerator(VideoGenerator):
             yield item
             self._consumer_idle.set()
 
+    async def _idle_until_due(self, period: float) -> None:
+        """After an idle frame, wait a frame period unless audio arrives first.
+
+        The consumer accepts frames as fast as its queue drains, so a generator that
+        never waits keeps that queue full of closed-mouth frames, and the first
+        frame of speech would be shown only after all of them. Idling at a frame
+        period keeps the queue empty while silent, so speech shows on the next
+        frame the room receives.
+        """
+        self._audio_queued.clear()
+        if self._queued_samples or self._queued_ends:
+            return
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._audio_queued.wait(), timeout=period)
+
     async def _produce(self) -> AsyncIterator[rtc.VideoFrame | rtc.AudioFrame | AudioSegmentEnd]:
         options = self._options
+        period = 1.0 / options.video_fps
         while True:
             if self._queue and isinstance(self._queue[0], AudioSegmentEnd):
                 self._queue.popleft()
@@ -383,6 +406,8 @@ class FaceVideoGenerator(VideoGenerator):
 
             if chunk is None or generation != self._generation:
                 # Nothing to say, or cleared while the frame was being consumed.
+                if chunk is None:
+                    await self._idle_until_due(period)
                 continue
             yield rtc.AudioFrame(
                 chunk.tobytes(),
@@ -428,6 +453,7 @@ class FaceVideoGenerator(VideoGenerator):
         if samples.size:
             self._queue.append(samples)
             self._queued_samples += samples.size // self._channels
+            self._audio_queued.set()
 
     def _convert(self, frame: rtc.AudioFrame) -> npt.NDArray[np.int16]:
         """The frame's samples at the published channel count and rate, interleaved."""
@@ -612,6 +638,7 @@ class AvatarWorker:
                 audio_recv=self._audio_receiver(room),
                 video_gen=generator,
                 options=self._options.avatar_options(),
+                _queue_size_ms=_RUNNER_QUEUE_MS,
             )
             generator.attach_synchronizer(runner.av_sync)
             frames_task = asyncio.create_task(self._report_frames())

@@ -121,6 +121,34 @@ async def test_idle_generator_yields_closed_mouth_video_only() -> None:
     assert all(np.array_equal(mouth(f), CLOSED) for f in frames)
 
 
+async def test_idle_frames_are_paced_so_no_stale_frames_queue_up_ahead_of_speech() -> None:
+    """A consumer that takes frames as fast as it can gets idle frames at the frame
+    rate, not thousands: otherwise its queue fills with closed-mouth frames that
+    viewers must see before the first frame of speech."""
+    gen = FaceVideoGenerator(OPTIONS)
+    it = gen.__aiter__()
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    idle = 0
+    while loop.time() - began < 0.5:
+        await it.__anext__()
+        idle += 1
+    assert idle <= 0.5 * OPTIONS.video_fps + 3, idle
+
+
+async def test_audio_arriving_while_idle_shows_in_the_next_frame() -> None:
+    gen = FaceVideoGenerator(OPTIONS)
+    it = gen.__aiter__()
+    await take(it, 2)
+    waiting = asyncio.ensure_future(it.__anext__())  # parked in the idle wait
+    await asyncio.sleep(0.01)
+    await push(gen, speech(0.3))
+    # The idle wait ends as the audio lands: the frame it was waiting to draw
+    # already speaks.
+    first = await asyncio.wait_for(waiting, timeout=1)
+    assert isinstance(first, rtc.VideoFrame) and is_open(first)
+
+
 async def test_speech_opens_the_mouth_and_passes_the_audio_through_in_order() -> None:
     gen = FaceVideoGenerator(OPTIONS)
     audio = speech(1.0)
