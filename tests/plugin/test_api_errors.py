@@ -189,3 +189,42 @@ async def test_json_without_envelope_message_says_so(fake: FakeProtoface) -> Non
 
     assert "not a Protoface error envelope" in info.value.message
     assert info.value.body == {"detail": "nope"}
+
+
+@pytest.mark.parametrize(
+    ("body", "code", "request_id", "says"),
+    [
+        ({"error": {}}, None, "req_hdr", "unknown_error: no message"),
+        (
+            {"error": {"code": 5, "type": [], "message": None, "request_id": {"x": 1}}},
+            None,
+            "req_hdr",
+            "unknown_error: no message",
+        ),
+        (
+            {"error": {"code": "bad", "request_id": "req_env", "surprise": [1]}, "extra": 1},
+            "bad",
+            "req_env",
+            "400 bad: no message",
+        ),
+        ({"error": "just a string"}, None, "req_hdr", "not a Protoface error envelope"),
+        (["error"], None, "req_hdr", "not a Protoface error envelope"),
+    ],
+    ids=["empty", "wrong-types", "extra-fields", "string-error", "array"],
+)
+async def test_odd_envelopes_still_give_a_usable_error(
+    fake: FakeProtoface, body: object, code: str | None, request_id: str, says: str
+) -> None:
+    fake.script(
+        "GET", "/v1/status", Reply(status=400, json=body, headers={"X-Request-Id": "req_hdr"})
+    )
+    async with make_api(fake.url) as api:
+        with pytest.raises(ProtofaceAPIError) as info:
+            await api.get_status()
+
+    error = info.value
+    assert error.status_code == 400
+    assert error.code == code
+    assert error.request_id == request_id
+    assert says in error.message
+    assert request_id in error.message

@@ -205,3 +205,26 @@ async def test_every_request_sends_auth_user_agent_and_accept(fake: FakeProtofac
     assert request.headers["User-Agent"].startswith("livekit-plugins-protoface/")
     assert request.headers["Accept"] == "application/json"
     assert "Idempotency-Key" not in request.headers
+
+
+@pytest.mark.parametrize("call", ["create", "end"])
+async def test_writes_make_exactly_max_retry_plus_one_attempts(
+    fake: FakeProtoface, call: str
+) -> None:
+    session = fake.add_session(status="running")
+    route = "/v1/sessions" if call == "create" else "/v1/sessions/{id}/end"
+    fake.script("POST", route, *[Reply(status=502, text="") for _ in range(10)])
+    conn = APIConnectOptions(max_retry=4, retry_interval=0.0, timeout=2.0)
+    async with make_api(fake, conn) as api:
+        with pytest.raises(APIConnectionError) as info:
+            if call == "create":
+                await api.start_session(avatar_id="av_stock_001", transport=TRANSPORT)
+            else:
+                await api.end_session(session["id"])
+
+    attempts = fake.requests_to("POST", route)
+    assert len(attempts) == 5
+    assert isinstance(info.value.__cause__, ProtofaceAPIError)
+    assert info.value.__cause__.status_code == 502
+    if call == "create":
+        assert len({a.headers["Idempotency-Key"] for a in attempts}) == 1

@@ -9,10 +9,16 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from aiohttp import web
 
-from livekit.plugins.protoface import ProtofaceAPI, ProtofaceAPIError, ProtofaceException
+from livekit.plugins.protoface import (
+    ProtofaceAPI,
+    ProtofaceException,
+    ProtofaceValueError,
+)
 
-from .fake_protoface import API_KEY, FAST, FakeProtoface, Reply
+from .fake_protoface import API_KEY, FAST, FakeProtoface, Reply, free_port
+from .raw_http import RawRequest, raw_server, response
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
@@ -125,15 +131,25 @@ async def test_get_session_get_avatar_and_status(fake: FakeProtoface) -> None:
     assert status["components"][0]["name"] == "api"
 
 
-async def test_ids_are_escaped_into_one_path_segment(fake: FakeProtoface) -> None:
+@pytest.mark.parametrize(
+    "bad_id", ["..", ".", "../status", "a/b", "sess_1?x=1", "sess_1#f", "sess 1", "sess_1\n", ""]
+)
+async def test_path_unsafe_ids_are_refused_before_the_network(
+    fake: FakeProtoface, bad_id: str
+) -> None:
+    """An id becomes a URL path segment: `..` once turned `end_session` into `POST /v1/end`."""
     async with make_api(fake) as api:
-        with pytest.raises(ProtofaceAPIError) as info:
-            await api.get_session("../status")
+        with pytest.raises(ProtofaceValueError) as ended:
+            await api.end_session(bad_id)
+        with pytest.raises(ProtofaceValueError) as got:
+            await api.get_session(bad_id)
+        with pytest.raises(ProtofaceValueError) as avatar:
+            await api.get_avatar(bad_id)
 
-    assert info.value.code == "session_not_found"
-
-    (request,) = fake.requests
-    assert request.route == "/v1/sessions/{id}"
+    assert ended.value.param == got.value.param == "session_id"
+    assert avatar.value.param == "avatar_id"
+    assert repr(bad_id) in str(ended.value)
+    assert fake.requests == []
 
 
 async def test_env_vars_supply_key_and_url(
@@ -178,3 +194,97 @@ async def test_manage_sessions_example_lists_and_ends_active_sessions(
     assert sorted(fake.ended) == sorted(active)
     assert done not in fake.ended
     assert "3 session(s)" in stdout.decode()
+
+
+def test_client_survives_a_second_asyncio_run() -> None:
+    """A script calling asyncio.run twice: the owned session must not stay on the dead loop."""
+    port = free_port()
+    api = ProtofaceAPI(api_key=API_KEY, api_url=f"http://127.0.0.1:{port}", conn_options=FAST)
+
+    async def one_run() -> str:
+        runner = web.AppRunner(FakeProtoface().app())
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        try:
+            return (await api.get_status())["status"]
+        finally:
+            await runner.cleanup()
+
+    assert asyncio.run(one_run()) == "operational"
+    assert asyncio.run(one_run()) == "operational"  # no aclose() in between
+    asyncio.run(api.aclose())
+    assert api._owned_session is None
+
+
+async def test_closed_caller_session_is_a_clear_error(fake: FakeProtoface) -> None:
+    http = aiohttp.ClientSession()
+    await http.close()
+    api = make_api(fake, session=http)
+
+    with pytest.raises(ProtofaceException, match="session passed to ProtofaceAPI"):
+        await api.get_status()
+    assert fake.requests == []
+
+
+async def test_a_session_that_is_not_an_aiohttp_session_is_refused_at_construction() -> None:
+    with pytest.raises(ProtofaceValueError) as info:
+        ProtofaceAPI(api_key=API_KEY, session="http")  # type: ignore[arg-type]
+    assert info.value.param == "session"
+    assert "str" in str(info.value)
+
+
+async def test_list_sessions_refuses_a_cursor_cycle(fake: FakeProtoface) -> None:
+    """A -> B -> A: a guard that only compares with the previous cursor loops forever."""
+
+    def page(cursor: str) -> Reply:
+        data = [{"object": "session", "id": f"sess_{cursor}"}]
+        return Reply(json={"object": "list", "data": data, "has_more": True, "next_cursor": cursor})
+
+    fake.script("GET", "/v1/sessions", page("a"), page("b"), page("a"), page("b"), page("a"))
+    seen: list[str] = []
+    async with make_api(fake) as api:
+        with pytest.raises(ProtofaceException, match="same next_cursor"):
+            async for session in api.list_sessions():
+                seen.append(session["id"])
+
+    assert seen == ["sess_a", "sess_b", "sess_a"]
+    assert len(fake.requests_to("GET", "/v1/sessions")) == 3
+
+
+async def test_list_sessions_accepts_one_status_as_a_string(fake: FakeProtoface) -> None:
+    wanted = fake.add_session(status="running")["id"]
+    fake.add_session(status="ended")
+
+    async with make_api(fake) as api:
+        seen = [s["id"] async for s in api.list_sessions(status="running")]
+
+    assert seen == [wanted]
+
+
+async def test_a_thousand_concurrent_calls_share_pooled_connections() -> None:
+    async def respond(request: RawRequest, writer: asyncio.StreamWriter) -> None:
+        writer.write(response(200, b'{"status": "operational"}'))
+
+    async with (
+        raw_server(respond) as server,
+        ProtofaceAPI(api_key=API_KEY, api_url=server.url, conn_options=FAST) as api,
+    ):
+        results = await asyncio.gather(*(api.get_status() for _ in range(1000)))
+        again = await asyncio.gather(*(api.get_status() for _ in range(100)))
+
+    assert all(r["status"] == "operational" for r in results + again)
+    assert len(server.requests) == 1100
+    assert server.connections <= 100  # aiohttp's pool limit, and no new ones for `again`
+
+
+async def test_client_is_usable_after_aclose(fake: FakeProtoface) -> None:
+    api = make_api(fake)
+    async with api:
+        await api.get_status()
+        async with api:  # nested: the inner exit closes, the next call reopens
+            await api.get_status()
+        await api.get_status()
+    await api.get_status()
+    await api.aclose()
+
+    assert len(fake.requests) == 4

@@ -336,3 +336,115 @@ async def test_failed_start_can_be_followed_by_a_good_one(
     assert avatar.session_id is not None
     await avatar.aclose()
     assert fake.ended == [next(iter(fake.sessions))]
+
+
+async def test_aclose_during_start_ends_the_session_and_start_raises(
+    fake: FakeProtoface, job_room: rtc.Room
+) -> None:
+    """A job shutting down while start() waits on the create: nothing may outlive aclose()."""
+    fake.create_delay = 1.0  # stored at once, answered late
+    avatar = make_avatar(fake)
+    before = set(asyncio.all_tasks())
+
+    start = asyncio.create_task(avatar.start(AgentSession(), room=job_room))
+    await asyncio.wait_for(fake.create_received.wait(), timeout=5)
+    await avatar.aclose()
+
+    assert start.done()
+    with pytest.raises(ProtofaceException, match="aclose"):
+        await start
+    assert len(fake.sessions) == 1
+    assert fake.ended == list(fake.sessions)
+    assert avatar.session_id is None
+    assert leftover_tasks(before) == []
+
+    await avatar.aclose()
+    assert len(fake.ended) == 1
+
+
+async def test_cancel_requested_during_the_audio_swap_ends_the_session(
+    fake: FakeProtoface, job_room: rtc.Room
+) -> None:
+    """The swap is synchronous: a cancel requested there used to land after start() returned."""
+    session = AgentSession()
+    swap = session.output.replace_audio_tail
+    start: asyncio.Task[None] | None = None
+
+    def swap_then_cancel(sink: Any) -> None:
+        swap(sink)
+        assert start is not None
+        start.cancel()
+
+    session.output.replace_audio_tail = swap_then_cancel  # type: ignore[method-assign]
+    avatar = make_avatar(fake)
+    before = set(asyncio.all_tasks())
+
+    start = asyncio.create_task(avatar.start(session, room=job_room))
+    with pytest.raises(asyncio.CancelledError):
+        await start
+
+    assert len(fake.sessions) == 1
+    assert fake.ended == list(fake.sessions)
+    assert avatar.session_id is None
+    assert leftover_tasks(before) == []
+    await avatar.aclose()
+    assert len(fake.ended) == 1
+
+
+async def test_concurrent_aclose_calls_end_the_session_once(
+    fake: FakeProtoface, job_room: rtc.Room
+) -> None:
+    avatar = make_avatar(fake)
+    await avatar.start(AgentSession(), room=job_room)
+
+    await asyncio.gather(avatar.aclose(), avatar.aclose(), avatar.aclose())
+
+    assert len(fake.ended) == 1
+
+
+async def test_cancel_before_the_create_is_sent_starts_nothing(
+    fake: FakeProtoface, job_room: rtc.Room
+) -> None:
+    avatar = make_avatar(fake)
+    before = set(asyncio.all_tasks())
+
+    start = asyncio.create_task(avatar.start(AgentSession(), room=job_room))
+    await asyncio.sleep(0)  # start() is now waiting on its inner task, which has not run
+    start.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await start
+
+    assert fake.requests == []
+    assert leftover_tasks(before) == []
+    await avatar.start(AgentSession(), room=job_room)  # and the object is still usable
+    await avatar.aclose()
+    assert len(fake.ended) == 1
+
+
+async def test_cancel_during_the_retry_wait_ends_whatever_was_created(
+    fake: FakeProtoface, job_room: rtc.Room
+) -> None:
+    fake.script(
+        "POST",
+        "/v1/sessions",
+        Reply(
+            status=503,
+            json=envelope("service_unavailable", "busy"),
+            headers={"Retry-After": "5"},
+        ),
+    )
+    avatar = make_avatar(fake)
+    before = set(asyncio.all_tasks())
+
+    start = asyncio.create_task(avatar.start(AgentSession(), room=job_room))
+    await asyncio.wait_for(fake.wait_for_requests("POST", "/v1/sessions", 1), timeout=5)
+    await asyncio.sleep(0.3)  # the client is now in its 5 s Retry-After wait
+    start.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await start
+
+    creates = fake.requests_to("POST", "/v1/sessions")
+    assert len({c.headers["Idempotency-Key"] for c in creates}) == 1
+    assert len(fake.sessions) <= 1
+    assert fake.ended == list(fake.sessions)
+    assert leftover_tasks(before) == []

@@ -124,6 +124,9 @@ async def test_plaintext_api_key_is_warned_about(
         "http://127.0.0.1:9000",
         "http://127.5.6.7",
         "http://[::1]:8080",
+        "http://[::ffff:127.0.0.1]:8080",
+        "http://localhost.:8080",
+        "http://LOCALHOST",
     ],
 )
 async def test_no_plaintext_warning_for_https_or_loopback(
@@ -133,3 +136,30 @@ async def test_no_plaintext_warning_for_https_or_loopback(
         ProtofaceAPI(api_key=API_KEY, api_url=api_url)
 
     assert not [r for r in caplog.records if "plaintext" in r.getMessage()]
+
+
+async def test_secret_hidden_behind_json_escapes_in_a_success_body_is_redacted(
+    fake: FakeProtoface,
+) -> None:
+    """A server that echoes the worker token with every character \\u-escaped: the
+    raw bytes never contain the token, the decoded session would."""
+    token = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ3b3JrZXIifQ.c2lnbmF0dXJlLXRlc3Q"
+    escaped = "".join(f"\\u{ord(c):04x}" for c in token)
+    raw = (
+        '{"id": "sess_1", "object": "session", "status": "queued", '
+        f'"transport": {{"type": "livekit", "worker_token": "{escaped}"}}}}'
+    )
+    fake.script("POST", "/v1/sessions", Reply(status=201, text=raw))
+    async with ProtofaceAPI(api_key=API_KEY, api_url=fake.url, conn_options=FAST) as api:
+        session = await api.start_session(
+            avatar_id="av_stock_001",
+            transport={
+                "type": "livekit",
+                "url": "wss://example.livekit.cloud",
+                "room_name": "room",
+                "worker_token": token,
+            },
+        )
+    assert session["id"] == "sess_1"
+    assert session["transport"]["worker_token"] == "[redacted]"
+    assert token not in repr(session)

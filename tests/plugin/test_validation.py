@@ -264,3 +264,96 @@ async def test_refused_start_can_be_retried(
     await avatar.start(session, job_room)
     assert avatar.session_id is not None
     await avatar.aclose()
+
+
+@pytest.mark.parametrize(
+    "api_url",
+    [
+        "https://api.proto face.com",
+        "https://api.protoface.com\n",
+        " https://api.protoface.com",
+        "https://api.protoface.com/v1\t",
+    ],
+    ids=["inner-space", "trailing-newline", "leading-space", "trailing-tab"],
+)
+async def test_urls_with_whitespace_are_refused(api_url: str) -> None:
+    """urlsplit silently strips some of these; the request would go elsewhere or fail late."""
+    with pytest.raises(ProtofaceValueError) as info:
+        ProtofaceAPI(api_key=API_KEY, api_url=api_url)
+    assert info.value.param == "api_url"
+    assert repr(api_url) in str(info.value)
+    assert "whitespace" in str(info.value)
+
+
+async def test_url_with_credentials_and_whitespace_is_not_echoed() -> None:
+    with pytest.raises(ProtofaceValueError) as info:
+        ProtofaceAPI(api_key=API_KEY, api_url="https://user:hunter2@api.protoface.com\n")
+    assert "hunter2" not in str(info.value)
+
+
+async def test_bad_url_from_the_environment_names_the_variable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("PROTOFACE_API_URL", "api.protoface.com")
+    with pytest.raises(ProtofaceValueError) as info:
+        ProtofaceAPI(api_key=API_KEY)
+    assert "PROTOFACE_API_URL" in str(info.value)
+    assert "'api.protoface.com'" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("transport", "param"),
+    [
+        ({**TRANSPORT, "type": "websocket"}, "transport.type"),
+        ({k: v for k, v in TRANSPORT.items() if k != "type"}, "transport.type"),
+        ({**TRANSPORT, "extra": {1, 2}}, "transport"),
+        ({**TRANSPORT, "extra": float("nan")}, "transport"),
+    ],
+    ids=["websocket", "no-type", "set-value", "nan-value"],
+)
+async def test_transport_protoface_cannot_take_is_refused_before_the_network(
+    fake: FakeProtoface, transport: dict[str, Any], param: str
+) -> None:
+    async with ProtofaceAPI(api_key=API_KEY, api_url=fake.url, conn_options=FAST) as api:
+        with pytest.raises(ProtofaceValueError) as info:
+            await api.start_session(avatar_id="av_stock_001", transport=transport)
+
+    assert info.value.param == param
+    assert fake.requests == []
+
+
+async def test_metadata_size_is_counted_in_utf8_like_the_api(fake: FakeProtoface) -> None:
+    """3000 'é' are 6 KB of UTF-8 but 18 KB once JSON-escaped; the API counts UTF-8."""
+    metadata = {"note": "é" * 3000}
+    async with ProtofaceAPI(api_key=API_KEY, api_url=fake.url, conn_options=FAST) as api:
+        await api.start_session(avatar_id="av_stock_001", transport=TRANSPORT, metadata=metadata)
+        with pytest.raises(ProtofaceValueError, match="8192"):
+            await api.start_session(
+                avatar_id="av_stock_001", transport=TRANSPORT, metadata={"note": "é" * 4200}
+            )
+
+    (create,) = fake.requests_to("POST", "/v1/sessions")
+    assert create.body["metadata"] == metadata
+
+
+async def test_idempotency_key_none_means_generate_one(fake: FakeProtoface) -> None:
+    async with ProtofaceAPI(api_key=API_KEY, api_url=fake.url, conn_options=FAST) as api:
+        await api.start_session(avatar_id="av_stock_001", transport=TRANSPORT, idempotency_key=None)
+
+    (create,) = fake.requests_to("POST", "/v1/sessions")
+    assert create.headers["Idempotency-Key"]
+
+
+@pytest.mark.parametrize("status", [5, ["running", "bogus"], []])
+async def test_list_sessions_refuses_bad_status_filters(fake: FakeProtoface, status: Any) -> None:
+    async with ProtofaceAPI(api_key=API_KEY, api_url=fake.url, conn_options=FAST) as api:
+        with pytest.raises(ProtofaceValueError) as info:
+            _ = [s async for s in api.list_sessions(status=status)]
+
+    assert info.value.param == "status"
+    assert fake.requests == []
+
+
+async def test_avatar_session_without_any_api_key_is_refused_at_construction() -> None:
+    with pytest.raises(ProtofaceException, match="PROTOFACE_API_KEY"):
+        AvatarSession()

@@ -8,12 +8,15 @@ mapping and secret redaction.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
 import datetime
 import email.utils
 import ipaddress
 import json
 import math
 import os
+import string
 import urllib.parse
 import uuid
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
@@ -30,6 +33,7 @@ from livekit.agents import (
     NotGivenOr,
     utils,
 )
+from multidict import CIMultiDict, CIMultiDictProxy
 
 from .errors import (
     ProtofaceAPIError,
@@ -43,6 +47,7 @@ from .version import __version__
 __all__ = [
     "DEFAULT_API_URL",
     "DEFAULT_MAX_RETRY_AFTER",
+    "MAX_RESPONSE_BYTES",
     "QUALITIES",
     "SESSION_STATUSES",
     "TERMINAL_SESSION_STATUSES",
@@ -56,6 +61,8 @@ __all__ = [
 DEFAULT_API_URL = "https://api.protoface.com"
 DEFAULT_MAX_RETRY_AFTER = 20.0
 """Longest `Retry-After`, in seconds, that `ProtofaceAPI` waits by default."""
+MAX_RESPONSE_BYTES = 8 * 1024 * 1024
+"""Largest response body `ProtofaceAPI` reads; a larger one fails the call."""
 
 QUALITIES = ("mock", "lite", "standard", "pro")
 SESSION_STATUSES = (
@@ -77,7 +84,19 @@ IDLE_TIMEOUT_RANGE = (1, 600)
 
 _USER_AGENT = f"livekit-plugins-protoface/{__version__}"
 _REDACTED = "[redacted]"
+# Secrets that belong to the request in flight (a create's worker token), redacted
+# alongside the client's own. Per request rather than collected on the client: a
+# client that creates thousands of sessions must not redact against thousands of
+# tokens (nor keep them all alive).
+_REQUEST_SECRETS: contextvars.ContextVar[tuple[str, ...]] = contextvars.ContextVar(
+    "protoface_request_secrets", default=()
+)
 _BODY_EXCERPT_CHARS = 500
+_BODY_KEEP_BYTES = 4096  # a larger error body is kept as a text excerpt, not decoded
+_FIELD_CHARS = 200  # server-provided strings (code, request id, ...) quoted in errors
+_MESSAGE_CHARS = 300  # the envelope's human message quoted in errors
+_ID_CHARS = frozenset(string.ascii_letters + string.digits + "-_.~")
+_NOT_JSON = object()  # a body that did not decode (not JSON, too deep, too large)
 _API_URL_SCHEMES = ("http", "https")
 _LIVEKIT_URL_SCHEMES = ("ws", "wss", "http", "https")
 
@@ -211,7 +230,7 @@ class ProtofaceAPI:
         _check_secret(key, "api_key")
 
         url = _resolve(api_url, "PROTOFACE_API_URL") or DEFAULT_API_URL
-        _check_url(url, "api_url", _API_URL_SCHEMES)
+        _check_url(url, "api_url", _API_URL_SCHEMES, env_name="PROTOFACE_API_URL")
         url = url.rstrip("/")
 
         if isinstance(max_retry_after, bool) or not isinstance(max_retry_after, (int, float)):
@@ -229,6 +248,12 @@ class ProtofaceAPI:
                 f"conn_options must be an APIConnectOptions, got {type(conn_options).__name__}",
                 param="conn_options",
             )
+        if session is not None and not isinstance(session, aiohttp.ClientSession):
+            raise ProtofaceValueError(
+                f"session must be an aiohttp.ClientSession or None, got "
+                f"{type(session).__name__}; omit it to let the client manage one",
+                param="session",
+            )
 
         self._api_key = key
         self._api_url = url
@@ -236,6 +261,8 @@ class ProtofaceAPI:
         self._max_retry_after = float(max_retry_after)
         self._session = session
         self._owned_session: aiohttp.ClientSession | None = None
+        # The loop the owned session is bound to: a script may call asyncio.run twice.
+        self._owned_loop: asyncio.AbstractEventLoop | None = None
         self._secrets: set[str] = {key}
 
         parsed = urllib.parse.urlsplit(url)
@@ -267,9 +294,9 @@ class ProtofaceAPI:
         A session passed by the caller, or the job's shared session, is left
         open. Safe to call more than once; a later call creates a new session.
         """
-        owned, self._owned_session = self._owned_session, None
-        if owned is not None and not owned.closed:
-            await owned.close()
+        owned, loop = self._owned_session, self._owned_loop
+        self._owned_session = self._owned_loop = None
+        await _close_owned(owned, loop)
 
     @property
     def api_url(self) -> str:
@@ -285,7 +312,7 @@ class ProtofaceAPI:
         quality: NotGivenOr[str | None] = NOT_GIVEN,
         idle_timeout_seconds: NotGivenOr[int | None] = NOT_GIVEN,
         metadata: NotGivenOr[Mapping[str, MetadataValue] | None] = NOT_GIVEN,
-        idempotency_key: NotGivenOr[str] = NOT_GIVEN,
+        idempotency_key: NotGivenOr[str | None] = NOT_GIVEN,
     ) -> dict[str, Any]:
         """Create a hosted Protoface avatar session (`POST /v1/sessions`).
 
@@ -301,8 +328,8 @@ class ProtofaceAPI:
             metadata: Your own key/value data (str keys; str, int, float, bool
                 or None values; at most 8 KB as JSON; no `_avatar.` keys).
             idempotency_key: Key identifying this logical create. Generated
-                (uuid4) when omitted. Reuse it to retry a create yourself
-                without risking a second session.
+                (uuid4) when omitted or None. Reuse it to retry a create
+                yourself without risking a second session.
 
         Returns:
             The decoded session object.
@@ -321,7 +348,7 @@ class ProtofaceAPI:
             idle_timeout_seconds=idle_timeout_seconds,
             metadata=metadata,
         )
-        if utils.is_given(idempotency_key):
+        if utils.is_given(idempotency_key) and idempotency_key is not None:
             _check_idempotency_key(idempotency_key)
             key = idempotency_key
         else:
@@ -340,12 +367,13 @@ class ProtofaceAPI:
             The decoded session object.
 
         Raises:
-            ProtofaceValueError: If `session_id` is blank (nothing is sent).
+            ProtofaceValueError: If `session_id` is not an id (blank, or with
+                characters such as `/`, `?` or spaces); nothing is sent.
             ProtofaceAPIError: If Protoface answers with a non-retryable error.
             APIConnectionError: If retryable failures persist after all retries.
         """
-        _check_nonblank(session_id, "session_id")
-        return await self._request("POST", f"/v1/sessions/{_quote(session_id)}/end")
+        _check_id(session_id, "session_id")
+        return await self._request("POST", f"/v1/sessions/{session_id}/end")
 
     async def get_session(self, session_id: str) -> SessionResource:
         """Fetch one session (`GET /v1/sessions/{id}`).
@@ -357,13 +385,14 @@ class ProtofaceAPI:
             The decoded session object.
 
         Raises:
-            ProtofaceValueError: If `session_id` is blank (nothing is sent).
+            ProtofaceValueError: If `session_id` is not an id (blank, or with
+                characters such as `/`, `?` or spaces); nothing is sent.
             ProtofaceAPIError: If Protoface answers with a non-retryable error
                 (`code` is `not_found` for an unknown id).
             APIConnectionError: If retryable failures persist after all retries.
         """
-        _check_nonblank(session_id, "session_id")
-        payload = await self._request("GET", f"/v1/sessions/{_quote(session_id)}")
+        _check_id(session_id, "session_id")
+        payload = await self._request("GET", f"/v1/sessions/{session_id}")
         return cast(SessionResource, payload)
 
     async def list_sessions(
@@ -403,7 +432,15 @@ class ProtofaceAPI:
         """
         params: list[tuple[str, str]] = []
         if utils.is_given(status):
-            statuses = [status] if isinstance(status, str) else list(status)
+            if isinstance(status, str):
+                statuses = [status]
+            elif isinstance(status, Iterable):
+                statuses = list(status)
+            else:
+                raise ProtofaceValueError(
+                    f"status must be a session status or a list of them, got {status!r}",
+                    param="status",
+                )
             if not statuses:
                 raise ProtofaceValueError(
                     "status must name at least one session status; omit it to list all",
@@ -479,12 +516,13 @@ class ProtofaceAPI:
             The decoded avatar object.
 
         Raises:
-            ProtofaceValueError: If `avatar_id` is blank (nothing is sent).
+            ProtofaceValueError: If `avatar_id` is not an id (blank, or with
+                characters such as `/`, `?` or spaces); nothing is sent.
             ProtofaceAPIError: If Protoface answers with a non-retryable error.
             APIConnectionError: If retryable failures persist after all retries.
         """
-        _check_nonblank(avatar_id, "avatar_id")
-        payload = await self._request("GET", f"/v1/avatars/{_quote(avatar_id)}")
+        _check_id(avatar_id, "avatar_id")
+        payload = await self._request("GET", f"/v1/avatars/{avatar_id}")
         return cast(AvatarResource, payload)
 
     async def get_status(self) -> PlatformStatus:
@@ -537,24 +575,87 @@ class ProtofaceAPI:
         if value:
             self._secrets.add(value)
 
+    def _active_secrets(self) -> tuple[str, ...]:
+        """The client's secrets and the current request's."""
+        return (*self._secrets, *_REQUEST_SECRETS.get())
+
     def _redact_text(self, text: str) -> str:
         # Longest first, so a secret containing another is replaced whole.
-        for secret in sorted(self._secrets, key=len, reverse=True):
+        for secret in sorted(self._active_secrets(), key=len, reverse=True):
             if secret in text:
                 text = text.replace(secret, _REDACTED)
         return text
 
-    def _redact_opt(self, value: str | None) -> str | None:
-        return None if value is None else self._redact_text(value)
+    def _field(self, value: object, limit: int = _FIELD_CHARS) -> str | None:
+        """A server-provided string fit to quote in an error: redacted, one line, short."""
+        if not isinstance(value, str) or not value:
+            return None
+        # Redact before clipping, so a secret cut in half cannot survive.
+        return _one_line(_clip(self._redact_text(value), limit))
 
-    def _redact(self, value: object) -> Any:
-        if isinstance(value, str):
-            return self._redact_text(value)
-        if isinstance(value, dict):
-            return {self._redact_text(str(k)): self._redact(v) for k, v in value.items()}
-        if isinstance(value, list):
-            return [self._redact(v) for v in value]
-        return value
+    def _parse(self, raw: bytes | None) -> object:
+        """The decoded JSON body with secrets redacted, or `_NOT_JSON`."""
+        if raw is None:
+            return _NOT_JSON
+        try:
+            payload: object = json.loads(raw)
+            secrets = self._active_secrets()
+            # Without a backslash every decoded string stands in the raw bytes as
+            # is, so a secret absent from them is absent from the payload: the
+            # common case skips re-encoding the whole body.
+            if b"\\" in raw or any(secret.encode() in raw for secret in secrets):
+                # Redacting the text form also reaches keys and escaped characters.
+                text = json.dumps(payload, ensure_ascii=False)
+                if any(secret in text for secret in secrets):
+                    payload = json.loads(self._redact_text(text))
+        except (ValueError, RecursionError):
+            # RecursionError: a hostile body nested thousands of levels deep.
+            return _NOT_JSON
+        return payload
+
+    def _error_body(self, raw: bytes | None, payload: object) -> object:
+        """What an exception keeps as `body`: small JSON decoded, else a short excerpt."""
+        if raw is None or not raw.strip():
+            return None
+        if payload is not _NOT_JSON and len(raw) <= _BODY_KEEP_BYTES:
+            return payload
+        return _clip(self._redact_text(raw.decode("utf-8", "replace")), _BODY_EXCERPT_CHARS)
+
+    def _scrub(self, error: BaseException) -> None:
+        """Redact what aiohttp copied into a network error and its causes.
+
+        `ClientResponseError` keeps the request headers (the bearer key) and the
+        response headers for its repr, and a parse error quotes the bytes the
+        server sent; the exception is kept as a cause, so it must not carry them.
+        """
+        current: BaseException | None = error
+        seen: set[int] = set()
+        while current is not None and id(current) not in seen and len(seen) < 8:
+            seen.add(id(current))
+            if isinstance(current, aiohttp.ClientResponseError):
+                info = current.request_info
+                current.request_info = aiohttp.RequestInfo(
+                    info.url, info.method, self._redact_headers(info.headers), info.real_url
+                )
+                if current.headers is not None:
+                    current.headers = self._redact_headers(current.headers)
+                current.args = (current.request_info, current.history)
+            message = getattr(current, "message", None)
+            if isinstance(message, str):
+                with contextlib.suppress(AttributeError):
+                    current.message = self._redact_text(message)  # type: ignore[attr-defined]
+            current.args = tuple(
+                self._redact_text(arg) if isinstance(arg, str) else arg for arg in current.args
+            )
+            current = current.__cause__ or current.__context__
+
+    def _redact_headers(self, headers: Mapping[str, str]) -> CIMultiDictProxy[str]:
+        return CIMultiDictProxy(
+            CIMultiDict(
+                (name, _REDACTED if name.lower() == "authorization" else self._redact_text(value))
+                for name, value in headers.items()
+            )
+        )
 
     def _checked_transport(self, transport: Mapping[str, Any]) -> dict[str, Any]:
         if not isinstance(transport, Mapping):
@@ -564,34 +665,61 @@ class ProtofaceAPI:
                 param="transport",
             )
         checked = dict(transport)
-        if checked.get("type") == "livekit":
-            _check_url(checked.get("url"), "transport.url", _LIVEKIT_URL_SCHEMES)
-            _check_nonblank(checked.get("room_name"), "transport.room_name")
-            token = checked.get("worker_token")
-            _check_secret(token, "transport.worker_token")
-            self._add_secret(cast(str, token))
-            if "worker_identity" in checked and checked["worker_identity"] is not None:
-                _check_nonblank(checked["worker_identity"], "transport.worker_identity")
+        if checked.get("type") != "livekit":
+            raise ProtofaceValueError(
+                f"transport.type must be 'livekit' (the only transport Protoface accepts), "
+                f"got {checked.get('type')!r}",
+                param="transport.type",
+            )
+        _check_url(checked.get("url"), "transport.url", _LIVEKIT_URL_SCHEMES)
+        _check_nonblank(checked.get("room_name"), "transport.room_name")
+        token = checked.get("worker_token")
+        _check_secret(token, "transport.worker_token")
+        if "worker_identity" in checked and checked["worker_identity"] is not None:
+            _check_nonblank(checked["worker_identity"], "transport.worker_identity")
+        try:
+            json.dumps(checked, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise ProtofaceValueError(
+                f"transport must hold only JSON values (str, int, float, bool, None, "
+                f"lists and dicts of them); {exc}",
+                param="transport",
+            ) from None
         return checked
 
-    def _http_session(self) -> aiohttp.ClientSession:
+    async def _http_session(self) -> aiohttp.ClientSession:
         if self._session is not None:
+            if self._session.closed:
+                raise ProtofaceException(
+                    "the aiohttp session passed to ProtofaceAPI(session=...) is closed; "
+                    "pass an open one, or omit session to let the client manage its own"
+                )
             return self._session
-        if self._owned_session is not None and not self._owned_session.closed:
-            return self._owned_session
-        try:
-            # Inside a job, share the job's session (its proxy and TLS settings).
-            return utils.http_context.http_session()
-        except RuntimeError:
-            pass
-        # A plain script: nothing to borrow, so create one and own it.
-        self._owned_session = aiohttp.ClientSession()
-        return self._owned_session
+        loop = asyncio.get_running_loop()
+        stale: aiohttp.ClientSession | None = None
+        stale_loop = self._owned_loop
+        if self._owned_session is not None and (
+            self._owned_session.closed or self._owned_loop is not loop
+        ):
+            # Closed, or made for another event loop (a script's second asyncio.run).
+            stale, self._owned_session, self._owned_loop = self._owned_session, None, None
+        session = self._owned_session
+        if session is None:
+            try:
+                # Inside a job, share the job's session (its proxy and TLS settings).
+                session = utils.http_context.http_session()
+            except RuntimeError:
+                # A plain script: nothing to borrow, so create one and own it.
+                session = self._owned_session = aiohttp.ClientSession()
+                self._owned_loop = loop
+        await _close_owned(stale, stale_loop)
+        return session
 
     async def _paginate(
         self, path: str, params: list[tuple[str, str]]
     ) -> AsyncIterator[dict[str, Any]]:
         cursor: str | None = None
+        seen: set[str] = set()
         while True:
             page_params = list(params)
             if cursor is not None:
@@ -608,12 +736,14 @@ class ProtofaceAPI:
             next_cursor = page.get("next_cursor")
             if not page.get("has_more") or not isinstance(next_cursor, str) or not next_cursor:
                 return
-            if next_cursor == cursor:
-                # A server that hands back the same cursor would loop forever.
+            if next_cursor in seen:
+                # A server that hands back a cursor it already gave would loop forever.
                 raise ProtofaceException(
-                    f"Protoface API GET {path} returned the same next_cursor twice "
-                    f"({next_cursor!r}); stopping"
+                    f"Protoface API GET {path} returned next_cursor "
+                    f"{_clip(next_cursor, _FIELD_CHARS)!r} again (the same next_cursor "
+                    f"twice); stopping instead of looping forever"
                 )
+            seen.add(next_cursor)
             cursor = next_cursor
 
     async def _request(
@@ -629,9 +759,34 @@ class ProtofaceAPI:
     ) -> dict[str, Any]:
         """Send one logical request, retrying per `conn_options`.
 
-        `attempts` and `timeout` override `conn_options` for internal calls that
-        must stay short (the replay that recovers a session id during cleanup).
+        `attempts` and `timeout` override `conn_options` for internal calls.
+        A worker token in the body is redacted from whatever this request
+        surfaces (errors, bodies, logs), like the client's own secrets.
         """
+        transport = json_body.get("transport") if json_body is not None else None
+        token = transport.get("worker_token") if isinstance(transport, Mapping) else None
+        if not isinstance(token, str) or not token:
+            return await self._send(
+                method, path, json_body, params, idempotency_key, attempts, timeout
+            )
+        scope = _REQUEST_SECRETS.set((*_REQUEST_SECRETS.get(), token))
+        try:
+            return await self._send(
+                method, path, json_body, params, idempotency_key, attempts, timeout
+            )
+        finally:
+            _REQUEST_SECRETS.reset(scope)
+
+    async def _send(
+        self,
+        method: str,
+        path: str,
+        json_body: Mapping[str, Any] | None,
+        params: Sequence[tuple[str, str]] | None,
+        idempotency_key: str | None,
+        attempts: int | None,
+        timeout: float | None,
+    ) -> dict[str, Any]:
         headers = {
             "Authorization": f"Bearer {self._api_key}",
             "User-Agent": _USER_AGENT,
@@ -652,15 +807,19 @@ class ProtofaceAPI:
         for attempt in range(attempts):
             delay: float | None = None
             try:
-                async with self._http_session().request(
+                session = await self._http_session()
+                # No redirects: the API never sends one, and following it would
+                # hand the bearer key (or a POST) to wherever it points.
+                async with session.request(
                     method,
                     url,
                     json=json_body,
                     params=params,
                     headers=headers,
                     timeout=client_timeout,
+                    allow_redirects=False,
                 ) as response:
-                    raw = await response.read()
+                    raw = await _read_body(response)
                     if 200 <= response.status < 300:
                         return self._decode_success(method, path, response, raw)
                     error = self._error_from_response(method, path, response, raw)
@@ -670,6 +829,7 @@ class ProtofaceAPI:
                 )
                 last_error.__cause__ = exc
             except aiohttp.ClientError as exc:
+                self._scrub(exc)
                 last_error = APIConnectionError(f"Protoface API {method} {path}: network error")
                 last_error.__cause__ = exc
             else:
@@ -706,56 +866,45 @@ class ProtofaceAPI:
         ) from last_error
 
     def _decode_success(
-        self, method: str, path: str, response: aiohttp.ClientResponse, raw: bytes
+        self, method: str, path: str, response: aiohttp.ClientResponse, raw: bytes | None
     ) -> dict[str, Any]:
-        try:
-            payload: object = json.loads(raw) if raw.strip() else None
-        except ValueError:
-            payload = None
-            shape = _describe_body(response, raw)
-        else:
-            shape = (
-                "an empty body"
-                if payload is None
-                else f"JSON that is not an object ({type(payload).__name__})"
-            )
+        payload = self._parse(raw)
         if isinstance(payload, dict):
-            return cast(dict[str, Any], self._redact(payload))
+            return payload
 
         # Not retryable: a 2xx means the server acted (a create may have started
         # a session); retrying would only repeat that.
-        request_id = self._redact_opt(response.headers.get("X-Request-Id") or None)
+        request_id = self._field(response.headers.get("X-Request-Id"))
+        shape = (
+            _describe_body(response, raw)
+            if payload is _NOT_JSON
+            else f"JSON that is not an object ({type(payload).__name__})"
+        )
         raise ProtofaceAPIError(
-            self._redact_text(
-                f"Protoface API {method} {path} answered {response.status} with {shape}; "
-                f"expected a JSON object" + _request_id_suffix(request_id)
-            ),
+            f"Protoface API {method} {path} answered {response.status} with {shape}; "
+            f"expected a JSON object" + _request_id_suffix(request_id),
             status_code=response.status,
             request_id=request_id,
-            body=self._redact(payload if payload is not None else _excerpt(raw)),
+            body=self._error_body(raw, payload),
             retryable=False,
         )
 
     def _error_from_response(
-        self, method: str, path: str, response: aiohttp.ClientResponse, raw: bytes
+        self, method: str, path: str, response: aiohttp.ClientResponse, raw: bytes | None
     ) -> ProtofaceAPIError:
         status = response.status
         retry_after = _parse_retry_after(response.headers.get("Retry-After"))
         retryable = status in (408, 429) or status >= 500
-        header_request_id = response.headers.get("X-Request-Id") or None
-
-        try:
-            decoded: object = json.loads(raw) if raw.strip() else None
-        except ValueError:
-            decoded = None
-        envelope = decoded.get("error") if isinstance(decoded, dict) else None
+        header_request_id = self._field(response.headers.get("X-Request-Id"))
+        payload = self._parse(raw)
+        envelope = payload.get("error") if isinstance(payload, dict) else None
 
         if isinstance(envelope, dict):
-            code = _opt_str(envelope.get("code"))
-            err_type = _opt_str(envelope.get("type"))
-            param = _opt_str(envelope.get("param"))
-            request_id = _opt_str(envelope.get("request_id")) or header_request_id
-            api_message = _opt_str(envelope.get("message")) or "no message"
+            code = self._field(envelope.get("code"))
+            err_type = self._field(envelope.get("type"))
+            param = self._field(envelope.get("param"))
+            request_id = self._field(envelope.get("request_id")) or header_request_id
+            api_message = self._field(envelope.get("message"), _MESSAGE_CHARS) or "no message"
             details = [f"request_id={request_id or 'unknown'}"]
             if param:
                 details.append(f"param={param}")
@@ -763,30 +912,31 @@ class ProtofaceAPI:
                 f"Protoface API {method} {path} failed: {status} {code or 'unknown_error'}: "
                 f"{api_message} ({', '.join(details)})"
             )
-            body: object = decoded
         else:
             code = err_type = param = None
             request_id = header_request_id
-            shape = (
-                _describe_body(response, raw)
-                if decoded is None
-                else "JSON that is not a Protoface error envelope"
-            )
-            message = (
-                f"Protoface API {method} {path} failed: {status} with {shape}"
-                + _request_id_suffix(request_id)
-            )
-            body = decoded if decoded is not None else _excerpt(raw)
+            if 300 <= status < 400:
+                location = self._field(response.headers.get("Location")) or "nowhere"
+                shape = (
+                    f"a redirect to {location}; the Protoface API does not redirect, so "
+                    f"check api_url ({self._api_url})"
+                )
+            elif payload is _NOT_JSON:
+                shape = _describe_body(response, raw)
+            else:
+                shape = "JSON that is not a Protoface error envelope"
+            message = f"Protoface API {method} {path} failed: {status} with {shape}"
+            message += _request_id_suffix(request_id)
 
         return ProtofaceAPIError(
-            self._redact_text(message),
+            message,
             status_code=status,
-            code=self._redact_opt(code),
-            type=self._redact_opt(err_type),
-            param=self._redact_opt(param),
-            request_id=self._redact_opt(request_id),
+            code=code,
+            type=err_type,
+            param=param,
+            request_id=request_id,
             retry_after=retry_after,
-            body=self._redact(body),
+            body=self._error_body(raw, payload),
             retryable=retryable,
         )
 
@@ -801,14 +951,45 @@ def _resolve(value: NotGivenOr[str | None], env_name: str) -> str | None:
     return os.environ.get(env_name) or None
 
 
+async def _close_owned(
+    session: aiohttp.ClientSession | None, loop: asyncio.AbstractEventLoop | None
+) -> None:
+    """Close a session this client created, from whichever loop is running now."""
+    if session is None or session.closed:
+        return
+    if loop is None or loop is asyncio.get_running_loop() or loop.is_closed():
+        # A finished loop's session can still be marked closed from here (its
+        # sockets went with that loop); nothing is awaited on the dead loop.
+        await session.close()
+    # Otherwise it belongs to a loop still running in another thread, where
+    # only that loop can close it; it is left alone.
+
+
+async def _read_body(response: aiohttp.ClientResponse) -> bytes | None:
+    """The response body, or None when it exceeds `MAX_RESPONSE_BYTES` (left unread)."""
+    if (response.content_length or 0) > MAX_RESPONSE_BYTES:
+        return None
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.content.iter_any():
+        size += len(chunk)
+        if size > MAX_RESPONSE_BYTES:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 def _is_loopback_host(host: str) -> bool:
-    host = host.strip("[]").lower()
+    host = host.strip("[]").rstrip(".").lower()
     if host == "localhost" or host.endswith(".localhost"):
         return True
     try:
-        return ipaddress.ip_address(host).is_loopback
+        address = ipaddress.ip_address(host)
     except ValueError:
         return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped.is_loopback
+    return address.is_loopback
 
 
 def _check_nonblank(value: object, param: str) -> None:
@@ -834,43 +1015,53 @@ def _check_secret(value: object, param: str) -> None:
         )
 
 
-def _check_url(value: object, param: str, schemes: Iterable[str]) -> None:
-    allowed = tuple(schemes)
-    expected = " or ".join(f"{s}://" for s in allowed)
-    if not isinstance(value, str) or not value.strip():
+def _check_id(value: object, param: str) -> None:
+    """An id that goes into a URL path: one plain segment, so no path injection."""
+    _check_nonblank(value, param)
+    assert isinstance(value, str)
+    if value in (".", "..") or not _ID_CHARS.issuperset(value):
         raise ProtofaceValueError(
-            f"{param} must be a URL starting with {expected} and a host, got {value!r}",
+            f"{param} {_clip(value, _FIELD_CHARS)!r} is not a Protoface id: ids use only "
+            f"letters, digits, '-', '_', '.' and '~' (e.g. 'sess_01J9Z...'); pass the id "
+            f"exactly as the API returned it",
             param=param,
+        )
+
+
+def _check_url(
+    value: object, param: str, schemes: Iterable[str], *, env_name: str | None = None
+) -> None:
+    allowed = tuple(schemes)
+    example = f"{allowed[-1]}://host"
+    # Say where the value came from, so the fix is made in the right place.
+    label = f"{param} (or the {env_name} environment variable)" if env_name else param
+
+    def refuse(problem: str) -> ProtofaceValueError:
+        return ProtofaceValueError(f"{label} {problem}", param=param)
+
+    if not isinstance(value, str) or not value.strip():
+        expected = " or ".join(f"{s}://" for s in allowed)
+        raise refuse(f"must be a URL starting with {expected} and a host, got {value!r}")
+    # A URL with user:password@ is never echoed: it carries credentials.
+    shown = "(value withheld: it contains '@')" if "@" in value else repr(value)
+    if any(ch.isspace() or not ch.isprintable() for ch in value):
+        raise refuse(
+            f"{shown} contains whitespace or control characters (a stray space or newline "
+            f"from copy-paste?); remove them"
         )
     try:
         parsed = urllib.parse.urlsplit(value)
         _ = parsed.port  # raises ValueError on a malformed port
     except ValueError:
-        raise ProtofaceValueError(
-            f"{param} {value!r} is not a valid URL; expected e.g. {allowed[-1]}://host",
-            param=param,
-        ) from None
+        raise refuse(f"{shown} is not a valid URL; expected e.g. {example}") from None
     if parsed.username is not None or parsed.password is not None:
-        # Do not echo the value: it carries credentials.
-        raise ProtofaceValueError(
-            f"{param} must not contain credentials (user:password@); remove them",
-            param=param,
-        )
+        raise refuse("must not contain credentials (user:password@); remove them")
     if parsed.scheme.lower() not in allowed:
-        raise ProtofaceValueError(
-            f"{param} {value!r} must start with {expected}",
-            param=param,
-        )
+        raise refuse(f"{shown} must start with {' or '.join(f'{s}://' for s in allowed)}")
     if not parsed.hostname:
-        raise ProtofaceValueError(
-            f"{param} {value!r} has no host; expected e.g. {allowed[-1]}://host",
-            param=param,
-        )
+        raise refuse(f"{shown} has no host; expected e.g. {example}")
     if parsed.query or parsed.fragment:
-        raise ProtofaceValueError(
-            f"{param} {value!r} must not contain a query or fragment",
-            param=param,
-        )
+        raise refuse(f"{shown} must not contain a query or fragment")
 
 
 def _check_int_range(value: object, param: str, low: int, high: int) -> None:
@@ -923,7 +1114,8 @@ def _checked_metadata(value: object, param: str) -> dict[str, MetadataValue]:
                 param=f"{param}.{key}",
             )
         checked[key] = item
-    size = len(json.dumps(checked, separators=(",", ":")).encode("utf-8"))
+    # Counted as the API counts it: compact JSON, UTF-8, non-ASCII not escaped.
+    size = len(json.dumps(checked, separators=(",", ":"), ensure_ascii=False).encode("utf-8"))
     if size > METADATA_MAX_BYTES:
         raise ProtofaceValueError(
             f"{param} is {size} bytes as JSON; the limit is {METADATA_MAX_BYTES} bytes",
@@ -955,12 +1147,13 @@ def _instant(value: object, param: str) -> str:
     return cast(str, value)
 
 
-def _quote(segment: str) -> str:
-    return urllib.parse.quote(segment, safe="")
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def _opt_str(value: object) -> str | None:
-    return value if isinstance(value, str) and value else None
+def _one_line(text: str) -> str:
+    # A hostile server must not be able to forge log lines through an error message.
+    return "".join(ch if ch.isprintable() else " " for ch in text)
 
 
 def _parse_retry_after(value: str | None) -> float | None:
@@ -976,7 +1169,7 @@ def _parse_retry_after(value: str | None) -> float | None:
         return seconds if math.isfinite(seconds) and seconds >= 0 else None
     try:
         when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
     if when.tzinfo is None:
         when = when.replace(tzinfo=datetime.timezone.utc)
@@ -1005,7 +1198,9 @@ def _seconds(value: float) -> str:
     return f"{value:.0f}s" if value >= 10 else f"{value:.1f}s"
 
 
-def _describe_body(response: aiohttp.ClientResponse, raw: bytes) -> str:
+def _describe_body(response: aiohttp.ClientResponse, raw: bytes | None) -> str:
+    if raw is None:
+        return f"a body larger than {MAX_RESPONSE_BYTES // (1024 * 1024)} MiB (not read)"
     text = raw.strip()
     if not text:
         return "an empty body"
@@ -1013,12 +1208,6 @@ def _describe_body(response: aiohttp.ClientResponse, raw: bytes) -> str:
     if "html" in content_type or text[:1] == b"<":
         return "an HTML page (likely from a gateway or proxy in front of the API)"
     return "a body that is not JSON"
-
-
-def _excerpt(raw: bytes) -> str | None:
-    if not raw.strip():
-        return None
-    return raw[: _BODY_EXCERPT_CHARS * 4].decode("utf-8", "replace")[:_BODY_EXCERPT_CHARS]
 
 
 def _request_id_suffix(request_id: str | None) -> str:

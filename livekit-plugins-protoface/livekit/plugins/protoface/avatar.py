@@ -83,7 +83,6 @@ _JOIN_POLL_INTERVAL = 0.25  # a failing start should be reported within seconds
 _AVATAR_LEFT_GRACE = 2.0  # lets the session record why the avatar left the room
 _FALLBACK_START_TIMEOUT = 5.0  # publishing waits for a subscriber; do not wait forever
 _MAX_POLL_BACKOFF = 30.0
-_RECOVERY_TIMEOUT = 5.0  # bounds how long a failing start() spends finding its session
 _REASON_AVATAR_LEFT = "avatar_left_room"
 
 EventTypes = Literal["avatar_lost"]
@@ -225,6 +224,9 @@ class AvatarSession(BaseAvatarSession[EventTypes]):
 
         self._session_id: str | None = None
         self._starting = False
+        # The part of start() that creates the hosted session; aclose() cancels it.
+        self._attach_task: asyncio.Task[None] | None = None
+        self._closed_while_starting = False
         self._close_lock = asyncio.Lock()
         self._cleanup_tasks: set[asyncio.Task[None]] = set()
         self._reset_run_state()
@@ -295,7 +297,8 @@ class AvatarSession(BaseAvatarSession[EventTypes]):
         Raises:
             RuntimeError: If this `AvatarSession` is already started.
             ProtofaceException: If LiveKit credentials are missing, the agent's
-                identity is unknown, or Protoface's answer is unusable.
+                identity is unknown, Protoface's answer is unusable, or
+                `aclose()` was called while `start()` ran.
             ProtofaceValueError: If an argument is refused.
             ProtofaceAPIError: If Protoface refuses the session.
             APIConnectionError: If Protoface cannot be reached after retries.
@@ -346,7 +349,7 @@ class AvatarSession(BaseAvatarSession[EventTypes]):
                 f"livekit_api_key and livekit_api_secret to start() or set the "
                 f"environment variables"
             )
-        _check_url(url, "livekit_url", ("ws", "wss", "http", "https"))
+        _check_url(url, "livekit_url", ("ws", "wss", "http", "https"), env_name="LIVEKIT_URL")
         _check_nonblank(key, "livekit_api_key")
         _check_secret(secret, "livekit_api_secret")
         self._api._add_secret(secret)
@@ -365,6 +368,9 @@ class AvatarSession(BaseAvatarSession[EventTypes]):
             livekit_api_key=key,
             livekit_api_secret=secret,
         )
+        # This client only ever serves this avatar session: its later reads of the
+        # session (the monitor) redact the token too.
+        self._api._add_secret(worker_token)
         body = self._api._session_body(
             avatar_id=self._avatar_id,
             transport={
@@ -381,18 +387,48 @@ class AvatarSession(BaseAvatarSession[EventTypes]):
             metadata=self._metadata,
         )
 
-        self._reset_run_state()
-        await super().start(agent_session, room)
+        # The rest runs in a task of its own, so that aclose() can stop it;
+        # cancelling start() cancels it too. Should it be cancelled before it
+        # ever ran, nothing was started, so there is nothing to clean up.
+        self._closed_while_starting = False
+        attach = asyncio.create_task(
+            self._start_and_attach(agent_session, room, body), name="protoface-start"
+        )
+        self._attach_task = attach
         try:
+            await attach
+        except asyncio.CancelledError:
+            if self._closed_while_starting and attach.cancelled():
+                raise ProtofaceException(
+                    "AvatarSession.aclose() was called while start() was running; the "
+                    "hosted session it was creating has been ended"
+                ) from None
+            raise
+        finally:
+            self._attach_task = None
+
+    async def _start_and_attach(
+        self, agent_session: AgentSession[Any], room: rtc.Room, body: dict[str, Any]
+    ) -> None:
+        self._reset_run_state()
+        try:
+            await super().start(agent_session, room)
             await self._create_and_attach(agent_session, room, body)
+            # A cancel requested while the synchronous tail ran (the audio swap)
+            # lands here, and so still ends the session, instead of being
+            # delivered after start() has already handed it over.
+            await asyncio.sleep(0)
         except BaseException:
             # Includes cancellation: end the hosted session (shielded, so a
             # second cancel cannot orphan it) before re-raising.
-            task = asyncio.create_task(self._release(reason="start() failed"))
-            self._cleanup_tasks.add(task)
-            task.add_done_callback(self._cleanup_tasks.discard)
-            await asyncio.shield(task)
+            await asyncio.shield(self._spawn_release("start() failed"))
             raise
+
+    def _spawn_release(self, reason: str) -> asyncio.Task[None]:
+        task = asyncio.create_task(self._release(reason=reason))
+        self._cleanup_tasks.add(task)
+        task.add_done_callback(self._cleanup_tasks.discard)
+        return task
 
     async def _create_and_attach(
         self, agent_session: AgentSession[Any], room: rtc.Room, body: dict[str, Any]
@@ -453,16 +489,12 @@ class AvatarSession(BaseAvatarSession[EventTypes]):
 
         Replaying the create with the same idempotency key returns the session
         the first call created, without creating another (or creates it, and it
-        is ended right away). One short attempt: this runs while start() fails.
+        is ended right away). It retries like the create did: giving up on the
+        first 503 or dropped connection would leave a billed session running.
         """
         try:
             replay = await self._api._request(
-                "POST",
-                "/v1/sessions",
-                json_body=body,
-                idempotency_key=key,
-                attempts=1,
-                timeout=_RECOVERY_TIMEOUT,
+                "POST", "/v1/sessions", json_body=body, idempotency_key=key
             )
         except Exception as exc:
             logger.warning(
@@ -510,34 +542,46 @@ class AvatarSession(BaseAvatarSession[EventTypes]):
 
         Stops the session monitor, ends the hosted session (a failure is logged
         as a warning, never raised), closes the fallback audio output and the
-        base class resources. Idempotent; safe when `start()` never ran.
+        base class resources. Idempotent; safe when `start()` never ran. When
+        `start()` is still running, it is stopped (it raises
+        `ProtofaceException`) and whatever it created is ended first.
         """
+        attach = self._attach_task
+        if attach is not None and not attach.done():
+            self._closed_while_starting = True
+            attach.cancel()
         async with self._close_lock:
-            task = asyncio.create_task(self._release(reason="aclose()"))
-            self._cleanup_tasks.add(task)
-            task.add_done_callback(self._cleanup_tasks.discard)
+            # Let an interrupted start() and earlier cleanups finish ending what
+            # they created (waiting does not cancel them).
+            pending = {t for t in (attach, *self._cleanup_tasks) if t is not None}
+            if pending:
+                await asyncio.wait(pending)
             # Shielded: a cancelled shutdown must still end the billed session.
-            await asyncio.shield(task)
+            await asyncio.shield(self._spawn_release("aclose()"))
 
     async def _release(self, *, reason: str) -> None:
+        # Take everything this run owns before the first await, so a concurrent
+        # release finds nothing left to end twice.
         monitor, self._monitor_task = self._monitor_task, None
-        if monitor is not None:
-            await utils.aio.cancel_and_wait(monitor)
-
         room, self._watched_room = self._watched_room, None
+        session_id = self._session_id or self._created_session_id
+        self._session_id = None
+        self._created_session_id = None
+        unknown, self._unknown_create = self._unknown_create, None
+        output, self._datastream_output = self._datastream_output, None
+        fallback_start, self._fallback_start_task = self._fallback_start_task, None
+        fallback, self._fallback_output = self._fallback_output, None
+
         if room is not None:
             room.off("participant_disconnected", self._on_participant_disconnected)
-
         if self._join_settled is not None and not self._join_settled.is_set():
             self._join_error = ProtofaceException(
                 f"AvatarSession closed ({reason}) before the avatar joined the room"
             )
             self._join_settled.set()
+        if monitor is not None:
+            await utils.aio.cancel_and_wait(monitor)
 
-        session_id = self._session_id or self._created_session_id
-        self._session_id = None
-        self._created_session_id = None
-        unknown, self._unknown_create = self._unknown_create, None
         if session_id is None and unknown is not None:
             session_id = await self._recover_session_id(*unknown)
         if session_id is not None:
@@ -552,17 +596,14 @@ class AvatarSession(BaseAvatarSession[EventTypes]):
                     extra={"session_id": session_id},
                 )
 
-        output, self._datastream_output = self._datastream_output, None
         # A DataStreamAudioOutput whose avatar never came still waits for it;
         # it has no close method, so stop that wait here.
         start_task = getattr(output, "_start_atask", None)
         if isinstance(start_task, asyncio.Task) and not start_task.done():
             await utils.aio.cancel_and_wait(start_task)
 
-        fallback_start, self._fallback_start_task = self._fallback_start_task, None
         if fallback_start is not None and not fallback_start.done():
             await utils.aio.cancel_and_wait(fallback_start)
-        fallback, self._fallback_output = self._fallback_output, None
         if fallback is not None:
             try:
                 await fallback.aclose()
