@@ -12,10 +12,12 @@ import contextlib
 import contextvars
 import datetime
 import email.utils
+import functools
 import ipaddress
 import json
 import math
 import os
+import re
 import string
 import urllib.parse
 import uuid
@@ -84,6 +86,7 @@ IDLE_TIMEOUT_RANGE = (1, 600)
 
 _USER_AGENT = f"livekit-plugins-protoface/{__version__}"
 _REDACTED = "[redacted]"
+_SPACE_OR_CONTROL = re.compile(r"[\s\x00-\x1f\x7f]")
 # Secrets that belong to the request in flight (a create's worker token), redacted
 # alongside the client's own. Per request rather than collected on the client: a
 # client that creates thousands of sessions must not redact against thousands of
@@ -677,14 +680,7 @@ class ProtofaceAPI:
         _check_secret(token, "transport.worker_token")
         if "worker_identity" in checked and checked["worker_identity"] is not None:
             _check_nonblank(checked["worker_identity"], "transport.worker_identity")
-        try:
-            json.dumps(checked, allow_nan=False)
-        except (TypeError, ValueError) as exc:
-            raise ProtofaceValueError(
-                f"transport must hold only JSON values (str, int, float, bool, None, "
-                f"lists and dicts of them); {exc}",
-                param="transport",
-            ) from None
+        # Values JSON cannot carry are refused when the body is encoded (`_encode_body`).
         return checked
 
     async def _http_session(self) -> aiohttp.ClientSession:
@@ -763,17 +759,14 @@ class ProtofaceAPI:
         A worker token in the body is redacted from whatever this request
         surfaces (errors, bodies, logs), like the client's own secrets.
         """
+        data = _encode_body(json_body)
         transport = json_body.get("transport") if json_body is not None else None
         token = transport.get("worker_token") if isinstance(transport, Mapping) else None
         if not isinstance(token, str) or not token:
-            return await self._send(
-                method, path, json_body, params, idempotency_key, attempts, timeout
-            )
+            return await self._send(method, path, data, params, idempotency_key, attempts, timeout)
         scope = _REQUEST_SECRETS.set((*_REQUEST_SECRETS.get(), token))
         try:
-            return await self._send(
-                method, path, json_body, params, idempotency_key, attempts, timeout
-            )
+            return await self._send(method, path, data, params, idempotency_key, attempts, timeout)
         finally:
             _REQUEST_SECRETS.reset(scope)
 
@@ -781,7 +774,7 @@ class ProtofaceAPI:
         self,
         method: str,
         path: str,
-        json_body: Mapping[str, Any] | None,
+        data: bytes | None,
         params: Sequence[tuple[str, str]] | None,
         idempotency_key: str | None,
         attempts: int | None,
@@ -796,6 +789,8 @@ class ProtofaceAPI:
             # The same key on every retry: the server answers a replay with the
             # session it already created instead of starting a second one.
             headers["Idempotency-Key"] = idempotency_key
+        if data is not None:
+            headers["Content-Type"] = "application/json"
 
         url = f"{self._api_url}{path}"
         if attempts is None:
@@ -813,7 +808,7 @@ class ProtofaceAPI:
                 async with session.request(
                     method,
                     url,
-                    json=json_body,
+                    data=data,
                     params=params,
                     headers=headers,
                     timeout=client_timeout,
@@ -965,10 +960,40 @@ async def _close_owned(
     # only that loop can close it; it is left alone.
 
 
+def _encode_body(body: Mapping[str, Any] | None) -> bytes | None:
+    """The request body as JSON bytes, encoded once for all attempts.
+
+    Raises:
+        ProtofaceValueError: A value JSON cannot carry (a set, NaN, ...), naming
+            the top-level field that holds it.
+    """
+    if body is None:
+        return None
+    try:
+        return json.dumps(body, allow_nan=False).encode()
+    except (TypeError, ValueError) as exc:
+        param = next((str(key) for key in body if not _encodes(body[key])), "body")
+        raise ProtofaceValueError(
+            f"{param} must hold only JSON values (str, int, float, bool, None, lists and "
+            f"dicts of them); {exc}",
+            param=param,
+        ) from None
+
+
+def _encodes(value: object) -> bool:
+    try:
+        json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
 async def _read_body(response: aiohttp.ClientResponse) -> bytes | None:
     """The response body, or None when it exceeds `MAX_RESPONSE_BYTES` (left unread)."""
-    if (response.content_length or 0) > MAX_RESPONSE_BYTES:
-        return None
+    length = response.content_length
+    if length is not None:
+        # aiohttp holds a body to its declared length: read it in one go.
+        return None if length > MAX_RESPONSE_BYTES else await response.read()
     chunks: list[bytes] = []
     size = 0
     async for chunk in response.content.iter_any():
@@ -1007,7 +1032,7 @@ def _check_secret(value: object, param: str) -> None:
         )
     if not value.strip():
         raise ProtofaceValueError(f"{param} must not be empty or blank", param=param)
-    if any(ch.isspace() or ord(ch) < 0x20 or ord(ch) == 0x7F for ch in value):
+    if _SPACE_OR_CONTROL.search(value):
         raise ProtofaceValueError(
             f"{param} contains whitespace or control characters (a stray newline from "
             f"copy-paste?); pass the value without them",
@@ -1032,6 +1057,23 @@ def _check_url(
     value: object, param: str, schemes: Iterable[str], *, env_name: str | None = None
 ) -> None:
     allowed = tuple(schemes)
+    if isinstance(value, str):
+        # Every create checks the same few URLs: remember the ones that passed.
+        _check_url_once(value, param, allowed, env_name)
+    else:
+        _check_url_uncached(value, param, allowed, env_name)
+
+
+@functools.lru_cache(maxsize=256)
+def _check_url_once(value: str, param: str, allowed: tuple[str, ...], env_name: str | None) -> bool:
+    # A refused URL raises, and lru_cache keeps only values that returned.
+    _check_url_uncached(value, param, allowed, env_name)
+    return True
+
+
+def _check_url_uncached(
+    value: object, param: str, allowed: tuple[str, ...], env_name: str | None
+) -> None:
     example = f"{allowed[-1]}://host"
     # Say where the value came from, so the fix is made in the right place.
     label = f"{param} (or the {env_name} environment variable)" if env_name else param
