@@ -23,6 +23,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 
 from protoface_emulator.errors import (
     CODE_DUPLICATE_FIELD,
+    CODE_EXPECTATION_FAILED,
     CODE_INTERNAL,
     CODE_INVALID_API_KEY,
     CODE_INVALID_BODY,
@@ -42,6 +43,7 @@ from protoface_emulator.errors import (
     CODE_UNSUPPORTED_MEDIA_TYPE,
     ApiError,
     invalid,
+    shown,
 )
 from protoface_emulator.faults import Fault, Faults, gateway_html
 from protoface_emulator.ids import new_id
@@ -71,6 +73,16 @@ REQUEST_ID_HEADER = "X-Request-Id"
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
+# Codings aiohttp decodes while reading a body (br and zstd only when their packages
+# are installed; without them aiohttp refuses the request before the app sees it).
+_DECODED_CONTENT_ENCODINGS = frozenset({"identity", "gzip", "deflate", "br", "zstd"})
+
+
+def _needs_key(path: str) -> bool:
+    """Every /v1 path takes the bearer key, including ones with no route."""
+    return path == "/v1" or path.startswith("/v1/")
+
+
 _dumps = partial(json.dumps, separators=(",", ":"), ensure_ascii=False)
 
 
@@ -96,9 +108,12 @@ def _snake(phrase: str) -> str:
     return "_".join(phrase.lower().replace("-", " ").split())
 
 
-def _from_http_exception(exc: web.HTTPException) -> ApiError:
-    # aiohttp raises these itself, e.g. 413 while reading a multipart body (the only
-    # body it reads for us, so its limit is the upload limit).
+def http_exception_error(exc: web.HTTPException) -> ApiError:
+    """The envelope error for an exception aiohttp raised itself.
+
+    E.g. a 413 while reading a multipart body (the only body it reads for us, so
+    its limit is the upload limit).
+    """
     if isinstance(exc, web.HTTPRequestEntityTooLarge):
         return ApiError(413, CODE_REQUEST_TOO_LARGE, f"The request body is too large: {exc.text}")
     return ApiError(exc.status, _snake(exc.reason or "error"), exc.reason or "Request failed.")
@@ -173,7 +188,7 @@ class Api:
     @web.middleware
     async def _middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         request_id = new_id("req")
-        fault = self._faults.draw(request.method, request.path)
+        fault = self._faults.draw(request.method, request.rel_url.raw_path)
         if fault is None:
             response = await self._respond(request, handler, request_id)
         else:
@@ -191,7 +206,7 @@ class Api:
         except ApiError as exc:
             return error_response(exc, request_id)
         except web.HTTPException as exc:
-            return error_response(_from_http_exception(exc), request_id)
+            return error_response(http_exception_error(exc), request_id)
         except asyncio.CancelledError:
             raise
         except ConnectionError:
@@ -213,6 +228,10 @@ class Api:
             )
 
     async def _dispatch(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        # The key first, as the hosted API does: without it, a caller learns nothing,
+        # not even which /v1 routes and methods exist.
+        if _needs_key(request.path):
+            self._authenticate(request)
         routing_error = request.match_info.http_exception
         if isinstance(routing_error, web.HTTPMethodNotAllowed):
             allowed = ", ".join(sorted(routing_error.allowed_methods))
@@ -228,24 +247,28 @@ class Api:
                 CODE_ROUTE_NOT_FOUND,
                 f"No route {request.method} {request.path}; the API lives under /v1.",
             )
-        self._authenticate(request)
         return await handler(request)
 
-    def _authenticate(self, request: web.Request) -> None:
-        header = request.headers.get(hdrs.AUTHORIZATION)
+    def _authenticate(self, request: web.BaseRequest) -> None:
+        headers = request.headers.getall(hdrs.AUTHORIZATION, [])
         challenge = {"WWW-Authenticate": 'Bearer realm="protoface"'}
-        if header is None or not header.strip():
+        if not headers or (len(headers) == 1 and not headers[0].strip()):
             raise ApiError(
                 401,
                 CODE_MISSING_API_KEY,
                 "No API key: send the header 'Authorization: Bearer <api key>'.",
                 headers=challenge,
             )
-        scheme, _, token = header.strip().partition(" ")
-        presented = token.strip().encode("utf-8", "replace")
-        # Compare even a malformed header, so timing says nothing about the key.
-        valid = hmac.compare_digest(presented, self._key)
-        if scheme.lower() != "bearer" or not valid:
+        # RFC 9110 separates scheme and credentials by one or more spaces.
+        scheme, _, token = headers[0].strip().partition(" ")
+        presented = token.strip().encode("utf-8", "backslashreplace")
+        # Digests of equal length, compared even for a malformed header, so neither
+        # the key's length nor its content shows in the timing.
+        valid = hmac.compare_digest(
+            hashlib.sha256(presented).digest(), hashlib.sha256(self._key).digest()
+        )
+        # Two Authorization headers are ambiguous (which one counts?): refused.
+        if len(headers) != 1 or scheme.lower() != "bearer" or not valid:
             raise ApiError(
                 401,
                 CODE_INVALID_API_KEY,
@@ -282,6 +305,34 @@ class Api:
             return html
         return error_response(_fault_error(fault), request_id)
 
+    def check_expectation(self, request: web.BaseRequest) -> ApiError | None:
+        """The answer to a request with `Expect`, given before its body is sent.
+
+        aiohttp would answer `100 Continue` to any `Expect: 100-continue` and only
+        then run the API. A client waits for that answer to send its body, so what
+        the headers alone rule out (no key, a declared length over the limit, an
+        expectation other than 100-continue) is answered instead, and the body never
+        sent. None: go on (aiohttp then answers `100 Continue`).
+        """
+        expect = request.headers.get(hdrs.EXPECT, "")
+        if expect.strip().lower() != "100-continue":
+            return ApiError(
+                417,
+                CODE_EXPECTATION_FAILED,
+                f"The only expectation supported is 'Expect: 100-continue'; got {expect!r}.",
+            )
+        if _needs_key(request.path):
+            try:
+                self._authenticate(request)
+            except ApiError as exc:
+                return exc
+        is_upload = request.method == hdrs.METH_POST and request.path == "/v1/avatars"
+        limit = self._upload_limit if is_upload else self._json_limit
+        length = request.content_length
+        if length is not None and length > limit:
+            return self._too_large(limit)
+        return None
+
     # -- request helpers ---------------------------------------------------------------
 
     def _too_large(self, limit: int) -> ApiError:
@@ -292,6 +343,15 @@ class Api:
         )
 
     async def _read_body(self, request: web.Request, limit: int) -> bytes:
+        encoding = request.headers.get(hdrs.CONTENT_ENCODING, "identity").strip().lower()
+        if encoding not in _DECODED_CONTENT_ENCODINGS:
+            # aiohttp passes a coding it does not know through undecoded.
+            raise ApiError(
+                415,
+                CODE_UNSUPPORTED_MEDIA_TYPE,
+                f"Content-Encoding {encoding!r} is not supported; send the body "
+                "uncompressed, or as gzip or deflate.",
+            )
         length = request.content_length
         if length is not None and length > limit:
             raise self._too_large(limit)
@@ -373,7 +433,7 @@ class Api:
             if period != "current_month":
                 raise invalid(
                     CODE_INVALID_VALUE,
-                    f"period must be 'current_month'; got {period!r}. For another window "
+                    f"period must be 'current_month'; got {shown(period)}. For another window "
                     "pass period_start and period_end.",
                     "period",
                 )
@@ -389,6 +449,12 @@ class Api:
             raise invalid(CODE_MISSING_FIELD, "period_end needs a period_start.", "period_start")
         elif end is None:
             end = datetime.now(timezone.utc)
+            if start >= end:
+                raise invalid(
+                    CODE_INVALID_VALUE,
+                    "period_start is in the future; without period_end the window ends now.",
+                    "period_start",
+                )
         if start >= end:
             raise invalid(
                 CODE_INVALID_VALUE, "period_start must be before period_end.", "period_end"
@@ -402,7 +468,9 @@ class Api:
         scope = query_single(query, "scope")
         if scope is not None and scope not in ("all", "stock", "custom"):
             raise invalid(
-                CODE_INVALID_VALUE, f"scope must be all, stock or custom; got {scope!r}.", "scope"
+                CODE_INVALID_VALUE,
+                f"scope must be all, stock or custom; got {shown(scope)}.",
+                "scope",
             )
         page = self._store.list_avatars(
             limit=query_limit(query),
@@ -464,6 +532,12 @@ class Api:
             raise invalid(
                 CODE_INVALID_VALUE,
                 f"name must be at most {AVATAR_NAME_MAX_LENGTH} characters.",
+                "name",
+            )
+        if not name.isprintable():
+            raise invalid(
+                CODE_INVALID_VALUE,
+                "name must be one line of printable text (no control characters).",
                 "name",
             )
         runtime_type = self._form_text(form.get("runtime_type"), "runtime_type") or "avtr1"

@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import importlib
 import logging
+import math
 import os
 import signal
 import sys
@@ -35,6 +36,26 @@ API_KEY_ENV = "PROTOFACE_API_KEY"
 logger = logging.getLogger("protoface_emulator.cli")
 
 
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is 0..65535 (0 picks a free one); got {value}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds; got {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command's arguments."""
     parser = argparse.ArgumentParser(
@@ -43,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--host", default=DEFAULT_HOST, help="address to listen on")
     parser.add_argument(
-        "--port", type=int, default=DEFAULT_PORT, help="port to listen on; 0 picks a free one"
+        "--port", type=_port, default=DEFAULT_PORT, help="port to listen on; 0 picks a free one"
     )
     parser.add_argument(
         "--api-key",
@@ -69,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--join-timeout",
-        type=float,
+        type=_seconds,
         default=DEFAULT_JOIN_TIMEOUT_SECONDS,
         help="seconds a worker may take to publish its first frame (default %(default)s)",
     )
@@ -141,7 +162,8 @@ async def _serve(args: argparse.Namespace) -> int:
 
     try:
         await emulator.start()
-    except OSError as exc:
+    except (OSError, UnicodeError) as exc:
+        # UnicodeError: a host name that cannot even be encoded (IDNA) for lookup.
         logger.error("cannot listen on %s:%s: %s", args.host, args.port, exc)
         return 1
     try:

@@ -44,6 +44,7 @@ CODE_INVALID_CURSOR = "invalid_cursor"
 CODE_INVALID_IMAGE = "invalid_image"
 CODE_INVALID_IDEMPOTENCY_KEY = "invalid_idempotency_key"
 CODE_MALFORMED_HTTP = "malformed_http_request"  # not parseable as HTTP at all
+CODE_EXPECTATION_FAILED = "expectation_failed"  # an `Expect` other than 100-continue
 # Auth and routing
 CODE_MISSING_API_KEY = "missing_api_key"
 CODE_INVALID_API_KEY = "invalid_api_key"
@@ -72,6 +73,7 @@ _TYPE_BY_STATUS: dict[int, ErrorType] = {
     409: "conflict",
     413: "invalid_request",
     415: "invalid_request",
+    417: "invalid_request",
     422: "unprocessable",
     429: "rate_limit",
     503: "service_unavailable",
@@ -138,14 +140,25 @@ class ApiError(Exception):
             "error": {
                 "type": self.type,
                 "code": self.code,
-                "message": self.message,
-                "param": self.param,
+                "message": _encodable(self.message),
+                "param": None if self.param is None else _encodable(self.param),
                 "request_id": request_id,
             }
         }
 
     def __repr__(self) -> str:
         return f"ApiError({self.status}, {self.code!r}, param={self.param!r})"
+
+
+def shown(value: str, limit: int = 80) -> str:
+    """`value` quoted for a message, cut at `limit` characters (ids in paths can be long)."""
+    return repr(value if len(value) <= limit else value[:limit] + "…")
+
+
+def _encodable(text: str) -> str:
+    # Messages and params may quote the request (a field name, a query value); an
+    # undecodable byte there arrives as a lone surrogate, which UTF-8 cannot carry.
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def invalid(code: str, message: str, param: str | None = None) -> ApiError:

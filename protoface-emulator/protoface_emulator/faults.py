@@ -44,6 +44,7 @@ import random
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Literal
+from urllib.parse import unquote
 
 FaultKind = Literal["error", "html", "late", "drop"]
 FAULT_KINDS: tuple[FaultKind, ...] = ("error", "html", "late", "drop")
@@ -260,17 +261,24 @@ class Faults:
     def draw(self, method: str, path: str) -> Fault | None:
         """The fault to apply to this request, if any; counts it as fired.
 
-        The first matching fault decides; a probabilistic one that does not fire
-        lets the request through untouched.
+        The first matching fault that fires decides. A probabilistic one that does
+        not fire passes the request on to the next matching fault, so a counted
+        fault still fails exactly its next `count` requests.
+
+        Args:
+            method: the request's method.
+            path: the request's path as sent (percent-encoded, no query); each
+                segment is decoded on its own, so an encoded `/` (`%2F`) stays
+                inside its segment as it does for the API's routing.
         """
         if not self._faults:
             return None
-        segments = tuple(path.strip("/").split("/"))
+        segments = tuple(unquote(segment) for segment in path.strip("/").split("/"))
         for fault in self._faults:
             if not fault.matches(method.upper(), segments):
                 continue
             if fault.probability < 1.0 and self._rng.random() >= fault.probability:
-                return None
+                continue
             fault.fired += 1
             if fault.remaining is not None:
                 fault.remaining -= 1

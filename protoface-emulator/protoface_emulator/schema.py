@@ -11,10 +11,12 @@ from __future__ import annotations
 import json
 import math
 import re
+import unicodedata
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Literal, TypeAlias, TypedDict, cast
+from urllib.parse import urlsplit
 
 from multidict import MultiMapping
 
@@ -32,6 +34,7 @@ from protoface_emulator.errors import (
     CODE_UNKNOWN_FIELD,
     CODE_UNKNOWN_PARAMETER,
     invalid,
+    shown,
 )
 
 # Recursive JSON, as `json.loads` produces it.
@@ -112,26 +115,85 @@ def _reject_constant(name: str) -> JSONValue:
     raise ValueError(f"{name} is not valid JSON")
 
 
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        # 1e400 decodes to inf, which would go back out as the non-JSON `Infinity`.
+        raise ValueError(f"the number {text[:40]} is out of range")
+    return value
+
+
+class _ObjectWithDuplicate(dict[str, JSONValue]):
+    """A decoded JSON object that had a key twice; reported with its path later."""
+
+    duplicate: str = ""
+
+
 def _object_without_duplicates(pairs: list[tuple[str, JSONValue]]) -> JSONObject:
     result: JSONObject = {}
     for key, value in pairs:
         if key in result:
-            # Which of two values wins is parser-specific; say so instead of guessing.
-            raise invalid(
-                CODE_DUPLICATE_FIELD,
-                f"The field {key!r} appears more than once in a JSON object; send it once.",
-                key,
-            )
+            # Which of two values wins is parser-specific, so the body is refused. The
+            # hook cannot see where this object sits; `_check_decoded` names the path.
+            marked = _ObjectWithDuplicate(result)
+            marked.duplicate = key
+            return marked
         result[key] = value
     return result
+
+
+def _has_surrogate(text: str) -> bool:
+    if text.isascii():
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def _check_decoded(value: JSONValue) -> None:
+    """Refuse what `json.loads` lets through: duplicate keys and unpaired surrogates.
+
+    An escape such as `\\ud800` is legal JSON syntax but no character: it could be
+    neither stored nor sent back as UTF-8. Iterative, so deep documents cost no stack;
+    depth-first in document order, so the first offence is the one reported.
+    """
+    stack: list[tuple[str, JSONValue]] = [("", value)]
+    while stack:
+        path, item = stack.pop()
+        if isinstance(item, str):
+            if _has_surrogate(item):
+                raise invalid(
+                    CODE_INVALID_JSON,
+                    "The request body contains an unpaired UTF-16 surrogate escape (such as "
+                    "\\ud800); JSON strings must be valid Unicode.",
+                )
+        elif isinstance(item, dict):
+            if isinstance(item, _ObjectWithDuplicate):
+                name = _path(path, item.duplicate)
+                if _has_surrogate(name):
+                    raise invalid(CODE_INVALID_JSON, "The request body repeats a key.")
+                raise invalid(
+                    CODE_DUPLICATE_FIELD,
+                    f"The field {name!r} appears more than once in a JSON object; send it once.",
+                    name,
+                )
+            for key, child in reversed(list(item.items())):
+                stack.append((_path(path, key), child))
+                stack.append((path, key))  # the key itself must be valid Unicode too
+        elif isinstance(item, list):
+            for index in range(len(item) - 1, -1, -1):
+                stack.append((_path(path, str(index)), item[index]))
 
 
 def parse_json_object(raw: bytes) -> JSONObject:
     """Decode a request body that must be one JSON object.
 
     Raises:
-        ApiError: 400 `invalid_json` (empty, not UTF-8, not JSON) or
-            `invalid_body` (JSON but not an object).
+        ApiError: 400 `invalid_json` (empty, not UTF-8, not JSON, NaN/Infinity, a
+            number out of range, an unpaired surrogate), `duplicate_field` (param: the
+            key's dot path) or `invalid_body` (JSON but not an object).
     """
     if not raw.strip():
         raise invalid(CODE_INVALID_JSON, "The request body is empty; send a JSON object.")
@@ -142,14 +204,16 @@ def parse_json_object(raw: bytes) -> JSONObject:
             json.loads(
                 text,
                 parse_constant=_reject_constant,
+                parse_float=_finite_float,
                 object_pairs_hook=_object_without_duplicates,
             ),
         )
     except UnicodeDecodeError:
         raise invalid(CODE_INVALID_JSON, "The request body is not UTF-8 encoded JSON.") from None
     except (ValueError, RecursionError) as exc:
-        # ValueError covers JSONDecodeError, NaN/Infinity and over-long integers.
+        # ValueError covers JSONDecodeError, NaN/Infinity and over-long numbers.
         raise invalid(CODE_INVALID_JSON, f"The request body is not valid JSON: {exc}.") from None
+    _check_decoded(value)
     if not isinstance(value, dict):
         raise invalid(
             CODE_INVALID_BODY,
@@ -337,6 +401,32 @@ _LIVEKIT_FIELDS = (
 )
 
 
+def _has_control_character(text: str) -> bool:
+    return any(unicodedata.category(char) == "Cc" for char in text)
+
+
+def _transport_url(url: str) -> str:
+    """`transport.url` if the worker could connect to it: ws(s)/http(s) with a host."""
+    problem = None
+    if not url.lower().startswith(TRANSPORT_URL_SCHEMES):
+        problem = "must be a ws://, wss://, http:// or https:// URL"
+    elif any(char.isspace() for char in url) or _has_control_character(url):
+        problem = "must not contain spaces or control characters"
+    else:
+        try:
+            parts = urlsplit(url)
+            parts.port  # noqa: B018 - raises ValueError for a port that is not 0..65535
+        except ValueError:
+            parts = None
+        if parts is None or not parts.hostname:
+            problem = "must name a host, e.g. wss://my-app.livekit.cloud"
+    if problem is not None:
+        raise invalid(
+            CODE_INVALID_VALUE, f"transport.url {problem}; got {shown(url, 200)}.", "transport.url"
+        )
+    return url
+
+
 def _transport(body: JSONObject) -> LiveKitTransport:
     if "transport" not in body:
         raise invalid(CODE_MISSING_FIELD, "transport is required.", "transport")
@@ -367,18 +457,28 @@ def _transport(body: JSONObject) -> LiveKitTransport:
             "transport.type",
         )
     reject_unknown_fields(value, _LIVEKIT_FIELDS, "transport")
-    url = _required_str(value, "url", "transport")
-    if not url.lower().startswith(TRANSPORT_URL_SCHEMES):
-        raise invalid(
-            CODE_INVALID_VALUE,
-            f"transport.url must be a ws://, wss://, http:// or https:// URL; got {url!r}.",
-            "transport.url",
-        )
+    url = _transport_url(_required_str(value, "url", "transport"))
     room_name = _required_str(value, "room_name", "transport")
     worker_token = _required_str(value, "worker_token", "transport")
     identity = _optional_str(value, "worker_identity", "transport")
     audio_source = _optional_choice(value, "audio_source", "transport", AUDIO_SOURCES)
     subscribe_to = _optional_str(value, "subscribe_to_identity", "transport")
+    for key, text in (
+        ("room_name", room_name),
+        ("worker_token", worker_token),
+        ("worker_identity", identity),
+        ("subscribe_to_identity", subscribe_to),
+    ):
+        # The worker hands these to LiveKit (a JWT, names in its protocol); a NUL or
+        # a newline there can only be a mistake. The value is not echoed: it may be
+        # the token.
+        if text is not None and _has_control_character(text):
+            raise invalid(
+                CODE_INVALID_VALUE,
+                f"transport.{key} must not contain control characters (such as NUL or a "
+                "line break).",
+                f"transport.{key}",
+            )
     synthetic = _optional_bool(value, "synthetic_audio_if_no_input", "transport")
     return LiveKitTransport(
         url=url,
@@ -494,15 +594,18 @@ def query_limit(query: MultiMapping[str]) -> int:
     if not raw.isascii() or not raw.isdigit():
         raise invalid(
             CODE_INVALID_TYPE,
-            f"limit must be an integer from {low} to {high}; got {raw!r}.",
+            f"limit must be an integer from {low} to {high}; got {shown(raw)}.",
             "limit",
         )
-    value = int(raw)
-    if not low <= value <= high:
+    # int() refuses strings over 4300 digits; anything past a few is out of range anyway.
+    digits = raw.lstrip("0")
+    if len(digits) > len(str(high)) or not low <= int(digits or "0") <= high:
         raise invalid(
-            CODE_OUT_OF_RANGE, f"limit must be between {low} and {high}; got {value}.", "limit"
+            CODE_OUT_OF_RANGE,
+            f"limit must be between {low} and {high}; got {shown(raw, 20)}.",
+            "limit",
         )
-    return value
+    return int(digits)
 
 
 def parse_timestamp(raw: str, name: str) -> datetime:
@@ -517,14 +620,17 @@ def parse_timestamp(raw: str, name: str) -> datetime:
             # Python 3.10's fromisoformat does not take the Z suffix.
             text = text[:-1] + "+00:00"
         value = datetime.fromisoformat(text)
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=timezone.utc)
+        # In UTC now, so that nothing later (comparisons, the answer) can overflow:
+        # 0001-01-01T00:00:00+14:00 has no UTC equivalent.
+        value = value.astimezone(timezone.utc)
     except (ValueError, OverflowError, OSError):
         raise invalid(
             CODE_INVALID_VALUE,
-            f"{name} must be an ISO 8601 timestamp such as 2025-01-31T12:00:00Z; got {raw!r}.",
+            f"{name} must be an ISO 8601 timestamp such as 2025-01-31T12:00:00Z; got {shown(raw)}.",
             name,
         ) from None
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=timezone.utc)
     return value
 
 
@@ -546,7 +652,7 @@ def query_statuses(query: MultiMapping[str]) -> frozenset[SessionStatus] | None:
             if name not in SESSION_STATUSES:
                 raise invalid(
                     CODE_INVALID_VALUE,
-                    f"status must be one of {', '.join(SESSION_STATUSES)}; got {name!r}.",
+                    f"status must be one of {', '.join(SESSION_STATUSES)}; got {shown(name)}.",
                     "status",
                 )
             result.add(name)

@@ -12,14 +12,16 @@ signal handling (`cli.py`).
 from __future__ import annotations
 
 import logging
+import math
 import secrets
+from collections.abc import Awaitable, Callable
 from types import TracebackType
 
-from aiohttp import web
+from aiohttp import HttpVersion11, hdrs, web
 from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
 
-from protoface_emulator.app import Api, error_response
+from protoface_emulator.app import Api, error_response, http_exception_error
 from protoface_emulator.errors import CODE_INTERNAL, CODE_MALFORMED_HTTP, ApiError
 from protoface_emulator.faults import Faults
 from protoface_emulator.ids import new_id
@@ -44,6 +46,10 @@ _SHUTDOWN_TIMEOUT_SECONDS = 2.0
 def generate_api_key() -> str:
     """A fresh random API key for an emulator started without one."""
     return f"pf_emu_{secrets.token_urlsafe(24)}"
+
+
+def _is_sendable_key(key: str) -> bool:
+    return all("!" <= char <= "~" for char in key)
 
 
 def default_worker_factory() -> WorkerFactory:
@@ -71,13 +77,21 @@ class _EnvelopeRequestHandler(RequestHandler):
         exc: BaseException | None = None,
         message: str | None = None,
     ) -> web.StreamResponse:
-        # aiohttp's version logs, and raises if part of an answer already went out.
-        super().handle_error(request, status, exc, message)
+        if request.writer.output_size > 0:
+            # Part of an answer already went out: nothing sensible can follow it.
+            raise ConnectionError("an answer was already being sent; closing the connection")
         if status >= 500:
+            logger.error("failed to read a request from %s", request.remote, exc_info=exc)
             error = ApiError(status, CODE_INTERNAL, "The emulator failed to read this request.")
         else:
             # aiohttp's message may span lines (it draws a caret under the bad byte).
             detail = (message or "").strip().splitlines()
+            # The client's mistake, answered below: one line, not aiohttp's traceback.
+            logger.info(
+                "malformed request from %s: %s",
+                request.remote,
+                detail[0][:120] if detail else type(exc).__name__,
+            )
             error = ApiError(
                 status,
                 CODE_MALFORMED_HTTP,
@@ -93,13 +107,61 @@ class _EnvelopeServer(web.Server):
         return _EnvelopeRequestHandler(self, loop=self._loop, **self._kwargs)
 
 
+_RequestHandler = Callable[[BaseRequest], Awaitable[web.StreamResponse]]
+
+
+def _answer_before_the_app(api: Api, handler: _RequestHandler) -> _RequestHandler:
+    """Wrap the application's entry point for what happens before its middleware.
+
+    aiohttp handles `Expect` and raises some HTTP errors (an unknown expectation:
+    417) ahead of every middleware, as plain text. Here those get the envelope,
+    and `Expect: 100-continue` is checked (key, declared length) before aiohttp
+    invites the body with `100 Continue`.
+    """
+
+    async def handle(request: BaseRequest) -> web.StreamResponse:
+        if request.version >= HttpVersion11 and hdrs.EXPECT in request.headers:
+            error = api.check_expectation(request)
+            if error is not None:
+                response = error_response(error, new_id("req"))
+                # The body was never invited: do not read it as the next request.
+                response.force_close()
+                return response
+        try:
+            return await handler(request)
+        except web.HTTPException as exc:
+            return error_response(http_exception_error(exc), new_id("req"))
+
+    return handle
+
+
 class _Runner(web.AppRunner):
+    def __init__(
+        self,
+        app: web.Application,
+        api: Api,
+        *,
+        access_log: logging.Logger | None,
+        max_line_size: int,
+        max_field_size: int,
+        shutdown_timeout: float,
+    ) -> None:
+        super().__init__(
+            app,
+            access_log=access_log,
+            max_line_size=max_line_size,
+            max_field_size=max_field_size,
+            shutdown_timeout=shutdown_timeout,
+        )
+        self._api = api
+
     async def _make_server(self) -> web.Server:
         server = await super()._make_server()
         # Swap in the envelope-speaking connection handler when this aiohttp has the
         # attributes it relies on; otherwise keep aiohttp's own (still correct HTTP).
         if hasattr(server, "_loop") and hasattr(server, "_kwargs"):
             server.__class__ = _EnvelopeServer
+        server.request_handler = _answer_before_the_app(self._api, server.request_handler)
         return server
 
 
@@ -133,8 +195,23 @@ class Emulator:
     ) -> None:
         if max_concurrency < 1:
             raise ValueError(f"max_concurrency must be at least 1; got {max_concurrency}")
+        if not (math.isfinite(join_timeout) and join_timeout > 0):
+            raise ValueError(
+                f"join_timeout must be a positive number of seconds; got {join_timeout}"
+            )
+        if not host.strip():
+            raise ValueError("host must not be empty; use 0.0.0.0 or :: for every interface")
+        if not 0 <= port <= 65535:
+            raise ValueError(f"port must be within 0..65535 (0 picks a free one); got {port}")
+        if api_key and not _is_sendable_key(api_key):
+            # A key a client cannot put in an Authorization header would lock everyone out.
+            raise ValueError(
+                "the API key must be printable ASCII without spaces (it travels in "
+                "'Authorization: Bearer <key>')"
+            )
         self._api_key = api_key or generate_api_key()
-        self._host = host
+        # `[::1]` as in a URL means the address `::1`.
+        self._host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
         self._port = port
         config = StoreConfig(
             max_concurrency=max_concurrency,
@@ -181,10 +258,11 @@ class Emulator:
         """Start serving; `url` is valid afterwards."""
         if self._runner is not None:
             raise RuntimeError("this Emulator is already started")
-        app = Api(self._store, self._api_key, self._faults).build()
+        api = Api(self._store, self._api_key, self._faults)
         debug = logging.getLogger("aiohttp.access").isEnabledFor(logging.DEBUG)
         runner = _Runner(
-            app,
+            api.build(),
+            api,
             access_log=logging.getLogger("aiohttp.access") if debug else None,
             max_line_size=_MAX_LINE,
             max_field_size=_MAX_LINE,

@@ -35,6 +35,7 @@ from protoface_emulator.errors import (
     CODE_STOCK_AVATAR_IMMUTABLE,
     ApiError,
     invalid,
+    shown,
 )
 from protoface_emulator.ids import new_id
 from protoface_emulator.lifecycle import (
@@ -250,14 +251,20 @@ class SessionRecord:
         }
 
 
+# Shorter tokens are not scrubbed from failure messages: replacing every "ab" in a
+# message would garble it, and no real LiveKit JWT is that short.
+_MIN_SCRUBBED_TOKEN_LENGTH = 8
+
+
 class _SessionEvents:
     """The `WorkerEvents` sink of one session: forwards to the store."""
 
-    __slots__ = ("_record", "_store")
+    __slots__ = ("_record", "_store", "_token")
 
-    def __init__(self, store: Store, record: SessionRecord) -> None:
+    def __init__(self, store: Store, record: SessionRecord, token: str) -> None:
         self._store = store
         self._record = record
+        self._token = token
 
     def on_connecting(self) -> None:
         self._store._on_connecting(self._record)
@@ -272,6 +279,10 @@ class _SessionEvents:
         self._store._on_frames(self._record, count)
 
     def on_failed(self, code: str, message: str) -> None:
+        # The message becomes `failure.message`; it may quote an error from LiveKit,
+        # which can echo the token in forms the worker's own redaction misses.
+        if len(self._token) >= _MIN_SCRUBBED_TOKEN_LENGTH:
+            message = message.replace(self._token, "[redacted]")
         self._store._on_failed(self._record, code, message)
 
 
@@ -356,7 +367,7 @@ class Store:
             raise ApiError(
                 404,
                 CODE_AVATAR_NOT_FOUND,
-                f"No avatar {avatar_id!r}; list the available ones with GET /v1/avatars "
+                f"No avatar {shown(avatar_id)}; list the available ones with GET /v1/avatars "
                 f"(the stock avatar is {STOCK_AVATAR_ID!r}).",
                 param="avatar_id",
             )
@@ -398,7 +409,7 @@ class Store:
             if starting_after not in ids:
                 raise invalid(
                     CODE_INVALID_CURSOR,
-                    f"starting_after {starting_after!r} is not an avatar of this listing; "
+                    f"starting_after {shown(starting_after)} is not an avatar of this listing; "
                     "pass the next_cursor of the previous page.",
                     "starting_after",
                 )
@@ -573,7 +584,9 @@ class Store:
         )
         logger.info("session %s created (room %r)", record.id, transport.room_name)
         try:
-            handle = self._worker_factory(spec, _SessionEvents(self, record))
+            handle = self._worker_factory(
+                spec, _SessionEvents(self, record, transport.worker_token)
+            )
         except Exception:
             logger.exception("session %s: the worker factory raised", record.id)
             self._fail(record, FAILURE_WORKER_CRASHED, "The avatar worker could not be started.")
@@ -594,7 +607,7 @@ class Store:
             raise ApiError(
                 404,
                 CODE_SESSION_NOT_FOUND,
-                f"No session {session_id!r}; session ids look like sess_01J…",
+                f"No session {shown(session_id)}; session ids look like sess_01J…",
             )
         return record
 
@@ -614,7 +627,7 @@ class Store:
         if starting_after is not None and starting_after not in self._sessions:
             raise invalid(
                 CODE_INVALID_CURSOR,
-                f"starting_after {starting_after!r} is not a session id; pass the "
+                f"starting_after {shown(starting_after)} is not a session id; pass the "
                 "next_cursor of the previous page.",
                 "starting_after",
             )

@@ -494,7 +494,7 @@ class _TrackAudioReceiver(AudioReceiver):
     """
 
     def __init__(
-        self, room: rtc.Room, identity: str, *, sample_rate: int, num_channels: int
+        self, room: rtc.Room, identity: str | None, *, sample_rate: int, num_channels: int
     ) -> None:
         super().__init__()
         self._room = room
@@ -504,7 +504,7 @@ class _TrackAudioReceiver(AudioReceiver):
         self._stream: rtc.AudioStream | None = None
 
     async def start(self) -> None:
-        """Wait for the participant, then listen to its microphone."""
+        """Wait for the participant (None: the first to join), then listen to its microphone."""
         participant = await wait_for_participant(room=self._room, identity=self._identity)
         self._stream = rtc.AudioStream.from_participant(
             participant=participant,
@@ -711,19 +711,19 @@ class AvatarWorker:
 
     def _audio_receiver(self, room: rtc.Room) -> AudioReceiver:
         spec = self._spec
+        on_behalf = room.local_participant.attributes.get(ATTRIBUTE_PUBLISH_ON_BEHALF) or None
         if spec.audio_source == "track":
-            if not spec.subscribe_to_identity:
-                raise ValueError("audio_source 'track' needs subscribe_to_identity")
+            # subscribe_to_identity is optional in the API: unpinned, listen to the
+            # agent named in our token, else to the first participant who joins.
             return _TrackAudioReceiver(
                 room,
-                spec.subscribe_to_identity,
+                spec.subscribe_to_identity or on_behalf,
                 sample_rate=self._options.audio_sample_rate,
                 num_channels=self._options.audio_channels,
             )
         # Listen to the agent we publish for (named in our token) rather than to
         # whichever agent joins first.
-        sender = room.local_participant.attributes.get(ATTRIBUTE_PUBLISH_ON_BEHALF) or None
-        return DataStreamAudioReceiver(room, sender_identity=sender)
+        return DataStreamAudioReceiver(room, sender_identity=on_behalf)
 
     async def _until_lost(self, aw: Coroutine[Any, Any, None]) -> None:
         """Await `aw`, unless the room is lost first (raises `_Lost`)."""

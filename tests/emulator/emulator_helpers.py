@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import aiohttp
+from multidict import CIMultiDict
 from protoface_sdk._generated import ApiErrorEnvelope
 
 from protoface_emulator.server import Emulator
@@ -75,6 +76,60 @@ async def call(
     sent.update(headers or {})
     async with http.request(method, emu.url + path, data=data, headers=sent) as response:
         return Reply(response.status, response.headers, await response.text())
+
+
+async def exchange(emu: Emulator, data: bytes, *, timeout: float = 10.0) -> bytes:
+    """Send raw bytes on a new connection; return what arrives until a final answer.
+
+    For requests no HTTP client library will send (bad framing, `Expect` games).
+    Returns as soon as a complete non-1xx answer arrived (the server may keep the
+    connection open a while, e.g. lingering for a body it did not read), else at
+    EOF or after `timeout`.
+    """
+    reader, writer = await asyncio.open_connection(emu.host, emu.port)
+    received = b""
+    try:
+        writer.write(data)
+        await writer.drain()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while not _has_final_answer(received) and (left := deadline - loop.time()) > 0:
+            try:
+                chunk = await asyncio.wait_for(reader.read(65536), left)
+            except asyncio.TimeoutError:
+                break
+            if not chunk:
+                break
+            received += chunk
+    finally:
+        writer.close()
+    return received
+
+
+def _has_final_answer(raw: bytes) -> bool:
+    while raw.startswith(b"HTTP/1.1 1"):
+        raw = raw.partition(b"\r\n\r\n")[2]
+    head, sep, body = raw.partition(b"\r\n\r\n")
+    if not sep:
+        return False
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            return len(body) >= int(value)
+    return False
+
+
+def raw_reply(raw: bytes) -> Reply:
+    """The first final (non-1xx) answer in `raw`, as a `Reply`."""
+    while raw.startswith(b"HTTP/1.1 1"):
+        raw = raw.partition(b"\r\n\r\n")[2]
+    head, _, body = raw.partition(b"\r\n\r\n")
+    status_line, *header_lines = head.decode("latin-1").split("\r\n")
+    headers: CIMultiDict[str] = CIMultiDict()
+    for line in header_lines:
+        name, _, value = line.partition(":")
+        headers.add(name.strip(), value.strip())
+    return Reply(int(status_line.split()[1]), headers, body.decode("utf-8"))
 
 
 def assert_error(

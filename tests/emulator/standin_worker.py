@@ -110,3 +110,6 @@ class StandInWorkers:
 
 
 factory = StandInWorkers(send_audio=True)
+
+starting_factory = StandInWorkers(connect_delay=0.05, first_frame_delay=120.0, close_delay=0.3)
+"""For `--worker-factory standin_worker:starting_factory`: sessions stay `starting`."""

@@ -10,7 +10,17 @@ from typing import Any
 
 import aiohttp
 import pytest
-from emulator_helpers import PNG, Reply, assert_error, call, session_body, with_transport
+import yarl
+from emulator_helpers import (
+    PNG,
+    Reply,
+    assert_error,
+    call,
+    exchange,
+    raw_reply,
+    session_body,
+    with_transport,
+)
 from protoface_sdk._generated import ApiErrorEnvelope, Session
 
 from protoface_emulator.server import Emulator
@@ -94,6 +104,25 @@ async def test_bearer_scheme_is_case_insensitive(
         (with_transport(worker_token=""), "invalid_value", "transport.worker_token"),
         (with_transport(room_name=7), "invalid_type", "transport.room_name"),
         (with_transport(url="ftp://x"), "invalid_value", "transport.url"),
+        (with_transport(url="wss://"), "invalid_value", "transport.url"),
+        (with_transport(url="wss://:7880"), "invalid_value", "transport.url"),
+        (with_transport(url="wss://a b.livekit.cloud"), "invalid_value", "transport.url"),
+        (with_transport(url="wss://x.livekit.cloud:99999"), "invalid_value", "transport.url"),
+        (with_transport(url="wss://[::1"), "invalid_value", "transport.url"),
+        (with_transport(room_name="room\x00"), "invalid_value", "transport.room_name"),
+        (with_transport(worker_token="jwt\r\nX: y"), "invalid_value", "transport.worker_token"),
+        (with_transport(worker_identity="a\tb"), "invalid_value", "transport.worker_identity"),
+        (
+            with_transport(subscribe_to_identity="\x7f"),
+            "invalid_value",
+            "transport.subscribe_to_identity",
+        ),
+        (with_transport(foo={"bar": 1}), "unknown_field", "transport.foo"),
+        (with_transport(worker_identity=5), "invalid_type", "transport.worker_identity"),
+        (with_transport(audio_source=True), "invalid_type", "transport.audio_source"),
+        (with_transport(room_name=["r"]), "invalid_type", "transport.room_name"),
+        (with_transport(worker_token={}), "invalid_type", "transport.worker_token"),
+        (session_body(metadata=None, extra=None), "unknown_field", "extra"),
         (with_transport(audio_source="mic"), "invalid_value", "transport.audio_source"),
         (
             with_transport(synthetic_audio_if_no_input=1),
@@ -152,6 +181,14 @@ async def test_integer_fields_check_type_and_bounds(
     assert_error(reply, 400, "invalid_request", code, field)
 
 
+async def test_transport_urls_with_a_host_are_accepted(
+    emu: Emulator, http: aiohttp.ClientSession
+) -> None:
+    for url in ("ws://127.0.0.1:7880", "wss://[::1]:7880/rtc", "https://x.livekit.cloud"):
+        reply = await call(http, emu, "POST", "/v1/sessions", json_body=with_transport(url=url))
+        assert reply.status == 201, reply.text
+
+
 async def test_integer_bounds_are_inclusive(emu: Emulator, http: aiohttp.ClientSession) -> None:
     for max_duration, idle in ((1, 1), (3600, 600)):
         body = session_body(max_duration_seconds=max_duration, idle_timeout_seconds=idle)
@@ -172,6 +209,7 @@ async def test_integer_bounds_are_inclusive(emu: Emulator, http: aiohttp.ClientS
         ({"list": [1]}, "invalid_type", "metadata.list"),
         ({"_avatar.end_reason": "x"}, "metadata_reserved_key", "metadata._avatar.end_reason"),
         ({"big": "x" * 8200}, "metadata_too_large", "metadata"),
+        ({"x": 1, "": {"a": []}}, "invalid_type", "metadata."),
         ({f"k{i}": "v" * 100 for i in range(80)}, "metadata_too_large", "metadata"),
     ],
 )
@@ -180,6 +218,23 @@ async def test_metadata_rules(
 ) -> None:
     reply = await call(http, emu, "POST", "/v1/sessions", json_body=session_body(metadata=metadata))
     assert_error(reply, 400, "invalid_request", code, param)
+
+
+async def test_metadata_limit_is_8192_bytes_of_compact_utf8_json(
+    emu: Emulator, http: aiohttp.ClientSession
+) -> None:
+    # {"k":"…"} is 8 bytes around the value; "é" is 2 bytes in UTF-8.
+    for value, status in (
+        ("x" * 8184, 201),
+        ("x" * 8185, 400),
+        ("é" * 4092, 201),
+        ("é" * 4092 + "x", 400),
+    ):
+        body = session_body(metadata={"k": value})
+        reply = await call(http, emu, "POST", "/v1/sessions", json_body=body)
+        assert reply.status == status, (len(value), reply.text)
+        if status == 400:
+            assert_error(reply, 400, "invalid_request", "metadata_too_large", "metadata")
 
 
 async def test_metadata_scalars_are_echoed(emu: Emulator, http: aiohttp.ClientSession) -> None:
@@ -220,6 +275,27 @@ async def test_unknown_session_is_404(
     assert_error(await call(http, emu, method, path), 404, "not_found", "session_not_found")
 
 
+@pytest.mark.parametrize(
+    "session_id",
+    ["s" * 20000, "%2F..", "..%2F..%2Fstatus", "%E2%98%83", "%FF%FE", "%00", "sess_%0Ax"],
+)
+async def test_malformed_session_ids_in_paths_are_plain_404s(
+    emu: Emulator, http: aiohttp.ClientSession, session_id: str
+) -> None:
+    for method, path in (
+        ("GET", f"/v1/sessions/{session_id}"),
+        ("POST", f"/v1/sessions/{session_id}/end"),
+    ):
+        async with http.request(
+            method,
+            yarl.URL(emu.url + path, encoded=True),
+            headers={"Authorization": f"Bearer {emu.api_key}"},
+        ) as response:
+            reply = Reply(response.status, response.headers, await response.text())
+        assert_error(reply, 404, "not_found", "session_not_found")
+        assert len(reply.text) < 1000  # a long id is not echoed in full
+
+
 async def test_end_takes_no_body_fields(emu: Emulator, http: aiohttp.ClientSession) -> None:
     created = (await call(http, emu, "POST", "/v1/sessions", json_body=session_body())).json
     path = f"/v1/sessions/{created['id']}/end"
@@ -242,6 +318,9 @@ async def test_end_takes_no_body_fields(emu: Emulator, http: aiohttp.ClientSessi
         (b"\xff\xfe{}", "invalid_json"),
         (b"[" * 5000 + b"]" * 5000, "invalid_json"),
         (b'{"avatar_id": "a", "avatar_id": "b"}', "duplicate_field"),
+        (b'{"max_duration_seconds": 1e400}', "invalid_json"),
+        (b'{"metadata": {"x": -1e400}}', "invalid_json"),
+        (b'{"a": -Infinity}', "invalid_json"),
         (b"[]", "invalid_body"),
         (b'"text"', "invalid_body"),
         (b"42", "invalid_body"),
@@ -261,6 +340,64 @@ async def test_bodies_that_are_not_a_json_object(
     )
     param = "avatar_id" if code == "duplicate_field" else None
     assert_error(reply, 400, "invalid_request", code, param)
+
+
+@pytest.mark.parametrize(
+    ("raw", "param"),
+    [
+        (b'{"transport": {"url": "a", "url": "b"}}', "transport.url"),
+        (b'{"metadata": {"k": 1, "k": 2}}', "metadata.k"),
+        (b'{"x": [{"a": 1}, {"b": 1, "b": 2}]}', "x.1.b"),
+    ],
+)
+async def test_duplicate_keys_are_named_by_their_dot_path(
+    emu: Emulator, http: aiohttp.ClientSession, raw: bytes, param: str
+) -> None:
+    reply = await call(
+        http, emu, "POST", "/v1/sessions", data=raw, headers={"Content-Type": "application/json"}
+    )
+    assert_error(reply, 400, "invalid_request", "duplicate_field", param)
+
+
+@pytest.mark.parametrize(
+    "where",
+    [
+        '"metadata": {"k": "\\ud800"}',
+        '"metadata": {"\\udfff": "v"}',
+        '"\\ud800": 1',
+        '"x": ["\\udbff"]',
+        '"quality": "\\ud800"',
+    ],
+)
+async def test_unpaired_surrogates_are_invalid_json_and_never_stored(
+    emu: Emulator, http: aiohttp.ClientSession, where: str
+) -> None:
+    # `where` holds the escape as JSON text (backslash, u, d, 8, 0, 0).
+    body = json.dumps(session_body())[:-1] + ", " + where + "}"
+    reply = await call(
+        http,
+        emu,
+        "POST",
+        "/v1/sessions",
+        data=body.encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    assert_error(reply, 400, "invalid_request", "invalid_json")
+    # Nothing was stored that could not be sent back: the list still answers.
+    listed = await call(http, emu, "GET", "/v1/sessions")
+    assert listed.status == 200 and listed.json["data"] == []
+
+
+async def test_paired_surrogates_are_one_character(
+    emu: Emulator, http: aiohttp.ClientSession
+) -> None:
+    body = json.dumps(session_body(metadata={"emoji": "\U0001f600"}), ensure_ascii=True)
+    assert "\\ud83d\\ude00" in body
+    reply = await call(
+        http, emu, "POST", "/v1/sessions", data=body, headers={"Content-Type": "application/json"}
+    )
+    assert reply.status == 201
+    assert Session.model_validate_json(reply.text).metadata == {"emoji": "\U0001f600"}
 
 
 async def test_huge_integers_are_invalid_json_not_a_crash(
@@ -380,6 +517,16 @@ async def test_wrong_methods_are_405_envelopes_with_allow(
         ("limit=101", "out_of_range", "limit"),
         ("limit=abc", "invalid_type", "limit"),
         ("limit=-1", "invalid_type", "limit"),
+        ("limit=" + "9" * 5000, "out_of_range", "limit"),
+        ("limit=000", "out_of_range", "limit"),
+        ("limit=1.5", "invalid_type", "limit"),
+        ("limit=", "invalid_type", "limit"),
+        ("status=", "invalid_value", "status"),
+        ("status=%ED%A0%80", "invalid_value", "status"),
+        ("created_before=9999-12-31T23:59:59-14:00", "invalid_value", "created_before"),
+        ("created_after=0001-01-01T00:00:00%2B14:00", "invalid_value", "created_after"),
+        ("created_after=" + "9" * 5000, "invalid_value", "created_after"),
+        ("starting_after=av_stock_001", "invalid_cursor", "starting_after"),
         ("limit=1&limit=2", "invalid_value", "limit"),
         ("status=bogus", "invalid_value", "status"),
         ("starting_after=sess_nope", "invalid_cursor", "starting_after"),
@@ -402,6 +549,13 @@ async def test_session_list_query_is_validated(
         ("period_end=2025-01-01", "missing_field", "period_start"),
         ("period_start=2025-02-01&period_end=2025-01-01", "invalid_value", "period_end"),
         ("period_start=soon", "invalid_value", "period_start"),
+        ("period_start=0001-01-01T00:00:00%2B14:00", "invalid_value", "period_start"),
+        (
+            "period_start=2025-01-01&period_end=9999-12-31T23:59:59-14:00",
+            "invalid_value",
+            "period_end",
+        ),
+        ("period_start=2999-01-01", "invalid_value", "period_start"),
     ],
 )
 async def test_usage_query_is_validated(
@@ -441,6 +595,8 @@ def _form(**fields: bytes | str) -> aiohttp.FormData:
         ({"image": PNG, "runtime_type": "gpu9000"}, "invalid_value", "runtime_type"),
         ({"image": PNG, "name": "n" * 101}, "invalid_value", "name"),
         ({"image": PNG, "name": b"file"}, "invalid_type", "name"),
+        ({"image": PNG, "name": "two\nlines"}, "invalid_value", "name"),
+        ({"image": PNG, "name": "nul\x00"}, "invalid_value", "name"),
     ],
 )
 async def test_avatar_upload_is_validated(
@@ -454,6 +610,22 @@ async def test_avatar_upload_is_validated(
     assert_error(reply, 400, "invalid_request", code, param)
 
 
+async def test_undecodable_form_field_names_get_an_envelope(emu: Emulator) -> None:
+    body = (
+        b'--b\r\nContent-Disposition: form-data; name="image"; filename="a.png"\r\n\r\n'
+        + PNG
+        + b'\r\n--b\r\nContent-Disposition: form-data; name="\xff"\r\n\r\nx\r\n--b--\r\n'
+    )
+    head = (
+        f"POST /v1/avatars HTTP/1.1\r\nHost: e\r\nConnection: close\r\n"
+        f"Authorization: Bearer {emu.api_key}\r\n"
+        f"Content-Type: multipart/form-data; boundary=b\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    reply = raw_reply(await exchange(emu, head.encode() + body))
+    envelope = assert_error(reply, 400, "invalid_request", "unknown_field", "\\udcff")
+    assert "\\udcff" in envelope.error.message
+
+
 async def test_avatar_upload_must_be_multipart(emu: Emulator, http: aiohttp.ClientSession) -> None:
     reply = await call(http, emu, "POST", "/v1/avatars", json_body={"image": "x"})
     assert_error(reply, 415, "invalid_request", "unsupported_media_type")
@@ -462,7 +634,16 @@ async def test_avatar_upload_must_be_multipart(emu: Emulator, http: aiohttp.Clie
 # --- headers and protocol ---------------------------------------------------------------
 
 
-@pytest.mark.parametrize("key", ["", "k" * 256, "ключ", "a\tb"])
+async def test_list_limits_at_the_bounds_are_accepted(
+    emu: Emulator, http: aiohttp.ClientSession
+) -> None:
+    for path in ("/v1/sessions", "/v1/avatars"):
+        for limit in ("1", "100", "007"):
+            reply = await call(http, emu, "GET", f"{path}?limit={limit}")
+            assert reply.status == 200, reply.text
+
+
+@pytest.mark.parametrize("key", ["", "   ", "k" * 256, "ключ", "a\tb"])
 async def test_bad_idempotency_keys_are_rejected(
     emu: Emulator, http: aiohttp.ClientSession, key: str
 ) -> None:

@@ -86,7 +86,7 @@ async def test_concurrent_identical_creates_start_one_session_and_one_worker(
                     json_body=session_body(),
                     headers={"Idempotency-Key": "burst"},
                 )
-                for _ in range(25)
+                for _ in range(50)
             )
         )
     assert {r.status for r in replies} == {201}
@@ -94,6 +94,36 @@ async def test_concurrent_identical_creates_start_one_session_and_one_worker(
     assert len(workers.started) == 1
     assert sum(1 for _ in emu.store.iter_sessions()) == 1
     assert sum(1 for r in replies if "Idempotent-Replayed" not in r.headers) == 1
+
+
+async def test_a_replay_after_the_session_ended_returns_it_ended(
+    emu: Emulator, http: aiohttp.ClientSession, workers: StandInWorkers
+) -> None:
+    headers = {"Idempotency-Key": "ended-1"}
+    first = await call(http, emu, "POST", "/v1/sessions", json_body=session_body(), headers=headers)
+    await call(http, emu, "POST", f"/v1/sessions/{first.json['id']}/end")
+    again = await call(http, emu, "POST", "/v1/sessions", json_body=session_body(), headers=headers)
+    assert again.status == 201 and again.headers["Idempotent-Replayed"] == "true"
+    replayed = Session.model_validate_json(again.text)
+    assert (replayed.id, replayed.status.value) == (first.json["id"], "ended")
+    assert "secret-worker-jwt" not in again.text
+    other = await call(
+        http, emu, "POST", "/v1/sessions", json_body=session_body(quality="pro"), headers=headers
+    )
+    assert_error(other, 409, "conflict", "idempotency_key_reused")
+    assert len(workers.started) == 1
+
+
+async def test_a_body_that_failed_validation_does_not_claim_its_key(
+    emu: Emulator, http: aiohttp.ClientSession
+) -> None:
+    headers = {"Idempotency-Key": "fix-and-retry"}
+    bad = await call(
+        http, emu, "POST", "/v1/sessions", json_body=session_body(quality="ultra"), headers=headers
+    )
+    assert_error(bad, 400, "invalid_request", "invalid_value", "quality")
+    good = await call(http, emu, "POST", "/v1/sessions", json_body=session_body(), headers=headers)
+    assert good.status == 201 and "Idempotent-Replayed" not in good.headers
 
 
 async def test_a_create_that_failed_is_not_remembered_under_its_key(

@@ -150,3 +150,35 @@ async def test_a_thousand_concurrent_creates_and_ends(workers: StandInWorkers) -
         assert emu.store.active_count == 0
         assert len(workers.started) == 1000
         assert all(w.closed for w in workers.started)
+
+
+async def test_reads_answer_and_creates_are_503_while_the_emulator_shuts_down() -> None:
+    slow = StandInWorkers(close_delay=1.0)
+    emu = Emulator(worker_factory=slow)
+    await emu.start()
+    closing: asyncio.Task[None] | None = None
+    try:
+        # One kept-alive connection, opened before shutdown stops accepting new ones.
+        connector = aiohttp.TCPConnector(limit=1)
+        async with aiohttp.ClientSession(connector=connector) as http:
+            created = await call(http, emu, "POST", "/v1/sessions", json_body=session_body())
+            session_id = created.json["id"]
+            await eventually(lambda: emu.store.get_session(session_id).status, "running".__eq__)
+            closing = asyncio.ensure_future(emu.aclose())
+            await eventually(lambda: emu.store.get_session(session_id).status, "ending".__eq__)
+
+            got = await call(http, emu, "GET", f"/v1/sessions/{session_id}")
+            assert Session.model_validate_json(got.text).status.value == "ending"
+            listed = await call(http, emu, "GET", "/v1/sessions")
+            assert [s.id for s in SessionList.model_validate_json(listed.text).data] == [session_id]
+            refused = await call(http, emu, "POST", "/v1/sessions", json_body=session_body())
+            assert_error(refused, 503, "service_unavailable", "shutting_down")
+            assert refused.headers["Retry-After"] == "1"
+            ended = await call(http, emu, "POST", f"/v1/sessions/{session_id}/end")
+            assert ended.status == 200 and ended.json["status"] in ("ending", "ended")
+        await asyncio.wait_for(closing, timeout=30)
+    finally:
+        if closing is None:
+            await emu.aclose()
+    assert emu.store.get_session(session_id).status == "ended"
+    assert all(w.closed for w in slow.started)

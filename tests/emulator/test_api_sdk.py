@@ -4,6 +4,8 @@ response validated under the SDK's generated models (which forbid unknown fields
 from __future__ import annotations
 
 import asyncio
+import json
+from collections.abc import Callable
 
 import aiohttp
 import pytest
@@ -204,3 +206,46 @@ async def test_pipecat_sessions_answer_transport_unsupported(sdk: ProtofaceClien
         await asyncio.to_thread(sdk.pipecat.sessions.create, avatar_id="av_stock_001")
     assert refused.value.code == "transport.unsupported"
     assert refused.value.request_id is not None
+
+
+async def test_every_answer_validates_carries_a_request_id_and_never_the_token(
+    emu: Emulator, http: aiohttp.ClientSession
+) -> None:
+    token = "eyJhbGciOiJIUzI1NiJ9.hostile-token-value.sig"
+    body = session_body(metadata={"n": 1, "f": 0.5, "b": True, "z": None, "s": "\u00e9\u0000"})
+    body["transport"]["worker_token"] = token
+    key = {"Idempotency-Key": "sweep"}
+    created = await call(http, emu, "POST", "/v1/sessions", json_body=body, headers=key)
+    session_id = created.json["id"]
+    await eventually(lambda: emu.store.get_session(session_id).status, "running".__eq__)
+
+    def plans(text: str) -> object:
+        return [PlanView.model_validate(item) for item in json.loads(text)]
+
+    checks: list[tuple[str, str, object, Callable[[str], object] | None]] = [
+        ("GET", "/v1/status", None, StatusResponse.model_validate_json),
+        ("GET", "/v1/billing/plans", None, plans),
+        ("GET", "/v1/usage", None, UsageSummary.model_validate_json),
+        ("GET", "/v1/usage?period_start=0", None, UsageSummary.model_validate_json),
+        ("GET", "/v1/avatars?limit=1", None, AvatarList.model_validate_json),
+        ("GET", "/v1/avatars/av_stock_003", None, Avatar.model_validate_json),
+        ("GET", "/v1/sessions?limit=100", None, SessionList.model_validate_json),
+        ("GET", f"/v1/sessions/{session_id}", None, Session.model_validate_json),
+        ("POST", "/v1/sessions", body, Session.model_validate_json),  # replay
+        ("POST", f"/v1/sessions/{session_id}/end", None, Session.model_validate_json),
+        ("POST", f"/v1/sessions/{session_id}/end", None, Session.model_validate_json),
+        ("POST", "/v1/sessions", body, Session.model_validate_json),  # replay, ended
+        ("GET", f"/v1/sessions?status=ended&avatar_id={body['avatar_id']}", None, None),
+    ]
+    for method, path, json_body, validate in checks:
+        headers = key if method == "POST" and path == "/v1/sessions" else None
+        reply = await call(http, emu, method, path, json_body=json_body, headers=headers)
+        assert reply.status in (200, 201), (path, reply.text)
+        assert reply.headers["X-Request-Id"].startswith("req_")
+        assert token not in reply.text and "worker_token" not in reply.text
+        if validate is not None:
+            validate(reply.text)
+    final = Session.model_validate_json(
+        (await call(http, emu, "GET", f"/v1/sessions/{session_id}")).text
+    )
+    assert final.metadata["s"] == "\u00e9\u0000"

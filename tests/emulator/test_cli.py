@@ -6,6 +6,7 @@ import asyncio
 import os
 import re
 import signal
+import socket
 import sys
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -112,6 +113,35 @@ async def test_sigterm_ends_sessions_takes_workers_out_and_exits_0(tmp_path: Pat
     assert "secret-worker-jwt" not in stderr
 
 
+async def test_sigterm_mid_start_and_mid_request_still_closes_every_worker(
+    tmp_path: Path,
+) -> None:
+    close_log = tmp_path / "closed.txt"
+    async with emulator_process(
+        "--api-key",
+        "k",
+        "--worker-factory",
+        "standin_worker:starting_factory",
+        "--faults",
+        "GET /v1/status=late,delay=1",
+        env={"STANDIN_CLOSE_LOG": str(close_log)},
+    ) as running:
+        async with aiohttp.ClientSession(headers={"Authorization": "Bearer k"}) as http:
+            ids = []
+            for _ in range(3):
+                async with http.post(running.url + "/v1/sessions", json=session_body()) as r:
+                    ids.append((await r.json())["id"])
+            in_flight = asyncio.ensure_future(http.get(running.url + "/v1/status"))
+            await asyncio.sleep(0.3)  # the sessions are starting, the status call waits
+            running.process.send_signal(signal.SIGTERM)
+            answer = await asyncio.wait_for(in_flight, timeout=30)
+            assert answer.status == 200  # answered, not cut off
+            answer.release()
+        _, stderr = await asyncio.wait_for(running.process.communicate(), timeout=30)
+    assert running.process.returncode == 0, stderr.decode()
+    assert sorted(close_log.read_text().split()) == sorted(ids)
+
+
 async def test_generated_key_is_printed_before_the_listening_line() -> None:
     async with emulator_process() as running:
         [key_line, _] = running.printed
@@ -148,6 +178,14 @@ async def test_faults_flag_arms_faults() -> None:
         ["--faults", "GET /v1/status=explode"],
         ["--worker-factory", "no_such_module:factory"],
         ["--max-concurrency", "0"],
+        ["--port", "65536"],
+        ["--port", "-1"],
+        ["--port", "http"],
+        ["--join-timeout", "0"],
+        ["--join-timeout", "nan"],
+        ["--api-key", "has space"],
+        ["--api-key", "ключ"],
+        ["--host", ""],
     ],
 )
 async def test_bad_arguments_exit_2(args: Sequence[str]) -> None:
@@ -162,4 +200,70 @@ async def test_bad_arguments_exit_2(args: Sequence[str]) -> None:
     stdout, stderr = await asyncio.wait_for(process.communicate(), timeout=30)
     assert process.returncode == 2, stderr.decode()
     assert b"listening" not in stdout
-    assert stderr.decode().startswith("protoface-emulator: ")
+    assert stderr.decode().startswith(("protoface-emulator: ", "usage: protoface-emulator"))
+    assert "Traceback" not in stderr.decode()
+
+
+async def test_a_port_in_use_is_a_clear_error_and_exit_1() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        process = await asyncio.create_subprocess_exec(
+            str(COMMAND),
+            "--port",
+            str(port),
+            "--api-key",
+            "k",
+            "--worker-factory",
+            "standin_worker:factory",
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env={**os.environ, "PYTHONPATH": str(HERE)},
+        )
+        stdout, stderr = await asyncio.wait_for(process.communicate(), timeout=30)
+    assert process.returncode == 1
+    assert b"listening" not in stdout
+    assert f"cannot listen on 127.0.0.1:{port}" in stderr.decode()
+    assert "address already in use" in stderr.decode().lower()
+    assert "Traceback" not in stderr.decode()
+
+
+def _ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not _ipv6_loopback(), reason="no IPv6 loopback here")
+@pytest.mark.parametrize("host", ["::1", "[::1]"])
+async def test_ipv6_loopback_is_served_with_a_bracketed_url(host: str) -> None:
+    process = await asyncio.create_subprocess_exec(
+        str(COMMAND),
+        "--host",
+        host,
+        "--port",
+        "0",
+        "--api-key",
+        "k6",
+        "--worker-factory",
+        "standin_worker:factory",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(HERE)},
+    )
+    try:
+        assert process.stdout is not None
+        line = (await asyncio.wait_for(process.stdout.readline(), timeout=30)).decode().strip()
+        match = re.fullmatch(r"listening on (http://\[::1\]:(\d+))", line)
+        assert match, line
+        assert await get(match.group(1), "k6", "/v1/status") == 200
+        code, stderr = await stop(process, signal.SIGTERM)
+        assert code == 0, stderr
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()

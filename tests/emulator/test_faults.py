@@ -9,6 +9,7 @@ import aiohttp
 import pytest
 from emulator_helpers import assert_error, call, session_body
 from protoface_sdk import InternalError, ProtofaceClient, ProtofaceConnectionError
+from standin_worker import StandInWorkers
 
 from protoface_emulator.faults import Faults
 from protoface_emulator.server import Emulator
@@ -188,3 +189,59 @@ def test_faults_are_off_by_default() -> None:
     faults = Faults()
     assert faults.armed == []
     assert faults.draw("POST", "/v1/sessions") is None
+
+
+def test_a_probabilistic_fault_that_does_not_fire_leaves_the_next_fault_its_turn() -> None:
+    faults = Faults(seed=3)
+    faults.add("* *", "late", probability=0.0, delay=1)  # matches, never fires
+    counted = faults.add("GET /v1/status", "error", count=2)
+    drawn = [faults.draw("GET", "/v1/status") for _ in range(3)]
+    assert drawn == [counted, counted, None]
+
+
+def test_an_encoded_slash_stays_inside_its_path_segment() -> None:
+    faults = Faults()
+    faults.add("GET /v1/sessions/{id}", count=5)
+    assert faults.draw("GET", "/v1/sessions/a%2Fb") is not None
+    assert faults.draw("GET", "/v1/sessions/a/b") is None
+    assert faults.draw("GET", "/v1/sessions/%73ess_1") is not None  # decoded per segment
+
+
+async def test_faults_hit_only_the_route_they_target(
+    emu: Emulator, http: aiohttp.ClientSession
+) -> None:
+    fault = emu.faults.add("POST /v1/sessions", "error", status=503, count=1)
+    for method, path in (
+        ("GET", "/v1/sessions"),
+        ("GET", "/v1/status"),
+        ("POST", "/v1/sessions/sess_x/end"),
+        ("GET", "/v1/sessions/sess_x"),
+    ):
+        assert (await call(http, emu, method, path)).status in (200, 404)
+    assert fault.fired == 0 and emu.faults.armed == [fault]
+    reply = await call(http, emu, "POST", "/v1/sessions", json_body=session_body())
+    assert_error(reply, 503, "service_unavailable", "service_unavailable")
+    assert (await call(http, emu, "POST", "/v1/sessions", json_body=session_body())).status == 201
+
+
+async def test_a_fault_on_an_id_route_matches_ids_with_encoded_slashes(
+    emu: Emulator, http: aiohttp.ClientSession
+) -> None:
+    emu.faults.add("GET /v1/sessions/{id}", "error", status=502, count=1)
+    reply = await call(http, emu, "GET", "/v1/sessions/a%2F..")
+    assert_error(reply, 502, "internal", "internal_error")
+    assert_error(
+        await call(http, emu, "GET", "/v1/sessions/a%2F.."), 404, "not_found", "session_not_found"
+    )
+
+
+async def test_probabilistic_faults_repeat_with_the_same_seed_in_an_emulator() -> None:
+    async def pattern(seed: int) -> list[int]:
+        async with Emulator(worker_factory=StandInWorkers(), fault_seed=seed) as emu:
+            emu.faults.add("GET /v1/status", "error", status=503, probability=0.3)
+            async with aiohttp.ClientSession() as http:
+                return [(await call(http, emu, "GET", "/v1/status")).status for _ in range(30)]
+
+    first = await pattern(11)
+    assert first == await pattern(11)
+    assert {200, 503} == set(first)

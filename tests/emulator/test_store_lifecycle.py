@@ -99,6 +99,19 @@ async def test_worker_failure_fails_the_session(make_store: MakeStore) -> None:
     await eventually(lambda: failing.started[0].closed, bool)
 
 
+async def test_a_failure_message_never_carries_the_worker_token(make_store: MakeStore) -> None:
+    # The worker quotes LiveKit's errors, and LiveKit may quote the token back.
+    echoing = StandInWorkers(
+        fail_with=("livekit_auth_failed", "401: token secret-worker-jwt is not valid")
+    )
+    store = make_store(echoing)
+    record, _ = await store.create_session(request())
+    await eventually(lambda: status_of(record), lambda s: s == "failed")
+    assert record.failure is not None
+    assert "secret-worker-jwt" not in record.failure["message"]
+    assert record.failure["message"] == "401: token [redacted] is not valid"
+
+
 async def test_a_factory_that_raises_fails_the_session(make_store: MakeStore) -> None:
     def broken(spec: WorkerSpec, events: WorkerEvents) -> StandInWorker:
         raise RuntimeError("no worker for you")
