@@ -29,7 +29,6 @@ import datetime
 import json
 import os
 import platform
-import random
 import subprocess
 import sys
 import time
@@ -135,60 +134,31 @@ def _order(names: Sequence[str], round_index: int) -> list[str]:
 # -- the emulator, in this process ---------------------------------------------------
 
 
-class MixedFaults(Faults):
-    """`Faults` whose probabilistic faults on one route are drawn one after another.
-
-    The emulator's `Faults.draw` returns "no fault" as soon as the first matching
-    probabilistic fault does not fire, so of several probabilistic faults armed
-    on one route only the first can ever fire (see the report). This subclass
-    tries each in turn instead, so arming `late` p=0.20, then `error` p=0.10/0.80,
-    then `drop` p=0.05/0.70 gives 20 % / 10 % / 5 % of requests. It also counts
-    what it did, per route, for the report. Only the public `Faults` API is used.
-    """
+class CountingFaults(Faults):
+    """The emulator's `Faults`, counting what it drew for session creates (for the report)."""
 
     def __init__(self, seed: int) -> None:
         super().__init__(seed=seed)
-        self._bench_rng = random.Random(seed)
         self.tally: Counter[str] = Counter()
 
-    def seed(self, seed: int) -> None:
-        super().seed(seed)
-        self._bench_rng.seed(seed)
-
     def draw(self, method: str, path: str) -> Fault | None:
-        segments = tuple(path.strip("/").split("/"))
-        matched = False
-        for fault in self.armed:
-            if not fault.matches(method.upper(), segments):
-                continue
-            matched = True
-            if fault.probability < 1.0 and self._bench_rng.random() >= fault.probability:
-                continue
-            fault.fired += 1
-            if fault.remaining is not None:
-                fault.remaining -= 1
-                if fault.remaining <= 0:
-                    self.remove(fault)
+        fault = super().draw(method, path)
+        if method.upper() == "POST" and path.rstrip("/") == "/v1/sessions":
             self.tally["requests"] += 1
-            self.tally[fault.kind] += 1
-            return fault
-        if matched:
-            self.tally["requests"] += 1
-            self.tally["clean"] += 1
-        return None
+            self.tally[fault.kind if fault is not None else "clean"] += 1
+        return fault
 
 
 @asynccontextmanager
-async def api_emulator(seed: int = 0) -> AsyncIterator[tuple[Emulator, MixedFaults]]:
+async def api_emulator(seed: int = 0) -> AsyncIterator[tuple[Emulator, CountingFaults]]:
     """An emulator whose workers join nothing (`null_worker`), limits raised for 1,000."""
+    faults = CountingFaults(seed)
     emulator = Emulator(
-        worker_factory=null_worker.factory, max_concurrency=2000, join_timeout=3600.0
+        worker_factory=null_worker.factory,
+        max_concurrency=2000,
+        join_timeout=3600.0,
+        faults=faults,
     )
-    faults = MixedFaults(seed)
-    # Workaround (see MixedFaults): the Emulator builds its app from `_faults` at start().
-    if not isinstance(getattr(emulator, "_faults", None), Faults):
-        raise RuntimeError("Emulator no longer keeps its Faults in `_faults`; update bench.py")
-    emulator._faults = faults
     await emulator.start()
     try:
         yield emulator, faults
@@ -538,7 +508,7 @@ async def measure_faults(plan: Plan, livekit: LiveKitServer) -> Json:
     """Real `AvatarSession.start()` + `aclose()` under injected faults, server-side truth."""
     per_client: dict[str, list[Json]] = {name: [] for name in CLIENTS}
     async with api_emulator(FAULT_SEED) as (emulator, faults):
-        # Armed through the documented mechanism; MixedFaults draws them in turn.
+        # Armed through the documented mechanism; the emulator draws them in turn.
         emulator.faults.add(
             "POST /v1/sessions", "late", probability=P_LATE, delay=FAULT_LATE_DELAY_S
         )
@@ -808,38 +778,6 @@ def targets(results: Json) -> Json:
     return out
 
 
-def check_fault_draw() -> str:
-    """Whether the emulator's own `Faults` can mix probabilistic faults on one route.
-
-    Arms the benchmark's mix on a plain `Faults` and draws; the note in RESULTS.md
-    says what it found, so it stays true if the emulator changes.
-    """
-    plain = Faults(seed=FAULT_SEED)
-    plain.add("POST /v1/sessions", "late", probability=P_LATE, delay=FAULT_LATE_DELAY_S)
-    plain.add("POST /v1/sessions", "error", status=503, probability=P_503 / (1 - P_LATE))
-    plain.add("POST /v1/sessions", "drop", probability=P_DROP / (1 - P_LATE - P_503))
-    draws = 4000
-    fired: Counter[str] = Counter()
-    for _ in range(draws):
-        fault = plain.draw("POST", "/v1/sessions")
-        fired[fault.kind if fault else "none"] += 1
-    shares = ", ".join(f"{k} {v / draws:.1%}" for k, v in sorted(fired.items()))
-    if fired["error"] == 0 and fired["drop"] == 0:
-        return (
-            "Emulator: `Faults.draw` returns no fault as soon as the first matching "
-            "probabilistic fault does not fire, so of several probabilistic faults armed on one "
-            f"route only the first ever fires (the mix armed here, drawn {draws} times with the "
-            f"emulator's own `Faults`: {shares}). Workaround inside benchmarks/: the faults are "
-            "armed with `emulator.faults.add(...)` as documented, on a `Faults` subclass "
-            "(`MixedFaults` in bench.py) that tries each in turn; the shares it produced are in "
-            "the faults table (`fault_share` in results.json)."
-        )
-    return (
-        f"Emulator: `Faults.draw` mixes probabilistic faults on one route ({draws} draws: "
-        f"{shares}); the benchmark's `MixedFaults` draws them the same way."
-    )
-
-
 def leftover_processes() -> list[str]:
     """Descendants of this process still alive (none expected); they are then stopped."""
     left = []
@@ -907,7 +845,7 @@ async def run(plan: Plan, only: set[str]) -> Json:
         "livekit_server": livekit_server_version(),
     }
     results["targets"] = targets({k: v for k, v in results.items() if isinstance(v, dict)})
-    results["notes"] = [check_fault_draw()] if "faults" in only else []
+    results["notes"] = []
     results["phase_durations_s"] = durations
     results["duration_s"] = round(time.monotonic() - started, 1)
     left = leftover_processes()

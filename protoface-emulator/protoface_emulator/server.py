@@ -179,6 +179,8 @@ class Emulator:
             before it fails with `worker_join_timeout`.
         avatar_processing_delay: seconds an uploaded avatar stays `processing`.
         fault_seed: seed for probabilistic faults (see `faults.py`).
+        faults: the `Faults` to consult (e.g. a subclass that also counts what it
+            drew); a fresh one seeded with `fault_seed` by default.
     """
 
     def __init__(
@@ -192,6 +194,7 @@ class Emulator:
         join_timeout: float = DEFAULT_JOIN_TIMEOUT_SECONDS,
         avatar_processing_delay: float = DEFAULT_AVATAR_PROCESSING_SECONDS,
         fault_seed: int | None = None,
+        faults: Faults | None = None,
     ) -> None:
         if max_concurrency < 1:
             raise ValueError(f"max_concurrency must be at least 1; got {max_concurrency}")
@@ -219,7 +222,7 @@ class Emulator:
             avatar_processing_seconds=avatar_processing_delay,
         )
         self._store = Store(worker_factory or default_worker_factory(), config)
-        self._faults = Faults(seed=fault_seed)
+        self._faults = faults if faults is not None else Faults(seed=fault_seed)
         self._runner: web.AppRunner | None = None
         self._site: web.TCPSite | None = None
 

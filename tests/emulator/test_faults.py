@@ -11,7 +11,7 @@ from emulator_helpers import assert_error, call, session_body
 from protoface_sdk import InternalError, ProtofaceClient, ProtofaceConnectionError
 from standin_worker import StandInWorkers
 
-from protoface_emulator.faults import Faults
+from protoface_emulator.faults import Fault, Faults
 from protoface_emulator.server import Emulator
 
 
@@ -245,3 +245,23 @@ async def test_probabilistic_faults_repeat_with_the_same_seed_in_an_emulator() -
     first = await pattern(11)
     assert first == await pattern(11)
     assert {200, 503} == set(first)
+
+
+async def test_an_emulator_consults_the_faults_it_is_given(
+    workers: StandInWorkers, http: aiohttp.ClientSession
+) -> None:
+    """A caller's own `Faults` (a subclass that counts, say) is the one the API draws from."""
+    drawn: list[str] = []
+
+    class Recording(Faults):
+        def draw(self, method: str, path: str) -> Fault | None:
+            drawn.append(f"{method} {path}")
+            return super().draw(method, path)
+
+    faults = Recording(seed=1)
+    async with Emulator(worker_factory=workers, faults=faults) as emu:
+        assert emu.faults is faults
+        faults.add("GET /v1/status", "error", status=503, count=1)
+        reply = await call(http, emu, "GET", "/v1/status")
+        assert_error(reply, 503, "service_unavailable", "service_unavailable")
+    assert drawn == ["GET /v1/status"]
