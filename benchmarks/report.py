@@ -340,7 +340,7 @@ def _faults_story(f: Json) -> list[str]:
         text += (
             f" {ours['failed_starts_that_created_sessions']} failed starts had created a "
             f"session; {ours['failed_starts_sessions_ended']} of those sessions were ended "
-            "(the plugin replays the key once to learn the id, then ends it)."
+            "(the plugin replays the create with the same key to learn the id, then ends it)."
         )
     wait_503 = (ours.get("wait_before_retry_s", {}).get("503") or {}).get("p50")
     if isinstance(wait_503, (int, float)) and wait_503 >= 0.9 * retry_after:
