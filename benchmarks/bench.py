@@ -94,9 +94,11 @@ class Plan:
 
 QUICK = Plan(
     mode="quick",
-    latency_warmup=20,
-    latency_batch=20,
-    latency_rounds=6,
+    # Latency is cheap (~13 s) and noisy at sub-millisecond scale: as many samples
+    # as the full run.
+    latency_warmup=30,
+    latency_batch=25,
+    latency_rounds=24,
     profile_samples=150,
     scale_sessions=1000,
     scale_rounds=1,
