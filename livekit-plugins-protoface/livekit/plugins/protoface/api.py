@@ -12,13 +12,10 @@ import contextlib
 import contextvars
 import datetime
 import email.utils
-import functools
 import ipaddress
 import json
 import math
 import os
-import re
-import string
 import urllib.parse
 import uuid
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
@@ -44,6 +41,26 @@ from .errors import (
     ProtofaceValueError,
 )
 from .log import logger
+from .validation import (
+    API_URL_SCHEMES,
+    FIELD_CHARS,
+    IDLE_TIMEOUT_RANGE,
+    LIVEKIT_URL_SCHEMES,
+    MAX_DURATION_RANGE,
+    QUALITIES,
+    MetadataValue,
+    check_id,
+    check_idempotency_key,
+    check_int_range,
+    check_nonblank,
+    check_positive_int,
+    check_quality,
+    check_secret,
+    check_url,
+    checked_metadata,
+    clip,
+    instant,
+)
 from .version import __version__
 
 __all__ = [
@@ -66,7 +83,6 @@ DEFAULT_MAX_RETRY_AFTER = 20.0
 MAX_RESPONSE_BYTES = 8 * 1024 * 1024
 """Largest response body `ProtofaceAPI` reads; a larger one fails the call."""
 
-QUALITIES = ("mock", "lite", "standard", "pro")
 SESSION_STATUSES = (
     "created",
     "queued",
@@ -79,14 +95,9 @@ SESSION_STATUSES = (
 )
 TERMINAL_SESSION_STATUSES = frozenset({"ended", "failed", "canceled"})
 
-METADATA_MAX_BYTES = 8 * 1024
-RESERVED_METADATA_PREFIX = "_avatar."
-MAX_DURATION_RANGE = (1, 3600)
-IDLE_TIMEOUT_RANGE = (1, 600)
 
 _USER_AGENT = f"livekit-plugins-protoface/{__version__}"
 _REDACTED = "[redacted]"
-_SPACE_OR_CONTROL = re.compile(r"[\s\x00-\x1f\x7f]")
 # Secrets that belong to the request in flight (a create's worker token), redacted
 # alongside the client's own. Per request rather than collected on the client: a
 # client that creates thousands of sessions must not redact against thousands of
@@ -96,15 +107,8 @@ _REQUEST_SECRETS: contextvars.ContextVar[tuple[str, ...]] = contextvars.ContextV
 )
 _BODY_EXCERPT_CHARS = 500
 _BODY_KEEP_BYTES = 4096  # a larger error body is kept as a text excerpt, not decoded
-_FIELD_CHARS = 200  # server-provided strings (code, request id, ...) quoted in errors
 _MESSAGE_CHARS = 300  # the envelope's human message quoted in errors
-_ID_CHARS = frozenset(string.ascii_letters + string.digits + "-_.~")
 _NOT_JSON = object()  # a body that did not decode (not JSON, too deep, too large)
-_API_URL_SCHEMES = ("http", "https")
-_LIVEKIT_URL_SCHEMES = ("ws", "wss", "http", "https")
-
-MetadataValue = str | int | float | bool | None
-"""A value allowed in session `metadata`."""
 
 
 class SessionFailure(TypedDict):
@@ -230,10 +234,10 @@ class ProtofaceAPI:
                 "api_key must be set by passing it to ProtofaceAPI or "
                 "setting the PROTOFACE_API_KEY environment variable"
             )
-        _check_secret(key, "api_key")
+        check_secret(key, "api_key")
 
         url = _resolve(api_url, "PROTOFACE_API_URL") or DEFAULT_API_URL
-        _check_url(url, "api_url", _API_URL_SCHEMES, env_name="PROTOFACE_API_URL")
+        check_url(url, "api_url", API_URL_SCHEMES, env_name="PROTOFACE_API_URL")
         url = url.rstrip("/")
 
         if isinstance(max_retry_after, bool) or not isinstance(max_retry_after, (int, float)):
@@ -352,7 +356,7 @@ class ProtofaceAPI:
             metadata=metadata,
         )
         if utils.is_given(idempotency_key) and idempotency_key is not None:
-            _check_idempotency_key(idempotency_key)
+            check_idempotency_key(idempotency_key)
             key = idempotency_key
         else:
             key = str(uuid.uuid4())
@@ -375,7 +379,7 @@ class ProtofaceAPI:
             ProtofaceAPIError: If Protoface answers with a non-retryable error.
             APIConnectionError: If retryable failures persist after all retries.
         """
-        _check_id(session_id, "session_id")
+        check_id(session_id, "session_id")
         return await self._request("POST", f"/v1/sessions/{session_id}/end")
 
     async def get_session(self, session_id: str) -> SessionResource:
@@ -394,7 +398,7 @@ class ProtofaceAPI:
                 (`code` is `not_found` for an unknown id).
             APIConnectionError: If retryable failures persist after all retries.
         """
-        _check_id(session_id, "session_id")
+        check_id(session_id, "session_id")
         payload = await self._request("GET", f"/v1/sessions/{session_id}")
         return cast(SessionResource, payload)
 
@@ -458,14 +462,14 @@ class ProtofaceAPI:
                     )
                 params.append(("status", value))
         if utils.is_given(avatar_id):
-            _check_nonblank(avatar_id, "avatar_id")
+            check_nonblank(avatar_id, "avatar_id")
             params.append(("avatar_id", avatar_id))
         if utils.is_given(created_after):
-            params.append(("created_after", _instant(created_after, "created_after")))
+            params.append(("created_after", instant(created_after, "created_after")))
         if utils.is_given(created_before):
-            params.append(("created_before", _instant(created_before, "created_before")))
+            params.append(("created_before", instant(created_before, "created_before")))
         if utils.is_given(limit):
-            _check_positive_int(limit, "limit")
+            check_positive_int(limit, "limit")
             params.append(("limit", str(limit)))
 
         async for item in self._paginate("/v1/sessions", params):
@@ -496,14 +500,14 @@ class ProtofaceAPI:
         """
         params: list[tuple[str, str]] = []
         if utils.is_given(scope):
-            _check_nonblank(scope, "scope")
+            check_nonblank(scope, "scope")
             params.append(("scope", scope))
         if utils.is_given(q):
             if not isinstance(q, str):
                 raise ProtofaceValueError(f"q must be a string, got {q!r}", param="q")
             params.append(("q", q))
         if utils.is_given(limit):
-            _check_positive_int(limit, "limit")
+            check_positive_int(limit, "limit")
             params.append(("limit", str(limit)))
 
         async for item in self._paginate("/v1/avatars", params):
@@ -524,7 +528,7 @@ class ProtofaceAPI:
             ProtofaceAPIError: If Protoface answers with a non-retryable error.
             APIConnectionError: If retryable failures persist after all retries.
         """
-        _check_id(avatar_id, "avatar_id")
+        check_id(avatar_id, "avatar_id")
         payload = await self._request("GET", f"/v1/avatars/{avatar_id}")
         return cast(AvatarResource, payload)
 
@@ -555,22 +559,22 @@ class ProtofaceAPI:
         metadata: NotGivenOr[Mapping[str, MetadataValue] | None] = NOT_GIVEN,
     ) -> dict[str, Any]:
         """The checked `POST /v1/sessions` body; refuses bad input before the network."""
-        _check_nonblank(avatar_id, "avatar_id")
+        check_nonblank(avatar_id, "avatar_id")
         body: dict[str, Any] = {
             "avatar_id": avatar_id,
             "transport": self._checked_transport(transport),
         }
         if utils.is_given(max_duration_seconds) and max_duration_seconds is not None:
-            _check_int_range(max_duration_seconds, "max_duration_seconds", *MAX_DURATION_RANGE)
+            check_int_range(max_duration_seconds, "max_duration_seconds", *MAX_DURATION_RANGE)
             body["max_duration_seconds"] = max_duration_seconds
         if utils.is_given(quality) and quality is not None:
-            _check_quality(quality, "quality")
+            check_quality(quality, "quality")
             body["quality"] = quality
         if utils.is_given(idle_timeout_seconds) and idle_timeout_seconds is not None:
-            _check_int_range(idle_timeout_seconds, "idle_timeout_seconds", *IDLE_TIMEOUT_RANGE)
+            check_int_range(idle_timeout_seconds, "idle_timeout_seconds", *IDLE_TIMEOUT_RANGE)
             body["idle_timeout_seconds"] = idle_timeout_seconds
         if utils.is_given(metadata) and metadata is not None:
-            body["metadata"] = _checked_metadata(metadata, "metadata")
+            body["metadata"] = checked_metadata(metadata, "metadata")
         return body
 
     def _add_secret(self, value: str) -> None:
@@ -589,12 +593,12 @@ class ProtofaceAPI:
                 text = text.replace(secret, _REDACTED)
         return text
 
-    def _field(self, value: object, limit: int = _FIELD_CHARS) -> str | None:
+    def _field(self, value: object, limit: int = FIELD_CHARS) -> str | None:
         """A server-provided string fit to quote in an error: redacted, one line, short."""
         if not isinstance(value, str) or not value:
             return None
         # Redact before clipping, so a secret cut in half cannot survive.
-        return _one_line(_clip(self._redact_text(value), limit))
+        return _one_line(clip(self._redact_text(value), limit))
 
     def _parse(self, raw: bytes | None) -> object:
         """The decoded JSON body with secrets redacted, or `_NOT_JSON`."""
@@ -622,7 +626,7 @@ class ProtofaceAPI:
             return None
         if payload is not _NOT_JSON and len(raw) <= _BODY_KEEP_BYTES:
             return payload
-        return _clip(self._redact_text(raw.decode("utf-8", "replace")), _BODY_EXCERPT_CHARS)
+        return clip(self._redact_text(raw.decode("utf-8", "replace")), _BODY_EXCERPT_CHARS)
 
     def _scrub(self, error: BaseException) -> None:
         """Redact what aiohttp copied into a network error and its causes.
@@ -674,12 +678,12 @@ class ProtofaceAPI:
                 f"got {checked.get('type')!r}",
                 param="transport.type",
             )
-        _check_url(checked.get("url"), "transport.url", _LIVEKIT_URL_SCHEMES)
-        _check_nonblank(checked.get("room_name"), "transport.room_name")
+        check_url(checked.get("url"), "transport.url", LIVEKIT_URL_SCHEMES)
+        check_nonblank(checked.get("room_name"), "transport.room_name")
         token = checked.get("worker_token")
-        _check_secret(token, "transport.worker_token")
+        check_secret(token, "transport.worker_token")
         if "worker_identity" in checked and checked["worker_identity"] is not None:
-            _check_nonblank(checked["worker_identity"], "transport.worker_identity")
+            check_nonblank(checked["worker_identity"], "transport.worker_identity")
         # Values JSON cannot carry are refused when the body is encoded (`_encode_body`).
         return checked
 
@@ -736,7 +740,7 @@ class ProtofaceAPI:
                 # A server that hands back a cursor it already gave would loop forever.
                 raise ProtofaceException(
                     f"Protoface API GET {path} returned next_cursor "
-                    f"{_clip(next_cursor, _FIELD_CHARS)!r} again (the same next_cursor "
+                    f"{clip(next_cursor, FIELD_CHARS)!r} again (the same next_cursor "
                     f"twice); stopping instead of looping forever"
                 )
             seen.add(next_cursor)
@@ -1015,182 +1019,6 @@ def _is_loopback_host(host: str) -> bool:
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         return address.ipv4_mapped.is_loopback
     return address.is_loopback
-
-
-def _check_nonblank(value: object, param: str) -> None:
-    if not isinstance(value, str):
-        raise ProtofaceValueError(f"{param} must be a non-empty string, got {value!r}", param=param)
-    if not value.strip():
-        raise ProtofaceValueError(f"{param} must not be empty or blank, got {value!r}", param=param)
-
-
-def _check_secret(value: object, param: str) -> None:
-    # Never echo the value: it is a credential.
-    if not isinstance(value, str):
-        raise ProtofaceValueError(
-            f"{param} must be a string, got {type(value).__name__}", param=param
-        )
-    if not value.strip():
-        raise ProtofaceValueError(f"{param} must not be empty or blank", param=param)
-    if _SPACE_OR_CONTROL.search(value):
-        raise ProtofaceValueError(
-            f"{param} contains whitespace or control characters (a stray newline from "
-            f"copy-paste?); pass the value without them",
-            param=param,
-        )
-
-
-def _check_id(value: object, param: str) -> None:
-    """An id that goes into a URL path: one plain segment, so no path injection."""
-    _check_nonblank(value, param)
-    assert isinstance(value, str)
-    if value in (".", "..") or not _ID_CHARS.issuperset(value):
-        raise ProtofaceValueError(
-            f"{param} {_clip(value, _FIELD_CHARS)!r} is not a Protoface id: ids use only "
-            f"letters, digits, '-', '_', '.' and '~' (e.g. 'sess_01J9Z...'); pass the id "
-            f"exactly as the API returned it",
-            param=param,
-        )
-
-
-def _check_url(
-    value: object, param: str, schemes: Iterable[str], *, env_name: str | None = None
-) -> None:
-    allowed = tuple(schemes)
-    if isinstance(value, str):
-        # Every create checks the same few URLs: remember the ones that passed.
-        _check_url_once(value, param, allowed, env_name)
-    else:
-        _check_url_uncached(value, param, allowed, env_name)
-
-
-@functools.lru_cache(maxsize=256)
-def _check_url_once(value: str, param: str, allowed: tuple[str, ...], env_name: str | None) -> bool:
-    # A refused URL raises, and lru_cache keeps only values that returned.
-    _check_url_uncached(value, param, allowed, env_name)
-    return True
-
-
-def _check_url_uncached(
-    value: object, param: str, allowed: tuple[str, ...], env_name: str | None
-) -> None:
-    example = f"{allowed[-1]}://host"
-    # Say where the value came from, so the fix is made in the right place.
-    label = f"{param} (or the {env_name} environment variable)" if env_name else param
-
-    def refuse(problem: str) -> ProtofaceValueError:
-        return ProtofaceValueError(f"{label} {problem}", param=param)
-
-    if not isinstance(value, str) or not value.strip():
-        expected = " or ".join(f"{s}://" for s in allowed)
-        raise refuse(f"must be a URL starting with {expected} and a host, got {value!r}")
-    # A URL with user:password@ is never echoed: it carries credentials.
-    shown = "(value withheld: it contains '@')" if "@" in value else repr(value)
-    if any(ch.isspace() or not ch.isprintable() for ch in value):
-        raise refuse(
-            f"{shown} contains whitespace or control characters (a stray space or newline "
-            f"from copy-paste?); remove them"
-        )
-    try:
-        parsed = urllib.parse.urlsplit(value)
-        _ = parsed.port  # raises ValueError on a malformed port
-    except ValueError:
-        raise refuse(f"{shown} is not a valid URL; expected e.g. {example}") from None
-    if parsed.username is not None or parsed.password is not None:
-        raise refuse("must not contain credentials (user:password@); remove them")
-    if parsed.scheme.lower() not in allowed:
-        raise refuse(f"{shown} must start with {' or '.join(f'{s}://' for s in allowed)}")
-    if not parsed.hostname:
-        raise refuse(f"{shown} has no host; expected e.g. {example}")
-    if parsed.query or parsed.fragment:
-        raise refuse(f"{shown} must not contain a query or fragment")
-
-
-def _check_int_range(value: object, param: str, low: int, high: int) -> None:
-    # bool is an int subclass; True would silently mean 1.
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ProtofaceValueError(
-            f"{param} must be an int in {low}..{high}, got {value!r}", param=param
-        )
-    if not low <= value <= high:
-        raise ProtofaceValueError(f"{param} must be in {low}..{high}, got {value!r}", param=param)
-
-
-def _check_positive_int(value: object, param: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ProtofaceValueError(f"{param} must be an int >= 1, got {value!r}", param=param)
-
-
-def _check_quality(value: object, param: str) -> None:
-    if value not in QUALITIES:
-        raise ProtofaceValueError(
-            f"{param} must be one of {', '.join(QUALITIES)}, got {value!r}", param=param
-        )
-
-
-def _checked_metadata(value: object, param: str) -> dict[str, MetadataValue]:
-    if not isinstance(value, Mapping):
-        raise ProtofaceValueError(
-            f"{param} must be a dict of str to str/int/float/bool/None, got {type(value).__name__}",
-            param=param,
-        )
-    checked: dict[str, MetadataValue] = {}
-    for key, item in value.items():
-        if not isinstance(key, str):
-            raise ProtofaceValueError(f"{param} keys must be strings, got {key!r}", param=param)
-        if key.startswith(RESERVED_METADATA_PREFIX):
-            raise ProtofaceValueError(
-                f"{param} key {key!r} starts with {RESERVED_METADATA_PREFIX!r}, which "
-                f"Protoface reserves; rename the key",
-                param=f"{param}.{key}",
-            )
-        if item is not None and not isinstance(item, (str, int, float, bool)):
-            raise ProtofaceValueError(
-                f"{param}[{key!r}] must be a str, int, float, bool or None, "
-                f"got {type(item).__name__}",
-                param=f"{param}.{key}",
-            )
-        if isinstance(item, float) and not math.isfinite(item):
-            raise ProtofaceValueError(
-                f"{param}[{key!r}] must be a finite number, got {item!r}",
-                param=f"{param}.{key}",
-            )
-        checked[key] = item
-    # Counted as the API counts it: compact JSON, UTF-8, non-ASCII not escaped.
-    size = len(json.dumps(checked, separators=(",", ":"), ensure_ascii=False).encode("utf-8"))
-    if size > METADATA_MAX_BYTES:
-        raise ProtofaceValueError(
-            f"{param} is {size} bytes as JSON; the limit is {METADATA_MAX_BYTES} bytes",
-            param=param,
-        )
-    return checked
-
-
-def _check_idempotency_key(value: object) -> None:
-    _check_nonblank(value, "idempotency_key")
-    assert isinstance(value, str)
-    if len(value) > 255 or not value.isascii() or not value.isprintable():
-        raise ProtofaceValueError(
-            f"idempotency_key must be at most 255 printable ASCII characters, got {value!r}",
-            param="idempotency_key",
-        )
-
-
-def _instant(value: object, param: str) -> str:
-    if isinstance(value, datetime.datetime):
-        if value.tzinfo is None:
-            raise ProtofaceValueError(
-                f"{param} must be timezone-aware, got naive {value!r}; "
-                f"use e.g. datetime.now(timezone.utc)",
-                param=param,
-            )
-        return value.isoformat()
-    _check_nonblank(value, param)
-    return cast(str, value)
-
-
-def _clip(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _one_line(text: str) -> str:

@@ -35,21 +35,7 @@ from livekit.agents.voice.avatar import DataStreamAudioOutput
 from livekit.agents.voice.room_io import ATTRIBUTE_PUBLISH_ON_BEHALF
 from livekit.agents.voice.room_io._output import _ParticipantAudioOutput
 
-from .api import (
-    IDLE_TIMEOUT_RANGE,
-    MAX_DURATION_RANGE,
-    TERMINAL_SESSION_STATUSES,
-    MetadataValue,
-    ProtofaceAPI,
-    SessionResource,
-    _check_int_range,
-    _check_nonblank,
-    _check_quality,
-    _check_secret,
-    _check_url,
-    _checked_metadata,
-    _resolve,
-)
+from .api import TERMINAL_SESSION_STATUSES, ProtofaceAPI, SessionResource, _resolve
 from .errors import (
     AvatarSessionFailedError,
     ProtofaceAPIError,
@@ -57,6 +43,18 @@ from .errors import (
     ProtofaceValueError,
 )
 from .log import logger
+from .validation import (
+    IDLE_TIMEOUT_RANGE,
+    LIVEKIT_URL_SCHEMES,
+    MAX_DURATION_RANGE,
+    MetadataValue,
+    check_int_range,
+    check_nonblank,
+    check_quality,
+    check_secret,
+    check_url,
+    checked_metadata,
+)
 
 __all__ = [
     "DEFAULT_STOCK_AVATAR_ID",
@@ -172,16 +170,16 @@ class AvatarSession(BaseAvatarSession[EventTypes]):
             ProtofaceValueError: If an argument is refused.
         """
         super().__init__()
-        _check_nonblank(avatar_id, "avatar_id")
+        check_nonblank(avatar_id, "avatar_id")
         if utils.is_given(max_duration_seconds) and max_duration_seconds is not None:
-            _check_int_range(max_duration_seconds, "max_duration_seconds", *MAX_DURATION_RANGE)
+            check_int_range(max_duration_seconds, "max_duration_seconds", *MAX_DURATION_RANGE)
         if utils.is_given(idle_timeout_seconds) and idle_timeout_seconds is not None:
-            _check_int_range(idle_timeout_seconds, "idle_timeout_seconds", *IDLE_TIMEOUT_RANGE)
+            check_int_range(idle_timeout_seconds, "idle_timeout_seconds", *IDLE_TIMEOUT_RANGE)
         if utils.is_given(quality) and quality is not None:
-            _check_quality(quality, "quality")
-        checked_metadata: dict[str, MetadataValue] | None = None
+            check_quality(quality, "quality")
+        own_metadata: dict[str, MetadataValue] | None = None
         if utils.is_given(metadata) and metadata is not None:
-            checked_metadata = _checked_metadata(metadata, "metadata")
+            own_metadata = checked_metadata(metadata, "metadata")
         if not isinstance(worker_token_ttl, datetime.timedelta) or not (
             datetime.timedelta(0) < worker_token_ttl <= MAX_WORKER_TOKEN_TTL
         ):
@@ -210,7 +208,7 @@ class AvatarSession(BaseAvatarSession[EventTypes]):
         self._max_duration_seconds = max_duration_seconds
         self._quality = quality
         self._idle_timeout_seconds = idle_timeout_seconds
-        self._metadata = checked_metadata
+        self._metadata = own_metadata
         self._avatar_participant_identity = _identity_or_default(
             avatar_participant_identity, "avatar_participant_identity", _AVATAR_AGENT_IDENTITY
         )
@@ -349,9 +347,9 @@ class AvatarSession(BaseAvatarSession[EventTypes]):
                 f"livekit_api_key and livekit_api_secret to start() or set the "
                 f"environment variables"
             )
-        _check_url(url, "livekit_url", ("ws", "wss", "http", "https"), env_name="LIVEKIT_URL")
-        _check_nonblank(key, "livekit_api_key")
-        _check_secret(secret, "livekit_api_secret")
+        check_url(url, "livekit_url", LIVEKIT_URL_SCHEMES, env_name="LIVEKIT_URL")
+        check_nonblank(key, "livekit_api_key")
+        check_secret(secret, "livekit_api_secret")
         self._api._add_secret(secret)
 
         room_name = _room_name(room)
@@ -822,7 +820,7 @@ class AvatarSession(BaseAvatarSession[EventTypes]):
 def _identity_or_default(value: NotGivenOr[str | None], param: str, default: str) -> str:
     if not utils.is_given(value) or value is None:
         return default
-    _check_nonblank(value, param)
+    check_nonblank(value, param)
     return value
 
 
