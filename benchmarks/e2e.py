@@ -35,9 +35,6 @@ import contextlib
 import json
 import logging
 import os
-import secrets
-import signal
-import subprocess
 import sys
 import time
 import uuid
@@ -55,6 +52,8 @@ from livekit.agents.voice.avatar import DataStreamAudioOutput
 from livekit.agents.voice.room_io import RoomOptions
 from livekit.plugins import protoface
 
+from protoface_emulator.audio import pcm_frames
+from protoface_emulator.launch import EmulatorProcess, start_emulator_process
 from protoface_emulator.viewer import AvatarViewer
 
 HERE = Path(__file__).resolve().parent
@@ -71,66 +70,15 @@ Json = dict[str, Any]
 # -- the emulator command ------------------------------------------------------
 
 
-@dataclass
-class EmulatorProcess:
-    """The `protoface-emulator` command on a free loopback port."""
-
-    process: subprocess.Popen[str]
-    url: str
-    api_key: str
-
-    def stop(self) -> None:
-        """SIGTERM (it ends every session and waits for the workers), then wait; kill if stuck."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=5)
-
-
 def start_emulator(log_path: Path, probe_path: Path) -> EmulatorProcess:
     """Start the emulator command with the probing real worker; wait for its URL."""
-    api_key = "pf_bench_" + secrets.token_urlsafe(18)
-    env = {
-        **os.environ,
-        "PROTOFACE_API_KEY": api_key,
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(HERE), os.environ.get("PYTHONPATH")])),
-        "BENCH_PROBE_LOG": str(probe_path),
-    }
+    pythonpath = os.pathsep.join(filter(None, [str(HERE), os.environ.get("PYTHONPATH")]))
     with log_path.open("ab") as errors:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "protoface_emulator.cli",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                "0",
-                "--log-level",
-                "warning",
-                "--worker-factory",
-                "probe_worker:factory",
-            ],
-            env=env,
-            stdout=subprocess.PIPE,
+        return start_emulator_process(
+            args=["--log-level", "warning", "--worker-factory", "probe_worker:factory"],
+            env={"PYTHONPATH": pythonpath, "BENCH_PROBE_LOG": str(probe_path)},
             stderr=errors,
-            stdin=subprocess.DEVNULL,
-            text=True,
         )
-    assert process.stdout is not None
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        line = process.stdout.readline()
-        if not line:
-            break
-        if line.startswith("listening on "):
-            return EmulatorProcess(process, line.removeprefix("listening on ").strip(), api_key)
-    process.kill()
-    process.wait(timeout=5)
-    raise RuntimeError(f"protoface-emulator did not start; see {log_path}")
 
 
 # -- speech and the capture probe ------------------------------------------------
@@ -141,12 +89,7 @@ def speech_frames(seconds: float) -> list[rtc.AudioFrame]:
     t = np.arange(int(SPEECH_RATE * seconds)) / SPEECH_RATE
     envelope = 0.6 + 0.4 * np.abs(np.sin(2 * np.pi * 3.0 * t))
     voice = np.sin(2 * np.pi * 180 * t) + 0.4 * np.sin(2 * np.pi * 360 * t)
-    pcm = (0.25 * envelope * voice * 32767).astype(np.int16)
-    step = SPEECH_RATE * FRAME_MS // 1000
-    return [
-        rtc.AudioFrame(pcm[i : i + step].tobytes(), SPEECH_RATE, 1, len(pcm[i : i + step]))
-        for i in range(0, len(pcm), step)
-    ]
+    return pcm_frames((0.25 * envelope * voice * 32767).astype(np.int16), SPEECH_RATE, FRAME_MS)
 
 
 def _voiced(frame: rtc.AudioFrame) -> bool:

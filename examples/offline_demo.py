@@ -23,8 +23,6 @@ import contextlib
 import json
 import logging
 import os
-import secrets
-import subprocess
 import sys
 import threading
 import time
@@ -42,6 +40,8 @@ from livekit.agents import Agent, AgentServer, AgentSession, JobContext, JobExec
 from livekit.agents.voice.room_io import RoomOptions
 from livekit.plugins import protoface
 
+from protoface_emulator.audio import wav_frames
+from protoface_emulator.launch import start_emulator_process
 from protoface_emulator.livekit_dev import LiveKitServer, start_livekit_server
 from protoface_emulator.png import contact_sheet, write_png
 from protoface_emulator.viewer import AvatarViewer
@@ -71,16 +71,14 @@ class AgentReport:
     done: threading.Event = field(default_factory=threading.Event)
 
 
+def _line_seconds() -> float:
+    with wave.open(str(LINE_WAV), "rb") as wav:
+        return wav.getnframes() / wav.getframerate()
+
+
 def load_line() -> list[rtc.AudioFrame]:
     """The bundled spoken line, as 20 ms frames."""
-    with wave.open(str(LINE_WAV), "rb") as wav:
-        rate = wav.getframerate()
-        pcm = np.frombuffer(wav.readframes(wav.getnframes()), dtype=np.int16)
-    step = rate // 50
-    return [
-        rtc.AudioFrame(pcm[i : i + step].tobytes(), rate, 1, len(pcm[i : i + step]))
-        for i in range(0, len(pcm), step)
-    ]
+    return wav_frames(LINE_WAV)
 
 
 async def _frames(frames: list[rtc.AudioFrame]) -> AsyncIterator[rtc.AudioFrame]:
@@ -121,38 +119,6 @@ def make_entrypoint(report: AgentReport) -> Any:
             ctx.shutdown(reason="demo finished")
 
     return entrypoint
-
-
-def start_emulator(api_key: str) -> tuple[subprocess.Popen[str], str]:
-    """Run the `protoface-emulator` command on a free port; returns it and its URL."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", "protoface_emulator.cli", "--port", "0", "--log-level", "warning"],
-        env={**os.environ, "PROTOFACE_API_KEY": api_key},
-        stdout=subprocess.PIPE,
-        stdin=subprocess.DEVNULL,
-        text=True,
-    )
-    assert process.stdout is not None
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        line = process.stdout.readline()
-        if not line:
-            break
-        if line.startswith("listening on "):
-            return process, line.removeprefix("listening on ").strip()
-    process.kill()
-    raise RuntimeError("protoface-emulator did not start (no 'listening on' line)")
-
-
-def stop_process(process: subprocess.Popen[Any]) -> None:
-    """SIGTERM, then wait; SIGKILL if it will not go."""
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=5)
 
 
 async def watch_statuses(api_url: str, api_key: str, report: AgentReport, seen: list[str]) -> None:
@@ -206,7 +172,7 @@ def summarise(
         "avatar_audio_seconds": round(viewer.audio_seconds(), 3),
         "avatar_speech_seconds": round(viewer.audio_seconds(min_level=0.05), 3),
         "agent_speech_seconds": round((speak_to or 0) - (speak_from or 0), 3),
-        "line_seconds": round(sum(f.samples_per_channel / f.sample_rate for f in load_line()), 3),
+        "line_seconds": round(_line_seconds(), 3),
         "mouth_motion_speaking": mean_motion(speaking),
         "mouth_motion_silent": mean_motion(silent),
         "mouth_open_frames_speaking": sum(s.mouth_open for s in speaking),
@@ -240,8 +206,8 @@ async def run(out: Path) -> dict[str, Any]:
     """Start everything, run the agent once, record, shut down; returns the summary."""
     me = psutil.Process()
     livekit = start_livekit_server()
-    protoface_key = "pf_demo_" + secrets.token_urlsafe(24)
-    emulator, emulator_url = start_emulator(protoface_key)
+    emulator = start_emulator_process(args=["--log-level", "warning"])
+    emulator_url, protoface_key = emulator.url, emulator.api_key
     os.environ.update(
         {
             "LIVEKIT_URL": livekit.url,
@@ -288,7 +254,7 @@ async def run(out: Path) -> dict[str, Any]:
         await worker.aclose()
         worker_task.cancel()
         await asyncio.gather(worker_task, return_exceptions=True)
-        stop_process(emulator)
+        emulator.stop()
         livekit.stop()
 
     left = [p for p in me.children(recursive=True) if p.is_running() and p.status() != "zombie"]

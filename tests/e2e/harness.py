@@ -8,39 +8,28 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-import wave
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from livekit import api, rtc
 from livekit.agents import Agent, AgentSession
 from livekit.agents.voice.room_io import RoomOptions
 from livekit.plugins import protoface
 
+from protoface_emulator.audio import wav_frames
 from protoface_emulator.livekit_dev import LiveKitServer
 from protoface_emulator.server import Emulator
 from protoface_emulator.viewer import AvatarViewer
 
 SPEECH_WAV = Path(__file__).resolve().parents[2] / "examples" / "assets" / "hello.wav"
-FRAME_MS = 20
 
 
 def load_speech(path: Path = SPEECH_WAV, *, seconds: float | None = None) -> list[rtc.AudioFrame]:
     """The bundled spoken line as 20 ms frames (optionally only its first `seconds`)."""
-    with wave.open(str(path), "rb") as wav:
-        rate = wav.getframerate()
-        samples = np.frombuffer(wav.readframes(wav.getnframes()), dtype=np.int16)
-    if seconds is not None:
-        samples = samples[: int(seconds * rate)]
-    step = rate * FRAME_MS // 1000
-    return [
-        rtc.AudioFrame(samples[i : i + step].tobytes(), rate, 1, len(samples[i : i + step]))
-        for i in range(0, len(samples), step)
-    ]
+    return wav_frames(path, seconds=seconds)
 
 
 async def play(frames: list[rtc.AudioFrame]) -> AsyncIterator[rtc.AudioFrame]:
