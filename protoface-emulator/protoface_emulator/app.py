@@ -10,6 +10,7 @@ failure, including ones nobody foresaw, into the error envelope with an
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import hmac
 import json
@@ -45,7 +46,7 @@ from protoface_emulator.errors import (
     invalid,
     shown,
 )
-from protoface_emulator.faults import Fault, Faults, gateway_html
+from protoface_emulator.faults import Fault, Faults, RecordedRequest, RequestLog, gateway_html
 from protoface_emulator.ids import new_id
 from protoface_emulator.schema import (
     JSONObject,
@@ -69,6 +70,7 @@ AVATAR_NAME_MAX_LENGTH = 100
 AVATAR_RUNTIME_TYPES = ("avtr1", "mock")
 DEFAULT_AVATAR_NAME = "Custom Avatar"
 REQUEST_ID_HEADER = "X-Request-Id"
+_LOG_ENTRY = web.RequestKey("log_entry", RecordedRequest)
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -141,6 +143,7 @@ class Api:
         store: the state behind the routes.
         api_key: the one bearer key that authenticates `/v1` requests.
         faults: armed faults (usually none).
+        requests: where every request is logged (a fresh log by default).
         json_body_limit: largest JSON body, in bytes; more is a 413.
         upload_body_limit: largest avatar upload, in bytes; more is a 413.
     """
@@ -150,6 +153,7 @@ class Api:
         store: Store,
         api_key: str,
         faults: Faults,
+        requests: RequestLog | None = None,
         *,
         json_body_limit: int = JSON_BODY_LIMIT,
         upload_body_limit: int = UPLOAD_BODY_LIMIT,
@@ -161,6 +165,7 @@ class Api:
         # Idempotency keys are remembered per API key; never the key itself.
         self._scope = hashlib.sha256(self._key).hexdigest()[:16]
         self._faults = faults
+        self._requests = requests if requests is not None else RequestLog()
         self._json_limit = json_body_limit
         self._upload_limit = upload_body_limit
 
@@ -188,14 +193,29 @@ class Api:
     @web.middleware
     async def _middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         request_id = new_id("req")
-        fault = self._faults.draw(request.method, request.rel_url.raw_path)
-        if fault is None:
-            response = await self._respond(request, handler, request_id)
-        else:
-            response = await self._apply_fault(fault, request, handler, request_id)
-        # A gateway's page knows nothing of request ids; everything else carries one.
-        if not response.prepared and (fault is None or fault.kind != "html"):
+        raw_path = request.rel_url.raw_path
+        entry = self._requests.record(
+            request.method, raw_path, request.query, request.headers, request_id
+        )
+        if not request.body_exists:
+            entry.body = b""
+        request[_LOG_ENTRY] = entry
+        fault = self._faults.draw(request.method, raw_path)
+        entry.fault = fault
+        try:
+            if fault is None:
+                response = await self._respond(request, handler, request_id)
+            else:
+                response = await self._apply_fault(fault, request, handler, request_id)
+        except BaseException:
+            self._requests.answered(entry, None)
+            raise
+        # A gateway's page knows nothing of request ids, and a scripted reply carries
+        # exactly what was scripted; everything else carries one.
+        if not response.prepared and (fault is None or fault.kind not in ("html", "reply")):
             response.headers[REQUEST_ID_HEADER] = request_id
+        dropped = fault is not None and fault.kind == "drop"
+        self._requests.answered(entry, None if dropped else response.status)
         return response
 
     async def _respond(
@@ -284,26 +304,39 @@ class Api:
         response: web.StreamResponse | None = None
         if fault.handled:
             response = await self._respond(request, handler, request_id)
+        else:
+            await self._read_for_the_log(request)
         if fault.delay > 0:
             await asyncio.sleep(fault.delay)
         if fault.kind == "late":
             if response is None:
                 response = await self._respond(request, handler, request_id)
-            return response
-        if fault.kind == "drop":
+        elif fault.kind == "drop":
             transport = request.transport
             if transport is not None:
                 transport.close()
             # aiohttp drops the answer silently once the transport is closed.
             return web.Response(status=500)
-        if fault.kind == "html":
-            html = web.Response(
+        elif fault.kind == "reply":
+            response = web.Response(status=fault.status, body=fault.body)
+            # Exactly the scripted headers: no Content-Type aiohttp would pick itself.
+            response.headers.clear()
+        elif fault.kind == "html":
+            response = web.Response(
                 status=fault.status, text=gateway_html(fault.status), content_type="text/html"
             )
             if fault.retry_after is not None:
-                html.headers[hdrs.RETRY_AFTER] = _format_seconds(fault.retry_after)
-            return html
-        return error_response(_fault_error(fault), request_id)
+                response.headers[hdrs.RETRY_AFTER] = _format_seconds(fault.retry_after)
+        else:
+            response = error_response(_fault_error(fault), request_id)
+        response.headers.update(fault.headers)
+        return response
+
+    async def _read_for_the_log(self, request: web.Request) -> None:
+        """Read a body the API will not, so the request log shows what was sent."""
+        if request.body_exists and request.content_type != "multipart/form-data":
+            with contextlib.suppress(ApiError):
+                await self._read_body(request, self._json_limit)
 
     def check_expectation(self, request: web.BaseRequest) -> ApiError | None:
         """The answer to a request with `Expect`, given before its body is sent.
@@ -368,7 +401,11 @@ class Api:
                 "The request body could not be decoded; check its Content-Encoding and "
                 "Transfer-Encoding.",
             ) from None
-        return bytes(data)
+        body = bytes(data)
+        entry: RecordedRequest | None = request.get(_LOG_ENTRY)
+        if entry is not None:
+            entry.body = body
+        return body
 
     async def _read_json(self, request: web.Request, *, optional: bool = False) -> JSONObject:
         """The body as a JSON object; with `optional`, an empty body is `{}`."""

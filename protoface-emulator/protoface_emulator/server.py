@@ -23,7 +23,7 @@ from aiohttp.web_request import BaseRequest
 
 from protoface_emulator.app import Api, error_response, http_exception_error
 from protoface_emulator.errors import CODE_INTERNAL, CODE_MALFORMED_HTTP, ApiError
-from protoface_emulator.faults import Faults
+from protoface_emulator.faults import Faults, RequestLog
 from protoface_emulator.ids import new_id
 from protoface_emulator.lifecycle import WorkerFactory
 from protoface_emulator.store import (
@@ -223,6 +223,7 @@ class Emulator:
         )
         self._store = Store(worker_factory or default_worker_factory(), config)
         self._faults = faults if faults is not None else Faults(seed=fault_seed)
+        self._requests = RequestLog()
         self._runner: web.AppRunner | None = None
         self._site: web.TCPSite | None = None
 
@@ -240,6 +241,11 @@ class Emulator:
     def faults(self) -> Faults:
         """Arm faults here (see `faults.Faults.add`)."""
         return self._faults
+
+    @property
+    def requests(self) -> RequestLog:
+        """Every request the API received, with headers, body and answer (see `RequestLog`)."""
+        return self._requests
 
     @property
     def host(self) -> str:
@@ -261,7 +267,7 @@ class Emulator:
         """Start serving; `url` is valid afterwards."""
         if self._runner is not None:
             raise RuntimeError("this Emulator is already started")
-        api = Api(self._store, self._api_key, self._faults)
+        api = Api(self._store, self._api_key, self._faults, self._requests)
         debug = logging.getLogger("aiohttp.access").isEnabledFor(logging.DEBUG)
         runner = _Runner(
             api.build(),

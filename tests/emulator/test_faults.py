@@ -11,7 +11,7 @@ from emulator_helpers import assert_error, call, session_body
 from protoface_sdk import InternalError, ProtofaceClient, ProtofaceConnectionError
 from standin_worker import StandInWorkers
 
-from protoface_emulator.faults import Fault, Faults
+from protoface_emulator.faults import Fault, Faults, RequestLog
 from protoface_emulator.server import Emulator
 
 
@@ -265,3 +265,238 @@ async def test_an_emulator_consults_the_faults_it_is_given(
         reply = await call(http, emu, "GET", "/v1/status")
         assert_error(reply, 503, "service_unavailable", "service_unavailable")
     assert drawn == ["GET /v1/status"]
+
+
+# --- scripted replies -------------------------------------------------------------------
+
+
+async def test_a_reply_answers_exactly_what_was_scripted(
+    emu: Emulator, http: aiohttp.ClientSession
+) -> None:
+    emu.faults.reply("GET /v1/status", 418, json={"detail": "nope"}, headers={"X-Custom": "1"})
+    reply = await call(http, emu, "GET", "/v1/status")
+    assert reply.status == 418
+    assert reply.json == {"detail": "nope"}
+    assert reply.headers["Content-Type"] == "application/json"
+    assert reply.headers["X-Custom"] == "1"
+    assert "X-Request-Id" not in reply.headers  # nothing added to the script
+    assert (await call(http, emu, "GET", "/v1/status")).json["status"] == "operational"
+
+
+@pytest.mark.parametrize(
+    ("body", "headers", "content_type", "text"),
+    [
+        (b"<html>oops</html>", {"Content-Type": "text/html"}, "text/html", "<html>oops</html>"),
+        ("", {}, "text/plain; charset=utf-8", ""),
+        ('{"id": ', {"Content-Type": "application/json"}, "application/json", '{"id": '),
+        ("plain", {}, "text/plain; charset=utf-8", "plain"),
+    ],
+)
+async def test_a_reply_body_goes_out_as_given(
+    emu: Emulator,
+    http: aiohttp.ClientSession,
+    body: bytes | str,
+    headers: dict[str, str],
+    content_type: str | None,
+    text: str,
+) -> None:
+    emu.faults.reply("POST /v1/sessions", 201, body=body, headers=headers)
+    reply = await call(http, emu, "POST", "/v1/sessions", json_body=session_body())
+    assert (reply.status, reply.text) == (201, text)
+    assert reply.headers.get("Content-Type") == content_type
+    assert sum(1 for _ in emu.store.iter_sessions()) == 0  # not handled by default
+
+
+async def test_a_redirect_can_be_scripted(emu: Emulator, http: aiohttp.ClientSession) -> None:
+    emu.faults.reply("POST /v1/sessions", 307, headers={"Location": f"{emu.url}/v1/status"})
+    async with http.post(
+        emu.url + "/v1/sessions",
+        json=session_body(),
+        headers={"Authorization": f"Bearer {emu.api_key}"},
+        allow_redirects=False,
+    ) as response:
+        assert response.status == 307
+        assert response.headers["Location"] == f"{emu.url}/v1/status"
+
+
+async def test_replies_on_one_route_fire_in_the_order_they_were_added(
+    emu: Emulator, http: aiohttp.ClientSession
+) -> None:
+    emu.faults.reply("POST /v1/sessions", 503, json={"n": 1}, headers={"Retry-After": "0"})
+    emu.faults.add("POST /v1/sessions", "error", status=502)
+    emu.faults.reply("POST /v1/sessions", 500, body="third")
+    got = [
+        (await call(http, emu, "POST", "/v1/sessions", json_body=session_body())) for _ in range(4)
+    ]
+    assert [r.status for r in got] == [503, 502, 500, 201]
+    assert got[0].json == {"n": 1} and got[0].headers["Retry-After"] == "0"
+    assert got[2].text == "third"
+    assert [s.id for s in emu.store.iter_sessions()] == [got[3].json["id"]]
+
+
+async def test_a_handled_reply_replaces_the_answer_of_a_create_that_happened(
+    emu: Emulator, http: aiohttp.ClientSession
+) -> None:
+    """The server created the session but the client only saw a 503: the orphan case."""
+    emu.faults.reply("POST /v1/sessions", 503, json={"error": "busy"}, handled=True)
+    reply = await call(http, emu, "POST", "/v1/sessions", json_body=session_body())
+    assert reply.status == 503 and reply.json == {"error": "busy"}
+    [created] = emu.store.iter_sessions()
+    assert created.status in ("queued", "starting", "running")
+
+
+async def test_a_reply_waits_its_delay(emu: Emulator, http: aiohttp.ClientSession) -> None:
+    emu.faults.reply("GET /v1/status", 200, json={"late": True}, delay=0.3)
+    started = time.monotonic()
+    reply = await call(http, emu, "GET", "/v1/status")
+    assert reply.json == {"late": True}
+    assert time.monotonic() - started >= 0.25
+
+
+async def test_extra_headers_go_on_every_kind_of_answer(
+    emu: Emulator, http: aiohttp.ClientSession
+) -> None:
+    emu.faults.add("GET /v1/status", "error", status=429, headers={"X-RateLimit-Reset": "9"})
+    emu.faults.add("GET /v1/status", "late", delay=0.01, headers={"Location": "/x"})
+    limited = await call(http, emu, "GET", "/v1/status")
+    assert_error(limited, 429, "rate_limit", "too_many_requests")
+    assert limited.headers["X-RateLimit-Reset"] == "9"
+    late = await call(http, emu, "GET", "/v1/status")
+    assert late.status == 200 and late.headers["Location"] == "/x"
+
+
+async def test_a_probabilistic_reply_fires_on_some_requests(
+    emu: Emulator, http: aiohttp.ClientSession
+) -> None:
+    emu.faults.seed(5)
+    emu.faults.reply("GET /v1/status", 500, body="flaky", probability=0.5)
+    statuses = [(await call(http, emu, "GET", "/v1/status")).status for _ in range(30)]
+    assert set(statuses) == {200, 500}
+
+
+def test_the_spec_syntax_scripts_a_reply() -> None:
+    fault = Faults().add_spec(
+        "GET /v1/status=reply,status=200,body=%7B%22a%22%3A 1%7D,"
+        "header=Content-Type:application/json,header=X-Seen:a%2Cb"
+    )
+    assert (fault.kind, fault.status, fault.body) == ("reply", 200, b'{"a": 1}')
+    assert fault.headers == {"Content-Type": "application/json", "X-Seen": "a,b"}
+
+
+@pytest.mark.parametrize(
+    ("kind", "options"),
+    [
+        ("error", {"body": "x"}),
+        ("late", {"json": {"a": 1}}),
+        ("reply", {"body": "x", "json": {"a": 1}}),
+        ("reply", {"status": 101}),
+        ("reply", {"status": 600}),
+    ],
+)
+def test_bad_replies_are_refused(kind: str, options: dict[str, object]) -> None:
+    with pytest.raises(ValueError):
+        Faults().add("GET /v1/status", kind, **options)  # type: ignore[arg-type]
+
+
+def test_a_bad_header_option_is_refused() -> None:
+    with pytest.raises(ValueError, match="Name:Value"):
+        Faults().add_spec("GET /v1/status=reply,header=nocolon")
+
+
+# --- the request log -------------------------------------------------------------------
+
+
+async def test_the_log_records_each_request_with_its_headers_body_and_answer(
+    emu: Emulator, http: aiohttp.ClientSession
+) -> None:
+    body = session_body(quality="lite")
+    for key in ("key-1", "key-1"):
+        await call(
+            http, emu, "POST", "/v1/sessions", json_body=body, headers={"Idempotency-Key": key}
+        )
+    await call(http, emu, "GET", "/v1/sessions?limit=2&status=running")
+    creates = emu.requests.matching("POST /v1/sessions")
+    assert [r.headers["idempotency-key"] for r in creates] == ["key-1", "key-1"]
+    assert [r.json() for r in creates] == [body, body]
+    assert [r.status for r in creates] == [201, 201]
+    assert all(r.request_id.startswith("req_") for r in creates)
+    [listing] = emu.requests.matching("GET /v1/sessions")
+    assert listing.query.getall("status") == ["running"] and listing.query["limit"] == "2"
+    assert listing.body == b"" and listing.json() is None
+    assert [r.method for r in emu.requests] == ["POST", "POST", "GET"]
+    assert creates[0].arrived_at <= creates[0].answered_at <= creates[1].arrived_at  # type: ignore[operator]
+
+
+async def test_the_log_keeps_the_body_of_a_request_a_fault_answered(
+    emu: Emulator, http: aiohttp.ClientSession
+) -> None:
+    """Retries answered 503 before the API ran still show what the client sent."""
+    fault = emu.faults.add("POST /v1/sessions", "error", status=503, count=2)
+    for _ in range(3):
+        await call(
+            http,
+            emu,
+            "POST",
+            "/v1/sessions",
+            json_body=session_body(),
+            headers={"Idempotency-Key": "same"},
+        )
+    creates = emu.requests.matching("POST /v1/sessions")
+    assert [r.status for r in creates] == [503, 503, 201]
+    assert [r.fault for r in creates] == [fault, fault, None]
+    assert all(r.json() == session_body() for r in creates)
+    assert {r.headers["Idempotency-Key"] for r in creates} == {"same"}
+
+
+async def test_a_dropped_request_is_logged_without_a_status(emu: Emulator) -> None:
+    emu.faults.add("POST /v1/sessions", "drop", handled=False)
+    async with aiohttp.ClientSession() as http:
+        with pytest.raises(aiohttp.ClientError):
+            await call(http, emu, "POST", "/v1/sessions", json_body=session_body())
+    [dropped] = await emu.requests.wait_for("POST /v1/sessions", answered=True)
+    assert dropped.status is None and dropped.json() == session_body()
+
+
+async def test_the_log_records_requests_refused_before_the_body_was_read(
+    emu: Emulator, http: aiohttp.ClientSession
+) -> None:
+    await call(http, emu, "POST", "/v1/sessions", json_body=session_body(), auth=False)
+    [refused] = emu.requests.matching("* *")
+    assert refused.status == 401 and refused.body is None
+    assert "Authorization" not in refused.headers
+
+
+async def test_wait_for_returns_once_enough_requests_arrived(
+    emu: Emulator, http: aiohttp.ClientSession
+) -> None:
+    emu.faults.add("GET /v1/sessions/sess_a", "late", delay=0.5)
+    waiting = asyncio.ensure_future(emu.requests.wait_for("GET /v1/sessions/{id}", count=2))
+    await call(http, emu, "GET", "/v1/status")
+    await asyncio.sleep(0.05)
+    assert not waiting.done()
+    slow = asyncio.ensure_future(call(http, emu, "GET", "/v1/sessions/sess_a"))
+    await call(http, emu, "GET", "/v1/sessions/sess_b")
+    arrived = await asyncio.wait_for(waiting, 5)
+    assert {r.path for r in arrived} == {"/v1/sessions/sess_a", "/v1/sessions/sess_b"}
+    assert not slow.done()  # arrival counts, not the (late) answer
+    await slow
+
+
+async def test_wait_for_says_what_arrived_when_it_times_out(emu: Emulator) -> None:
+    with pytest.raises(TimeoutError, match="0 arrived"):
+        await emu.requests.wait_for("POST /v1/sessions", timeout=0.1)
+
+
+async def test_the_log_can_be_cleared_and_is_bounded(
+    workers: StandInWorkers, http: aiohttp.ClientSession
+) -> None:
+    async with Emulator(worker_factory=workers) as emu:
+        emu.requests.clear()
+        await call(http, emu, "GET", "/v1/status")
+        assert len(emu.requests) == 1
+        emu.requests.clear()
+        assert emu.requests.all() == []
+    log = RequestLog(max_entries=2)
+    for n in range(3):
+        log.record("GET", f"/v1/sessions/s{n}", {}, {}, f"req_{n}")
+    assert [r.path for r in log] == ["/v1/sessions/s1", "/v1/sessions/s2"]
