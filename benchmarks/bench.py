@@ -48,8 +48,13 @@ from report import write_markdown
 
 from livekit.plugins.protoface.version import __version__ as ours_version
 from protoface_emulator.faults import Fault, Faults
-from protoface_emulator.livekit_dev import LiveKitServer, find_livekit_server, start_livekit_server
 from protoface_emulator.server import Emulator
+from protoface_emulator.testing import (
+    LiveKitServer,
+    find_livekit_server,
+    local_livekit_server,
+    mint_token,
+)
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -290,10 +295,27 @@ def ratio(a: float | None, b: float | None) -> float | None:
 # -- measurements ----------------------------------------------------------------
 
 
+def bench_worker_token() -> str:
+    """A real LiveKit JWT, as a plugin mints for the avatar worker, for sessions whose
+    worker joins nothing (latency, scale): the bodies weigh what production ones do."""
+    return mint_token(
+        "benchkey",
+        "bench-secret-not-used-by-any-server-000000",
+        "protoface-avatar-agent",
+        "bench",
+        kind="agent",
+    )
+
+
 async def measure_latency(plan: Plan) -> Json:
     """`start_session` p50/p99 per plugin and the bare-aiohttp floor, interleaved."""
     async with api_emulator() as (emulator, _):
-        base = {"role": "latency", "api_url": emulator.url, "api_key": emulator.api_key}
+        base = {
+            "role": "latency",
+            "api_url": emulator.url,
+            "api_key": emulator.api_key,
+            "worker_token": bench_worker_token(),
+        }
         processes = {
             "ours": ClientProcess("ours", OURS_PYTHON, {**base, "variant": "plugin"}),
             "published": ClientProcess(
@@ -392,6 +414,7 @@ async def measure_scale(plan: Plan) -> Json:
                         "role": "scale",
                         "api_url": emulator.url,
                         "api_key": emulator.api_key,
+                        "worker_token": bench_worker_token(),
                         "sessions": plan.scale_sessions,
                         "label": label,
                         "timeout": 120,
@@ -420,6 +443,7 @@ async def measure_scale(plan: Plan) -> Json:
                 "role": "scale",
                 "api_url": emulator.url,
                 "api_key": emulator.api_key,
+                "worker_token": bench_worker_token(),
                 "sessions": plan.scale_sessions,
                 "label": "ours-profile",
                 "timeout": 300,
@@ -539,6 +563,9 @@ async def measure_faults(plan: Plan, livekit: LiveKitServer) -> Json:
                             "url": livekit.url,
                             "api_key": livekit.api_key,
                             "api_secret": livekit.api_secret,
+                            # The client may run the published plugin's environment,
+                            # which has no kit: its agent's token is minted here.
+                            "agent_token": livekit.token(f"agent-{prefix}", prefix, kind="agent"),
                         },
                         "prefix": prefix,
                         "starts": plan.faults_starts_per_round,
@@ -811,9 +838,10 @@ async def run(plan: Plan, only: set[str]) -> Json:
     }
     durations: dict[str, float] = {}
     livekit: LiveKitServer | None = None
+    servers = contextlib.ExitStack()
     try:
         if only & {"faults", "e2e"}:
-            livekit = await asyncio.to_thread(start_livekit_server)
+            livekit = servers.enter_context(local_livekit_server())
         phases: list[tuple[str, Any]] = [
             ("latency", lambda: measure_latency(plan)),
             ("scale", lambda: measure_scale(plan)),
@@ -834,8 +862,7 @@ async def run(plan: Plan, only: set[str]) -> Json:
             durations[name] = round(time.monotonic() - phase_started, 1)
             print(f"bench: {name} took {durations[name]} s", file=sys.stderr, flush=True)
     finally:
-        if livekit is not None:
-            livekit.stop()
+        servers.close()
     published_hello = (results.get("start_latency") or {}).get("hello", {}).get("published") or {}
     results["versions"] = {
         "ours": ours_version,

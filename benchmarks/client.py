@@ -54,7 +54,6 @@ from typing import Any
 
 import aiohttp
 import psutil
-from livekit import api as lkapi
 from livekit import rtc
 from livekit.agents import AgentSession, APIConnectOptions, utils
 from livekit.agents import __version__ as agents_version
@@ -67,8 +66,6 @@ AVATAR_ID = "av_stock_001"
 # The latency and scale sessions never reach a room (the emulator runs a worker
 # factory that joins nothing); the URL is syntactically valid and unreachable.
 UNREACHABLE_LIVEKIT_URL = "ws://127.0.0.1:9"
-TOKEN_KEY = "benchkey"
-TOKEN_SECRET = "bench-secret-not-used-by-any-server-000000"
 USER_AGENT = "protoface-bench-floor/1"
 
 Json = dict[str, Any]
@@ -92,23 +89,12 @@ def _emit(payload: Json) -> None:
     sys.stdout.flush()
 
 
-def _worker_token(room: str, identity: str) -> str:
-    """A real LiveKit JWT, as a plugin would mint for the avatar worker."""
-    return (
-        lkapi.AccessToken(TOKEN_KEY, TOKEN_SECRET)
-        .with_kind("agent")
-        .with_identity(identity)
-        .with_grants(lkapi.VideoGrants(room_join=True, room=room))
-        .to_jwt()
-    )
-
-
-def _transport(room: str, identity: str = "protoface-avatar-agent") -> Json:
+def _transport(room: str, worker_token: str, identity: str = "protoface-avatar-agent") -> Json:
     return {
         "type": "livekit",
         "url": UNREACHABLE_LIVEKIT_URL,
         "room_name": room,
-        "worker_token": _worker_token(room, identity),
+        "worker_token": worker_token,
         "worker_identity": identity,
         "audio_source": "data_stream",
     }
@@ -157,6 +143,7 @@ class LatencyClient:
         self._variant: str = job["variant"]  # plugin, plugin_fresh, floor, floor_no_key
         self._url: str = job["api_url"].rstrip("/")
         self._key: str = job["api_key"]
+        self._token: str = job["worker_token"]  # minted by the orchestrator
         self._http = http
         self._api = ProtofaceAPI(api_key=self._key, api_url=self._url, session=http)
         self._n = 0
@@ -172,7 +159,7 @@ class LatencyClient:
         With `profiler`, it runs during the timed part only.
         """
         self._n += 1
-        transport = _transport(f"lat-{self._variant}-{os.getpid()}-{self._n}")
+        transport = _transport(f"lat-{self._variant}-{os.getpid()}-{self._n}", self._token)
         headers = dict(self._headers)
         if self._variant == "plugin_fresh":
             # A new client per create, as each AvatarSession has (same warm session).
@@ -292,7 +279,7 @@ async def run_scale(job: Json) -> Json:
     async with _job_like_session(counter) as http:
         client = ProtofaceAPI(api_key=job["api_key"], api_url=job["api_url"], session=http)
         prefix = f"scale-{job['label']}"
-        transports = [_transport(f"{prefix}-{i}") for i in range(n)]  # minted before timing
+        transports = [_transport(f"{prefix}-{i}", job["worker_token"]) for i in range(n)]
         created: list[str | None] = [None] * n
         errors: list[str] = []
         all_created = asyncio.Event()
@@ -446,17 +433,6 @@ class RequestLog:
         return "none"
 
 
-def _room_token(job: Json, room: str, identity: str) -> str:
-    lk = job["livekit"]
-    return (
-        lkapi.AccessToken(lk["api_key"], lk["api_secret"])
-        .with_kind("agent")
-        .with_identity(identity)
-        .with_grants(lkapi.VideoGrants(room_join=True, room=room))
-        .to_jwt()
-    )
-
-
 async def _bounded(aw: Awaitable[None], timeout: float) -> str | None:
     try:
         await asyncio.wait_for(aw, timeout)
@@ -475,9 +451,7 @@ async def run_faults(job: Json) -> Json:
         timeout=float(job["timeout"]),
     )
     room = rtc.Room()
-    await asyncio.wait_for(
-        room.connect(lk["url"], _room_token(job, prefix, f"agent-{prefix}")), timeout=20
-    )
+    await asyncio.wait_for(room.connect(lk["url"], lk["agent_token"]), timeout=20)
     records: list[Json] = []
     semaphore = asyncio.Semaphore(int(job["concurrency"]))
 

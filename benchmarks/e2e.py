@@ -9,7 +9,7 @@ It starts the `protoface-emulator` command (real LiveKit worker, with the
 timestamping generator of `probe_worker.py`), then:
 
 1. `runs` times, one after another, in a fresh room each: a viewer
-   (`protoface_emulator.viewer.AvatarViewer`) joins; an agent participant joins;
+   (`protoface_emulator.testing.AvatarViewer`) joins; an agent participant joins;
    `t0`; `AvatarSession.start()`; `AgentSession.start()`; the viewer's first
    avatar video frame (`first_frame_ms` = its arrival - `t0`). After a second of
    idle face, the agent says 1.5 s of synthetic voiced audio (loud from its first
@@ -46,15 +46,19 @@ from typing import Any
 
 import numpy as np
 import psutil
-from livekit import api, rtc
+from livekit import rtc
 from livekit.agents import Agent, AgentSession
 from livekit.agents.voice.avatar import DataStreamAudioOutput
 from livekit.agents.voice.room_io import RoomOptions
 from livekit.plugins import protoface
 
-from protoface_emulator.audio import pcm_frames
-from protoface_emulator.launch import EmulatorProcess, start_emulator_process
-from protoface_emulator.viewer import AvatarViewer
+from protoface_emulator.testing import (
+    AvatarViewer,
+    EmulatorProcess,
+    mint_token,
+    pcm_frames,
+    start_emulator_process,
+)
 
 HERE = Path(__file__).resolve().parent
 AVATAR_IDENTITY = "protoface-avatar-agent"
@@ -133,16 +137,9 @@ PROBE = CaptureProbe()
 # -- one agent + avatar + viewer -------------------------------------------------
 
 
-def _token(lk: Json, identity: str, room: str, *, kind: str = "standard") -> str:
-    grants = api.VideoGrants(
-        room_join=True, room=room, can_publish=True, can_subscribe=True, can_publish_data=True
-    )
-    return (
-        api.AccessToken(lk["api_key"], lk["api_secret"])
-        .with_identity(identity)
-        .with_kind(kind)  # type: ignore[arg-type]
-        .with_grants(grants)
-        .to_jwt()
+def _token(lk: Json, identity: str, room: str, *, agent: bool = False) -> str:
+    return mint_token(
+        lk["api_key"], lk["api_secret"], identity, room, kind="agent" if agent else "standard"
     )
 
 
@@ -178,7 +175,7 @@ class Party:
         suffix = uuid.uuid4().hex[:6]
         await self.viewer.connect(lk["url"], _token(lk, f"viewer-{suffix}", self.room_name))
         await self.agent_room.connect(
-            lk["url"], _token(lk, f"agent-{suffix}", self.room_name, kind="agent")
+            lk["url"], _token(lk, f"agent-{suffix}", self.room_name, agent=True)
         )
 
     async def start_agent(self, lk: Json, emulator: EmulatorProcess) -> None:

@@ -41,7 +41,7 @@ from livekit.agents.voice.avatar import AudioSegmentEnd
 from protoface_emulator import worker as _worker
 from protoface_emulator.face import FaceRenderer, mouth_box
 from protoface_emulator.lifecycle import WorkerEvents, WorkerHandle, WorkerSpec
-from protoface_emulator.viewer import MOUTH_OPEN_THRESHOLD
+from protoface_emulator.testing.viewer import MOUTH_OPEN_THRESHOLD
 
 _session: contextvars.ContextVar[str] = contextvars.ContextVar("bench_probe_session", default="")
 _log: TextIO | None = None

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -40,12 +41,12 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import psutil
-from livekit import api, rtc
+from livekit import rtc
 from livekit.agents.types import ATTRIBUTE_PUBLISH_ON_BEHALF
 from livekit.agents.voice.avatar import DataStreamAudioOutput
 
 from protoface_emulator.lifecycle import WorkerSpec
-from protoface_emulator.livekit_dev import start_livekit_server
+from protoface_emulator.testing import local_livekit_server
 from protoface_emulator.worker import WorkerOptions, make_worker_factory
 
 SPEECH_RATE = 16000
@@ -65,20 +66,6 @@ class Result:
     host_cpu_percent_idle_per_session: float
     livekit_server_cpu_percent: float
     viewer_video_frames_per_second: float
-
-
-def _token(server_key: str, server_secret: str, room: str, identity: str, **kw: object) -> str:
-    token = (
-        api.AccessToken(server_key, server_secret)
-        .with_identity(identity)
-        .with_grants(api.VideoGrants(room_join=True, room=room))
-    )
-    if kw.get("kind"):
-        token = token.with_kind(str(kw["kind"]))  # type: ignore[arg-type]
-    attrs = kw.get("attributes")
-    if isinstance(attrs, dict):
-        token = token.with_attributes(attrs)
-    return token.to_jwt()
 
 
 def _speech(seconds: float) -> np.ndarray:
@@ -121,11 +108,11 @@ async def _host(specs: list[dict[str, str]], options: WorkerOptions) -> None:
 
 
 async def _measure(args: argparse.Namespace) -> Result:
-    server = start_livekit_server()
+    livekit = contextlib.ExitStack()
+    server = livekit.enter_context(local_livekit_server())
     host: subprocess.Popen[bytes] | None = None
     rooms: list[rtc.Room] = []
     try:
-        key, secret = server.api_key, server.api_secret
         specs = []
         for i in range(args.sessions):
             room = f"bench-{i}"
@@ -135,11 +122,9 @@ async def _measure(args: argparse.Namespace) -> Result:
                     "url": server.url,
                     "room_name": room,
                     "identity": f"avatar-{i}",
-                    "token": _token(
-                        key,
-                        secret,
-                        room,
+                    "token": server.token(
                         f"avatar-{i}",
+                        room,
                         attributes={ATTRIBUTE_PUBLISH_ON_BEHALF: f"agent-{i}"},
                     ),
                 }
@@ -180,15 +165,13 @@ async def _measure(args: argparse.Namespace) -> Result:
         tasks: list[asyncio.Task[None]] = []
         for i in range(args.sessions):
             agent = rtc.Room()
-            await agent.connect(
-                server.url, _token(key, secret, f"bench-{i}", f"agent-{i}", kind="agent")
-            )
+            await agent.connect(server.url, server.token(f"agent-{i}", f"bench-{i}", kind="agent"))
             viewer = rtc.Room()
             viewer.on(
                 "track_subscribed",
                 lambda track, *_: tasks.append(asyncio.ensure_future(watch(track))),
             )
-            await viewer.connect(server.url, _token(key, secret, f"bench-{i}", f"viewer-{i}"))
+            await viewer.connect(server.url, server.token(f"viewer-{i}", f"bench-{i}"))
             rooms += [agent, viewer]
             outputs.append(
                 DataStreamAudioOutput(
@@ -262,7 +245,7 @@ async def _measure(args: argparse.Namespace) -> Result:
             except subprocess.TimeoutExpired:
                 host.kill()
                 host.wait()
-        server.stop()
+        livekit.close()
 
 
 def main() -> None:

@@ -28,7 +28,6 @@ import threading
 import time
 import uuid
 import wave
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,11 +39,15 @@ from livekit.agents import Agent, AgentServer, AgentSession, JobContext, JobExec
 from livekit.agents.voice.room_io import RoomOptions
 from livekit.plugins import protoface
 
-from protoface_emulator.audio import wav_frames
-from protoface_emulator.launch import start_emulator_process
-from protoface_emulator.livekit_dev import LiveKitServer, start_livekit_server
-from protoface_emulator.png import contact_sheet, write_png
-from protoface_emulator.viewer import AvatarViewer
+from protoface_emulator.testing import (
+    AvatarViewer,
+    LiveKitServer,
+    local_livekit_server,
+    play,
+    start_emulator_process,
+    wav_frames,
+)
+from protoface_emulator.testing.png import contact_sheet, write_png
 
 HERE = Path(__file__).resolve().parent
 LINE_WAV = HERE / "assets" / "hello.wav"
@@ -81,11 +84,6 @@ def load_line() -> list[rtc.AudioFrame]:
     return wav_frames(LINE_WAV)
 
 
-async def _frames(frames: list[rtc.AudioFrame]) -> AsyncIterator[rtc.AudioFrame]:
-    for frame in frames:
-        yield frame
-
-
 def make_entrypoint(report: AgentReport) -> Any:
     """The agent: what a user's entrypoint looks like, plus timestamps for the summary."""
 
@@ -106,7 +104,7 @@ def make_entrypoint(report: AgentReport) -> Any:
             await avatar.wait_for_join(timeout=30)
             report.joined_at = time.monotonic()
             await asyncio.sleep(SILENCE_BEFORE)
-            handle = session.say(LINE_TEXT, audio=_frames(load_line()), add_to_chat_ctx=False)
+            handle = session.say(LINE_TEXT, audio=play(load_line()), add_to_chat_ctx=False)
             report.speech_started_at = time.monotonic()
             await handle.wait_for_playout()
             report.speech_ended_at = time.monotonic()
@@ -133,17 +131,6 @@ async def watch_statuses(api_url: str, api_key: str, report: AgentReport, seen: 
                     if status in {"ended", "failed", "canceled"}:
                         return
             await asyncio.sleep(0.05)
-
-
-def viewer_token(server: LiveKitServer, room: str) -> str:
-    """A token for the recording viewer."""
-    grants = api.VideoGrants(room_join=True, room=room, can_subscribe=True, can_publish=False)
-    return (
-        api.AccessToken(server.api_key, server.api_secret)
-        .with_identity("demo-viewer")
-        .with_grants(grants)
-        .to_jwt()
-    )
 
 
 def summarise(
@@ -205,7 +192,18 @@ def write_sheet(viewer: AvatarViewer, report: AgentReport, path: Path) -> None:
 async def run(out: Path) -> dict[str, Any]:
     """Start everything, run the agent once, record, shut down; returns the summary."""
     me = psutil.Process()
-    livekit = start_livekit_server()
+    with local_livekit_server() as livekit:
+        summary_input = await _run_with(livekit)
+    left = [p for p in me.children(recursive=True) if p.is_running() and p.status() != "zombie"]
+    viewer, report, statuses = summary_input
+    summary = summarise(viewer, report, statuses, processes_left=len(left))
+    write_sheet(viewer, report, out / "avatar.png")
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+async def _run_with(livekit: LiveKitServer) -> tuple[AvatarViewer, AgentReport, list[str]]:
+    """The demo against a running LiveKit server: emulator, agent worker, viewer."""
     emulator = start_emulator_process(args=["--log-level", "warning"])
     emulator_url, protoface_key = emulator.url, emulator.api_key
     os.environ.update(
@@ -239,9 +237,9 @@ async def run(out: Path) -> dict[str, Any]:
     worker_task = asyncio.create_task(worker.run(devmode=True))
     try:
         await asyncio.wait_for(registered.wait(), timeout=30)
-        await viewer.connect(livekit.url, viewer_token(livekit, room))
+        await viewer.connect(livekit.url, livekit.token("demo-viewer", room))
         watcher = asyncio.create_task(watch_statuses(emulator_url, protoface_key, report, statuses))
-        async with api.LiveKitAPI(livekit.http_url, livekit.api_key, livekit.api_secret) as lk:
+        async with livekit.api() as lk:
             await lk.agent_dispatch.create_dispatch(
                 api.CreateAgentDispatchRequest(agent_name=AGENT_NAME, room=room)
             )
@@ -255,13 +253,7 @@ async def run(out: Path) -> dict[str, Any]:
         worker_task.cancel()
         await asyncio.gather(worker_task, return_exceptions=True)
         emulator.stop()
-        livekit.stop()
-
-    left = [p for p in me.children(recursive=True) if p.is_running() and p.status() != "zombie"]
-    summary = summarise(viewer, report, statuses, processes_left=len(left))
-    write_sheet(viewer, report, out / "avatar.png")
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    return summary
+    return viewer, report, statuses
 
 
 def main() -> int:

@@ -11,8 +11,8 @@ import pytest
 from livekit import api, rtc
 from livekit.plugins import protoface
 
-from protoface_emulator.livekit_dev import LiveKitServer
 from protoface_emulator.server import Emulator
+from protoface_emulator.testing import LiveKitServer
 
 from .harness import AgentSide, agent_in, eventually, load_speech, play, room_name, viewer_in
 

@@ -10,8 +10,8 @@ import asyncio
 
 from livekit.agents.metrics.base import AvatarMetrics
 
-from protoface_emulator.livekit_dev import LiveKitServer
 from protoface_emulator.server import Emulator
+from protoface_emulator.testing import LiveKitServer
 
 from .harness import agent_in, audio_seconds, load_speech, mean, play, room_name, viewer_in
 

@@ -9,8 +9,8 @@ import socket
 import pytest
 from livekit.plugins import protoface
 
-from protoface_emulator.livekit_dev import LiveKitServer
 from protoface_emulator.server import Emulator
+from protoface_emulator.testing import LiveKitServer
 
 from .harness import agent_in, room_name
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
-from protoface_emulator.livekit_dev import LiveKitServer
 from protoface_emulator.server import Emulator
+from protoface_emulator.testing import LiveKitServer
 
 from .harness import agent_in, audio_seconds, eventually, load_speech, play, room_name, viewer_in
 

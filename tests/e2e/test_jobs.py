@@ -19,8 +19,8 @@ from livekit.agents import Agent, AgentServer, AgentSession, JobContext, JobExec
 from livekit.agents.voice.room_io import RoomOptions
 from livekit.plugins import protoface
 
-from protoface_emulator.livekit_dev import LiveKitServer
 from protoface_emulator.server import Emulator
+from protoface_emulator.testing import LiveKitServer
 
 from .harness import agent_in, eventually, load_speech, mean, play, room_name, viewer_in
 

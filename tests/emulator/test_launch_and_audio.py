@@ -1,5 +1,5 @@
-"""The development helpers the demo and benchmarks share: the emulator as a child
-process, and agent audio cut into frames."""
+"""The kit's helpers the demo, the benchmarks and users' tests share: the emulator as
+a child process, agent audio cut into frames, and participant tokens."""
 
 from __future__ import annotations
 
@@ -7,10 +7,18 @@ import wave
 from pathlib import Path
 
 import aiohttp
+import jwt
 import numpy as np
+import pytest
+from livekit.api import TokenVerifier
 
-from protoface_emulator.audio import pcm_frames, wav_frames
-from protoface_emulator.launch import start_emulator_process
+from protoface_emulator.testing import (
+    mint_token,
+    pcm_frames,
+    speech,
+    start_emulator_process,
+    wav_frames,
+)
 
 
 async def test_emulator_process_serves_with_its_key_and_stops_cleanly() -> None:
@@ -48,3 +56,24 @@ def test_wav_frames_reads_mono_pcm_and_can_keep_only_the_start(tmp_path: Path) -
     assert sum(f.samples_per_channel for f in wav_frames(path)) == 24000
     assert sum(f.samples_per_channel for f in wav_frames(path, seconds=0.5)) == 12000
     assert all(f.sample_rate == 24000 for f in wav_frames(path))
+
+
+def test_synthetic_speech_is_loud_from_its_first_frame_to_its_last() -> None:
+    frames = speech(1.0)
+    assert sum(f.samples_per_channel for f in frames) == 16000
+    levels = [float(np.abs(np.frombuffer(f.data, dtype=np.int16)).mean()) for f in frames]
+    assert min(levels) > 0.05 * 32767
+
+
+def test_minted_tokens_admit_one_identity_to_one_room_with_its_kind_and_attributes() -> None:
+    token = mint_token(
+        "key", "secret-" + "x" * 32, "agent-1", "room-a", kind="agent", attributes={"a": "b"}
+    )
+    claims = TokenVerifier("key", "secret-" + "x" * 32).verify(token)
+    assert claims.identity == "agent-1"
+    assert claims.kind == "agent"
+    assert claims.attributes == {"a": "b"}
+    assert claims.video is not None and claims.video.room == "room-a" and claims.video.room_join
+    assert claims.video.can_publish and claims.video.can_subscribe and claims.video.can_publish_data
+    with pytest.raises(jwt.InvalidSignatureError):
+        TokenVerifier("key", "another-secret-" + "y" * 32).verify(token)

@@ -1,4 +1,4 @@
-"""The `protoface-emulator` command as a child process, for demos and benchmarks.
+"""The `protoface-emulator` command as a child process, for demos, benchmarks and tests.
 
 Starts it on a free loopback port, reads the URL from its `listening on` line,
 and stops it with SIGTERM (it ends every session and waits for its workers).
@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import IO
 
-from .server import generate_api_key
+from protoface_emulator.server import generate_api_key
 
 __all__ = ["EmulatorProcess", "start_emulator_process"]
 

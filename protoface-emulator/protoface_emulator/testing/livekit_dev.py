@@ -1,8 +1,9 @@
-"""A real `livekit-server --dev` on loopback, for offline development and tests.
+"""A real `livekit-server --dev` on loopback, and the tokens its participants use.
 
 One place knows how: find the binary, pick free ports, keep every socket on
-127.0.0.1, wait until it answers, and stop it leaving nothing behind. The test
-fixture, the offline demo and the benchmarks all start their server here.
+127.0.0.1, wait until it answers, stop it leaving nothing behind, and mint
+participant tokens for it. The `livekit_server` fixture, the offline demo and the
+benchmarks all start their server and mint their tokens here.
 """
 
 from __future__ import annotations
@@ -16,14 +17,85 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
+from typing import Literal
+
+from livekit import api as lkapi
+
+__all__ = [
+    "DEV_API_KEY",
+    "INSTALL_HINT",
+    "LiveKitServer",
+    "LiveKitServerMissing",
+    "ParticipantKind",
+    "find_livekit_server",
+    "local_livekit_server",
+    "mint_token",
+    "start_livekit_server",
+]
 
 DEV_API_KEY = "devkey"
 
+INSTALL_HINT = (
+    "run scripts/install-livekit-server (or set LIVEKIT_SERVER_BIN to a livekit-server "
+    "binary, or put livekit-server on PATH)"
+)
+
+ParticipantKind = Literal["standard", "agent", "ingress", "egress", "sip"]
+"""The participant kinds a LiveKit token can carry."""
+
+
+def mint_token(
+    api_key: str,
+    api_secret: str,
+    identity: str,
+    room: str,
+    *,
+    kind: ParticipantKind = "standard",
+    name: str | None = None,
+    attributes: Mapping[str, str] | None = None,
+    ttl: timedelta = timedelta(hours=1),
+) -> str:
+    """A LiveKit access token for one participant of `room`.
+
+    The grants are the ones a test participant needs: join, publish, subscribe
+    and publish data. This is the only place the kit, the demo, the benchmarks and
+    our tests mint participant tokens.
+
+    Args:
+        api_key: The server's API key.
+        api_secret: The secret that signs the token (another one makes a token the
+            server refuses).
+        identity: The participant's identity.
+        room: The room the token admits to.
+        kind: The participant kind (`"agent"` for an agent's own participant).
+        name: The participant's display name.
+        attributes: Participant attributes carried by the token.
+        ttl: How long the token is valid.
+    """
+    grants = lkapi.VideoGrants(
+        room_join=True, room=room, can_publish=True, can_subscribe=True, can_publish_data=True
+    )
+    token = (
+        lkapi.AccessToken(api_key, api_secret)
+        .with_identity(identity)
+        .with_kind(kind)
+        .with_grants(grants)
+        .with_ttl(ttl)
+    )
+    if name is not None:
+        token = token.with_name(name)
+    if attributes:
+        token = token.with_attributes(dict(attributes))
+    return token.to_jwt()
+
 
 class LiveKitServerMissing(RuntimeError):
-    """No livekit-server binary could be found."""
+    """No livekit-server binary could be found (see `INSTALL_HINT`)."""
 
 
 def find_livekit_server() -> str | None:
@@ -83,6 +155,44 @@ class LiveKitServer:
         if not os.environ.get("LIVEKIT_DEV_KEEP_LOG"):
             self.log_path.unlink(missing_ok=True)
 
+    def token(
+        self,
+        identity: str,
+        room: str,
+        *,
+        kind: ParticipantKind = "standard",
+        name: str | None = None,
+        attributes: Mapping[str, str] | None = None,
+        ttl: timedelta = timedelta(hours=1),
+        api_secret: str | None = None,
+    ) -> str:
+        """A token for a participant of `room` on this server (see `mint_token`).
+
+        Args:
+            identity: The participant's identity.
+            room: The room the token admits to.
+            kind: The participant kind (`"agent"` for an agent's own participant).
+            name: The participant's display name.
+            attributes: Participant attributes carried by the token.
+            ttl: How long the token is valid.
+            api_secret: Sign with this secret instead of the server's, for a
+                token the server refuses.
+        """
+        return mint_token(
+            self.api_key,
+            api_secret if api_secret is not None else self.api_secret,
+            identity,
+            room,
+            kind=kind,
+            name=name,
+            attributes=attributes,
+            ttl=ttl,
+        )
+
+    def api(self) -> lkapi.LiveKitAPI:
+        """A server API client for this server (`async with server.api() as lk:`)."""
+        return lkapi.LiveKitAPI(self.http_url, self.api_key, self.api_secret)
+
 
 def start_livekit_server(
     binary: str | None = None, *, ready_timeout: float = 20.0
@@ -95,10 +205,7 @@ def start_livekit_server(
     """
     binary = binary or find_livekit_server()
     if binary is None:
-        raise LiveKitServerMissing(
-            "livekit-server not found: run scripts/install-livekit-server "
-            "(or set LIVEKIT_SERVER_BIN, or put livekit-server on PATH)"
-        )
+        raise LiveKitServerMissing(f"livekit-server not found: {INSTALL_HINT}")
     # Free ports are picked before the server binds them, so another process can
     # take one in between; a few fresh tries make that race harmless.
     for attempt in range(_START_ATTEMPTS):
@@ -115,6 +222,22 @@ def start_livekit_server(
                     f"{tail}"
                 ) from None
     raise AssertionError("unreachable")
+
+
+@contextmanager
+def local_livekit_server(
+    binary: str | None = None, *, ready_timeout: float = 20.0
+) -> Iterator[LiveKitServer]:
+    """`start_livekit_server` as a `with` block: the server is stopped when it ends.
+
+    Outside pytest (demos, benchmarks, scripts) this is the way to get a server;
+    in tests, the `livekit_server` fixture.
+    """
+    server = start_livekit_server(binary, ready_timeout=ready_timeout)
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 class _PortTaken(Exception):

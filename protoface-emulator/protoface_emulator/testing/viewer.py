@@ -1,27 +1,49 @@
 """A viewer: a real LiveKit participant that watches an avatar and measures its mouth.
 
-The end-to-end tests, the offline demo and the benchmarks all look at the avatar
-the way a person in the room would: through the video and audio tracks that the
-avatar publishes. This module subscribes to them and keeps, per received video
-frame, how much the mouth region moved and whether the mouth is open, and per
-received audio frame, how loud it was. It knows where the mouth is from
-`face.mouth_box`, and what a closed mouth looks like from `face.FaceRenderer`.
+The `avatar_viewer` fixture, the end-to-end tests, the offline demo and the
+benchmarks all look at the avatar the way a person in the room would: through the
+video and audio tracks that the avatar publishes. This module subscribes to them
+and keeps, per received video frame, how much the mouth region moved and whether
+the mouth is open, and per received audio frame, how loud it was. It knows where
+the mouth is from `face.mouth_box`, and what a closed mouth looks like from
+`face.FaceRenderer`. The `wait_for_*` methods wait for what a test expects to
+see or hear, with a deadline, and say what was received when it does not come.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Coroutine
+import uuid
+from collections.abc import AsyncIterator, Callable, Coroutine
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
 from livekit import rtc
 
-from .face import FaceRenderer, audio_level, mouth_box
+from protoface_emulator.face import FaceRenderer, audio_level, mouth_box
+from protoface_emulator.testing.livekit_dev import LiveKitServer
+from protoface_emulator.testing.png import contact_sheet, write_png
+from protoface_emulator.testing.waiting import eventually
 
-__all__ = ["AudioSample", "AvatarViewer", "VideoSample"]
+__all__ = [
+    "AVATAR_IDENTITY",
+    "HEARD_LEVEL",
+    "MOUTH_OPEN_THRESHOLD",
+    "AudioSample",
+    "AvatarViewer",
+    "VideoSample",
+    "viewer_in",
+]
+
+AVATAR_IDENTITY = "protoface-avatar-agent"
+"""The identity the plugin's avatar joins with unless told otherwise."""
+
+HEARD_LEVEL = 0.05
+"""Audio louder than this (0..1, `face.audio_level`) counts as speech heard."""
 
 # Mean absolute difference (0..255) from the closed-mouth picture above which the
 # mouth counts as open. Video coding noise on a still closed mouth stays well
@@ -57,13 +79,17 @@ class AudioSample:
 class AvatarViewer:
     """Subscribes to one participant's video and audio and measures what arrives.
 
+    Connect it with `connect(url, token)` (or use `viewer_in`, or the
+    `avatar_viewer` fixture); everything received is kept in `video` and `audio`.
+
     Args:
-        avatar_identity: The participant whose tracks to watch (the avatar worker).
+        avatar_identity: The participant whose tracks to watch (the avatar worker;
+            the plugin's default identity unless given).
         keep_every: Keep a full RGB copy of every Nth video frame in `snapshots`
             (0 keeps none), for contact sheets.
     """
 
-    avatar_identity: str
+    avatar_identity: str = AVATAR_IDENTITY
     keep_every: int = 0
     room: rtc.Room = field(default_factory=rtc.Room)
     video: list[VideoSample] = field(default_factory=list)
@@ -83,11 +109,119 @@ class AvatarViewer:
         """`time.monotonic()` when the first avatar video frame arrived, if one has."""
         return self.video[0].received_at if self.video else None
 
+    @property
+    def room_name(self) -> str:
+        """The name of the room the viewer joined."""
+        return self.room.name
+
+    @property
+    def mouth_open_frames(self) -> int:
+        """How many received video frames show the mouth open."""
+        return sum(1 for s in self.video if s.mouth_open)
+
+    def describe(self) -> str:
+        """What arrived so far, in one line (failure messages use it)."""
+        return (
+            f"{len(self.video)} video frames from {self.avatar_identity!r} received, "
+            f"{self.mouth_open_frames} with the mouth open; "
+            f"{self.audio_seconds(min_level=HEARD_LEVEL):.2f} s of speech heard "
+            f"({self.audio_seconds():.2f} s of audio)"
+        )
+
     async def wait_first_video(self, timeout: float) -> float:
-        """Wait for the first avatar video frame; returns its arrival time."""
-        await asyncio.wait_for(self._first_video.wait(), timeout)
+        """Wait for the first avatar video frame; returns its arrival time.
+
+        Raises:
+            AssertionError: No frame arrived within `timeout` seconds.
+        """
+        try:
+            await asyncio.wait_for(self._first_video.wait(), timeout)
+        except asyncio.TimeoutError:
+            raise AssertionError(
+                f"no video from {self.avatar_identity!r} within {timeout:g} s "
+                f"(participants in the room: {sorted(self.room.remote_participants)})"
+            ) from None
         assert self.video
         return self.video[0].received_at
+
+    async def wait_for_video(self, *, timeout: float = 30.0) -> None:
+        """Wait until the avatar's video arrives (see `wait_first_video`)."""
+        await self.wait_first_video(timeout)
+
+    async def wait_for_mouth_open(self, *, timeout: float = 15.0) -> None:
+        """Wait for a frame, received from now on, that shows the mouth open.
+
+        Raises:
+            AssertionError: None arrived within `timeout` seconds.
+        """
+        since = time.monotonic()
+        await self.wait_until(
+            lambda: any(s.mouth_open for s in self._video_since(since)),
+            timeout=timeout,
+            what="the mouth to open",
+        )
+
+    async def wait_for_mouth_closed(self, *, frames: int = 10, timeout: float = 15.0) -> None:
+        """Wait until `frames` consecutive frames, received from now on, show it closed.
+
+        A mouth that is still moving keeps the wait going; one that has settled
+        ends it as soon as enough frames arrived.
+
+        Raises:
+            AssertionError: The mouth did not stay closed that long within `timeout`.
+        """
+        since = time.monotonic()
+
+        def settled() -> bool:
+            recent = self._video_since(since)[-frames:]
+            return len(recent) == frames and not any(s.mouth_open for s in recent)
+
+        await self.wait_until(
+            settled, timeout=timeout, what=f"the mouth to stay closed for {frames} frames"
+        )
+
+    async def wait_for_audio(
+        self, seconds: float, *, min_level: float = HEARD_LEVEL, timeout: float = 15.0
+    ) -> None:
+        """Wait until `seconds` of avatar audio louder than `min_level` were heard in all.
+
+        Raises:
+            AssertionError: Not that much arrived within `timeout` seconds.
+        """
+        await self.wait_until(
+            lambda: self.audio_seconds(min_level=min_level) >= seconds,
+            timeout=timeout,
+            what=f"{seconds:g} s of speech from the avatar",
+        )
+
+    async def wait_until(
+        self, condition: Callable[[], object], *, timeout: float, what: str = "the condition"
+    ) -> None:
+        """Wait until `condition()` holds; the failure says what the viewer received.
+
+        Raises:
+            AssertionError: It did not hold within `timeout` seconds.
+        """
+        await eventually(
+            condition,
+            timeout=timeout,
+            message=lambda: f"waited {timeout:g} s for {what}: {self.describe()}",
+        )
+
+    def save_contact_sheet(self, path: Path | str, *, columns: int = 6) -> Path:
+        """Write the kept snapshots (see `keep_every`) as one PNG; returns its path.
+
+        Raises:
+            ValueError: No snapshot was kept (`keep_every` is 0 or no video came).
+        """
+        if not self.snapshots:
+            raise ValueError("no snapshots kept: create the viewer with keep_every=N (N > 0)")
+        out = Path(path)
+        write_png(out, contact_sheet([rgb for _, rgb in self.snapshots], columns=columns))
+        return out
+
+    def _video_since(self, since: float) -> list[VideoSample]:
+        return [s for s in self.video if s.received_at >= since]
 
     def video_between(self, start: float, end: float) -> list[VideoSample]:
         """The video frames that arrived within [start, end)."""
@@ -181,3 +315,32 @@ def _mouth_region(
 ) -> npt.NDArray[np.int16]:
     x0, y0, x1, y1 = box
     return rgba[y0:y1, x0:x1, :3].astype(np.int16)
+
+
+@asynccontextmanager
+async def viewer_in(
+    server: LiveKitServer,
+    room: str,
+    avatar_identity: str = AVATAR_IDENTITY,
+    *,
+    keep_every: int = 0,
+    identity: str | None = None,
+) -> AsyncIterator[AvatarViewer]:
+    """A viewer participant in `room` on `server`, watching `avatar_identity`.
+
+    It joins before the block runs and leaves after it.
+
+    Args:
+        server: The LiveKit server to join.
+        room: The room to join (created by the server on first join).
+        avatar_identity: The participant whose tracks to record.
+        keep_every: Keep every Nth video frame for `save_contact_sheet`.
+        identity: The viewer's own identity; a fresh `viewer-…` one by default.
+    """
+    viewer = AvatarViewer(avatar_identity=avatar_identity, keep_every=keep_every)
+    me = identity or f"viewer-{uuid.uuid4().hex[:6]}"
+    await viewer.connect(server.url, server.token(me, room))
+    try:
+        yield viewer
+    finally:
+        await viewer.aclose()

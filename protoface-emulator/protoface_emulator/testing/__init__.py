@@ -1,0 +1,119 @@
+"""Test an agent with a Protoface avatar in a real room: the kit behind the pytest plugin.
+
+The fixtures (`livekit_server`, `protoface_emulator`, `avatar_viewer`) come with
+the package through its pytest plugin (`protoface_emulator.testing.plugin`);
+this package holds what tests call:
+
+- `agent_in(server, room, start)`: the agent's participant and `AgentSession` in a
+  room, running the user's start function; `agent.say(frames)` speaks.
+- `AvatarViewer` / `viewer_in`: a participant recording the avatar's frames, mouth
+  and audio, with `wait_for_*` methods.
+- `speech(seconds)`, `wav_frames(path)`, `play(frames)`: pre-rendered agent audio.
+- `eventually(predicate, timeout=...)`: wait for a condition instead of sleeping.
+- `local_livekit_server()` (a `with` block), `LiveKitServer`, `mint_token`: a
+  loopback `livekit-server --dev` and its participant tokens, outside pytest too.
+- `start_emulator_process`: the `protoface-emulator` command as a child process.
+
+Names load on first use (importing the package alone loads no LiveKit code);
+`livekit.plugins.protoface` is imported only by `start_avatar_agent`, the
+default start.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from protoface_emulator.testing.agent import (
+        AgentInRoom,
+        StartAgent,
+        agent_in,
+        start_avatar_agent,
+    )
+    from protoface_emulator.testing.audio import audio_seconds, pcm_frames, play, speech, wav_frames
+    from protoface_emulator.testing.launch import EmulatorProcess, start_emulator_process
+    from protoface_emulator.testing.livekit_dev import (
+        LiveKitServer,
+        LiveKitServerMissing,
+        find_livekit_server,
+        local_livekit_server,
+        mint_token,
+        start_livekit_server,
+    )
+    from protoface_emulator.testing.viewer import (
+        AVATAR_IDENTITY,
+        AudioSample,
+        AvatarViewer,
+        VideoSample,
+        viewer_in,
+    )
+    from protoface_emulator.testing.waiting import eventually
+
+# Loaded on first use: the pytest plugin (`testing.plugin`) lives in this package,
+# and a pytest run that never touches these names must not pay for importing LiveKit.
+_HOMES = {
+    "AgentInRoom": "agent",
+    "StartAgent": "agent",
+    "agent_in": "agent",
+    "start_avatar_agent": "agent",
+    "audio_seconds": "audio",
+    "pcm_frames": "audio",
+    "play": "audio",
+    "speech": "audio",
+    "wav_frames": "audio",
+    "EmulatorProcess": "launch",
+    "start_emulator_process": "launch",
+    "LiveKitServer": "livekit_dev",
+    "LiveKitServerMissing": "livekit_dev",
+    "find_livekit_server": "livekit_dev",
+    "local_livekit_server": "livekit_dev",
+    "mint_token": "livekit_dev",
+    "start_livekit_server": "livekit_dev",
+    "AVATAR_IDENTITY": "viewer",
+    "AudioSample": "viewer",
+    "AvatarViewer": "viewer",
+    "VideoSample": "viewer",
+    "viewer_in": "viewer",
+    "eventually": "waiting",
+}
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{home}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
+
+
+__all__ = [
+    "AVATAR_IDENTITY",
+    "AgentInRoom",
+    "AudioSample",
+    "AvatarViewer",
+    "EmulatorProcess",
+    "LiveKitServer",
+    "LiveKitServerMissing",
+    "StartAgent",
+    "VideoSample",
+    "agent_in",
+    "audio_seconds",
+    "eventually",
+    "find_livekit_server",
+    "local_livekit_server",
+    "mint_token",
+    "pcm_frames",
+    "play",
+    "speech",
+    "start_avatar_agent",
+    "start_emulator_process",
+    "start_livekit_server",
+    "viewer_in",
+    "wav_frames",
+]
