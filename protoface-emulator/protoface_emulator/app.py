@@ -1,10 +1,12 @@
-"""The HTTP routes of the Protoface public API.
+"""The HTTP side of the Protoface public API: request -> schema -> store -> view.
 
-Thin on purpose: each handler parses and validates its request (`schema.py`),
-makes one store call and returns JSON. One middleware gives every request an id,
-applies armed faults, checks the bearer key on `/v1` routes and turns every
-failure, including ones nobody foresaw, into the error envelope with an
-`X-Request-Id` header; nothing else leaves the server as an error.
+`Api.handle` is the whole server's request handler (aiohttp's low-level server
+calls it for every parsed request, see `server.py`). It gives the request an id,
+logs it (`RequestLog`), applies an armed fault, authenticates `/v1`, finds the
+route (`urls.py`) and calls its handler. A handler reads what it needs from the
+request, lets `schema.py` check it, makes one store call and returns the view as
+JSON. Every failure, including ones nobody foresaw, leaves as the error envelope
+with an `X-Request-Id` header.
 """
 
 from __future__ import annotations
@@ -12,80 +14,70 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import hmac
 import json
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timezone
 from functools import partial
+from typing import cast
 
-from aiohttp import hdrs, web
+from aiohttp import BodyPartReader, HttpVersion11, hdrs, web
 from aiohttp.http_exceptions import HttpProcessingError
 
+from protoface_emulator.contract import (
+    IDEMPOTENCY_KEY_HEADER,
+    IDEMPOTENT_REPLAYED_HEADER,
+    JSON_BODY_LIMIT,
+    REQUEST_ID_HEADER,
+    UPLOAD_BODY_LIMIT,
+)
 from protoface_emulator.errors import (
-    CODE_DUPLICATE_FIELD,
-    CODE_EXPECTATION_FAILED,
     CODE_INTERNAL,
-    CODE_INVALID_API_KEY,
-    CODE_INVALID_BODY,
-    CODE_INVALID_IDEMPOTENCY_KEY,
-    CODE_INVALID_IMAGE,
-    CODE_INVALID_TYPE,
-    CODE_INVALID_VALUE,
     CODE_METHOD_NOT_ALLOWED,
-    CODE_MISSING_API_KEY,
-    CODE_MISSING_FIELD,
-    CODE_REQUEST_TOO_LARGE,
     CODE_ROUTE_NOT_FOUND,
     CODE_SERVICE_UNAVAILABLE,
     CODE_TOO_MANY_REQUESTS,
     CODE_TRANSPORT_UNSUPPORTED,
-    CODE_UNKNOWN_FIELD,
-    CODE_UNSUPPORTED_MEDIA_TYPE,
     ApiError,
     invalid,
-    shown,
 )
 from protoface_emulator.faults import Fault, Faults, RecordedRequest, RequestLog, gateway_html
 from protoface_emulator.ids import new_id
 from protoface_emulator.schema import (
     JSONObject,
+    check_bearer,
+    check_body_headers,
+    check_expectation,
+    check_json_media_type,
+    check_multipart,
+    parse_avatar_list_query,
+    parse_avatar_upload,
+    parse_idempotency_key,
     parse_json_object,
+    parse_no_body,
+    parse_no_query,
     parse_session_create,
-    query_limit,
-    query_single,
-    query_statuses,
-    query_timestamp,
-    reject_unknown_parameters,
+    parse_session_list_query,
+    parse_usage_query,
+    request_fingerprint,
+    too_large,
+    undecodable_body,
+    unparseable_multipart,
     validate_pipecat_create,
 )
-from protoface_emulator.store import SessionFilter, Store, current_month
+from protoface_emulator.store import Store
+from protoface_emulator.urls import resolve
 
 logger = logging.getLogger("protoface_emulator.app")
 
-JSON_BODY_LIMIT = 64 * 1024
-UPLOAD_BODY_LIMIT = 10 * 1024 * 1024
-IDEMPOTENCY_KEY_MAX_LENGTH = 255
-AVATAR_NAME_MAX_LENGTH = 100
-AVATAR_RUNTIME_TYPES = ("avtr1", "mock")
-DEFAULT_AVATAR_NAME = "Custom Avatar"
-REQUEST_ID_HEADER = "X-Request-Id"
-_LOG_ENTRY = web.RequestKey("log_entry", RecordedRequest)
+Handler = Callable[..., Awaitable[web.StreamResponse]]
 
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-# Codings aiohttp decodes while reading a body (br and zstd only when their packages
-# are installed; without them aiohttp refuses the request before the app sees it).
-_DECODED_CONTENT_ENCODINGS = frozenset({"identity", "gzip", "deflate", "br", "zstd"})
+_dumps = partial(json.dumps, separators=(",", ":"), ensure_ascii=False)
 
 
 def _needs_key(path: str) -> bool:
     """Every /v1 path takes the bearer key, including ones with no route."""
     return path == "/v1" or path.startswith("/v1/")
-
-
-_dumps = partial(json.dumps, separators=(",", ":"), ensure_ascii=False)
 
 
 def _json(data: object, status: int = 200) -> web.Response:
@@ -106,21 +98,6 @@ def _format_seconds(seconds: float) -> str:
     return str(int(seconds)) if float(seconds).is_integer() else f"{seconds:g}"
 
 
-def _snake(phrase: str) -> str:
-    return "_".join(phrase.lower().replace("-", " ").split())
-
-
-def http_exception_error(exc: web.HTTPException) -> ApiError:
-    """The envelope error for an exception aiohttp raised itself.
-
-    E.g. a 413 while reading a multipart body (the only body it reads for us, so
-    its limit is the upload limit).
-    """
-    if isinstance(exc, web.HTTPRequestEntityTooLarge):
-        return ApiError(413, CODE_REQUEST_TOO_LARGE, f"The request body is too large: {exc.text}")
-    return ApiError(exc.status, _snake(exc.reason or "error"), exc.reason or "Request failed.")
-
-
 def _fault_error(fault: Fault) -> ApiError:
     default_codes = {429: CODE_TOO_MANY_REQUESTS, 503: CODE_SERVICE_UNAVAILABLE}
     code = (
@@ -137,7 +114,7 @@ def _fault_error(fault: Fault) -> ApiError:
 
 
 class Api:
-    """The routes and middleware of one emulator.
+    """The request handler of one emulator.
 
     Args:
         store: the state behind the routes.
@@ -161,37 +138,18 @@ class Api:
         if not api_key:
             raise ValueError("the emulator needs a non-empty API key")
         self._store = store
-        self._key = api_key.encode("utf-8")
+        self._key_digest = hashlib.sha256(api_key.encode("utf-8")).digest()
         # Idempotency keys are remembered per API key; never the key itself.
-        self._scope = hashlib.sha256(self._key).hexdigest()[:16]
+        self._scope = self._key_digest.hex()[:16]
         self._faults = faults
         self._requests = requests if requests is not None else RequestLog()
         self._json_limit = json_body_limit
         self._upload_limit = upload_body_limit
 
-    def build(self) -> web.Application:
-        """A new aiohttp application serving the API."""
-        # aiohttp enforces client_max_size only on the multipart reader; JSON bodies
-        # are read with the smaller limit below.
-        app = web.Application(middlewares=[self._middleware], client_max_size=self._upload_limit)
-        app.router.add_get("/v1/status", self.status)
-        app.router.add_get("/v1/billing/plans", self.plans)
-        app.router.add_get("/v1/usage", self.usage)
-        app.router.add_get("/v1/avatars", self.list_avatars)
-        app.router.add_post("/v1/avatars", self.create_avatar)
-        app.router.add_get("/v1/avatars/{avatar_id}", self.get_avatar)
-        app.router.add_delete("/v1/avatars/{avatar_id}", self.delete_avatar)
-        app.router.add_get("/v1/sessions", self.list_sessions)
-        app.router.add_post("/v1/sessions", self.create_session)
-        app.router.add_get("/v1/sessions/{session_id}", self.get_session)
-        app.router.add_post("/v1/sessions/{session_id}/end", self.end_session)
-        app.router.add_post("/v1/pipecat/sessions", self.create_pipecat_session)
-        return app
+    # -- the entry point -------------------------------------------------------------
 
-    # -- middleware ------------------------------------------------------------------
-
-    @web.middleware
-    async def _middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        """Answer one request (aiohttp's low-level server calls this)."""
         request_id = new_id("req")
         raw_path = request.rel_url.raw_path
         entry = self._requests.record(
@@ -199,14 +157,8 @@ class Api:
         )
         if not request.body_exists:
             entry.body = b""
-        request[_LOG_ENTRY] = entry
-        fault = self._faults.draw(request.method, raw_path)
-        entry.fault = fault
         try:
-            if fault is None:
-                response = await self._respond(request, handler, request_id)
-            else:
-                response = await self._apply_fault(fault, request, handler, request_id)
+            response, fault = await self._answer(request, request_id, entry)
         except BaseException:
             self._requests.answered(entry, None)
             raise
@@ -218,15 +170,48 @@ class Api:
         self._requests.answered(entry, None if dropped else response.status)
         return response
 
+    async def _answer(
+        self, request: web.BaseRequest, request_id: str, entry: RecordedRequest
+    ) -> tuple[web.StreamResponse, Fault | None]:
+        if request.version >= HttpVersion11 and hdrs.EXPECT in request.headers:
+            refused = self._refuse_expectation(request)
+            if refused is not None:
+                response = error_response(refused, request_id)
+                # The body was never invited: do not read it as the next request.
+                response.force_close()
+                return response, None
+            await _send_continue(request)
+        fault = self._faults.draw(request.method, request.rel_url.raw_path)
+        entry.fault = fault
+        if fault is None:
+            return await self._respond(request, request_id, entry), None
+        return await self._apply_fault(fault, request, request_id, entry), fault
+
+    def _refuse_expectation(self, request: web.BaseRequest) -> ApiError | None:
+        """What the headers alone rule out before a client sends the body it announced.
+
+        A client waits for `100 Continue` before sending its body, so no key (401),
+        a declared length over the limit (413) or an expectation other than
+        100-continue (417) is answered instead, and the body never sent.
+        """
+        try:
+            check_expectation(request.headers[hdrs.EXPECT])
+            if _needs_key(request.path):
+                check_bearer(request.headers.getall(hdrs.AUTHORIZATION, []), self._key_digest)
+            is_upload = request.method == hdrs.METH_POST and request.path == "/v1/avatars"
+            limit = self._upload_limit if is_upload else self._json_limit
+            check_body_headers(None, request.content_length, limit)
+        except ApiError as exc:
+            return exc
+        return None
+
     async def _respond(
-        self, request: web.Request, handler: Handler, request_id: str
+        self, request: web.BaseRequest, request_id: str, entry: RecordedRequest
     ) -> web.StreamResponse:
         try:
-            return await self._dispatch(request, handler)
+            return await self._dispatch(request, entry)
         except ApiError as exc:
             return error_response(exc, request_id)
-        except web.HTTPException as exc:
-            return error_response(http_exception_error(exc), request_id)
         except asyncio.CancelledError:
             raise
         except ConnectionError:
@@ -247,74 +232,50 @@ class Api:
                 request_id,
             )
 
-    async def _dispatch(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+    async def _dispatch(
+        self, request: web.BaseRequest, entry: RecordedRequest
+    ) -> web.StreamResponse:
         # The key first, as the hosted API does: without it, a caller learns nothing,
         # not even which /v1 routes and methods exist.
         if _needs_key(request.path):
-            self._authenticate(request)
-        routing_error = request.match_info.http_exception
-        if isinstance(routing_error, web.HTTPMethodNotAllowed):
-            allowed = ", ".join(sorted(routing_error.allowed_methods))
+            check_bearer(request.headers.getall(hdrs.AUTHORIZATION, []), self._key_digest)
+        route = resolve(request.method, request.rel_url.raw_path)
+        if route.endpoint is None and route.allowed:
+            allowed = ", ".join(route.allowed)
             raise ApiError(
                 405,
                 CODE_METHOD_NOT_ALLOWED,
                 f"{request.method} is not allowed on {request.path}; use {allowed}.",
                 headers={"Allow": allowed},
             )
-        if routing_error is not None:
+        if route.endpoint is None:
             raise ApiError(
                 404,
                 CODE_ROUTE_NOT_FOUND,
                 f"No route {request.method} {request.path}; the API lives under /v1.",
             )
-        return await handler(request)
-
-    def _authenticate(self, request: web.BaseRequest) -> None:
-        headers = request.headers.getall(hdrs.AUTHORIZATION, [])
-        challenge = {"WWW-Authenticate": 'Bearer realm="protoface"'}
-        if not headers or (len(headers) == 1 and not headers[0].strip()):
-            raise ApiError(
-                401,
-                CODE_MISSING_API_KEY,
-                "No API key: send the header 'Authorization: Bearer <api key>'.",
-                headers=challenge,
-            )
-        # RFC 9110 separates scheme and credentials by one or more spaces.
-        scheme, _, token = headers[0].strip().partition(" ")
-        presented = token.strip().encode("utf-8", "backslashreplace")
-        # Digests of equal length, compared even for a malformed header, so neither
-        # the key's length nor its content shows in the timing.
-        valid = hmac.compare_digest(
-            hashlib.sha256(presented).digest(), hashlib.sha256(self._key).digest()
-        )
-        # Two Authorization headers are ambiguous (which one counts?): refused.
-        if len(headers) != 1 or scheme.lower() != "bearer" or not valid:
-            raise ApiError(
-                401,
-                CODE_INVALID_API_KEY,
-                "The API key is not valid; send 'Authorization: Bearer <api key>' with the "
-                "key the emulator printed or was started with.",
-                headers=challenge,
-            )
+        handler = cast(Handler, getattr(self, route.endpoint.handler))
+        return await handler(_Call(request, entry), **route.params)
 
     async def _apply_fault(
-        self, fault: Fault, request: web.Request, handler: Handler, request_id: str
+        self, fault: Fault, request: web.BaseRequest, request_id: str, entry: RecordedRequest
     ) -> web.StreamResponse:
         logger.info("fault %s on %s %s", fault.kind, request.method, request.path)
         response: web.StreamResponse | None = None
         if fault.handled:
-            response = await self._respond(request, handler, request_id)
-        else:
-            await self._read_for_the_log(request)
+            response = await self._respond(request, request_id, entry)
+        elif request.body_exists and request.content_type != "multipart/form-data":
+            # Read what the API will not, so the request log shows what was sent.
+            with contextlib.suppress(ApiError):
+                await _Call(request, entry).body(self._json_limit)
         if fault.delay > 0:
             await asyncio.sleep(fault.delay)
         if fault.kind == "late":
             if response is None:
-                response = await self._respond(request, handler, request_id)
+                response = await self._respond(request, request_id, entry)
         elif fault.kind == "drop":
-            transport = request.transport
-            if transport is not None:
-                transport.close()
+            if request.transport is not None:
+                request.transport.close()
             # aiohttp drops the answer silently once the transport is closed.
             return web.Response(status=500)
         elif fault.kind == "reply":
@@ -332,342 +293,185 @@ class Api:
         response.headers.update(fault.headers)
         return response
 
-    async def _read_for_the_log(self, request: web.Request) -> None:
-        """Read a body the API will not, so the request log shows what was sent."""
-        if request.body_exists and request.content_type != "multipart/form-data":
-            with contextlib.suppress(ApiError):
-                await self._read_body(request, self._json_limit)
-
-    def check_expectation(self, request: web.BaseRequest) -> ApiError | None:
-        """The answer to a request with `Expect`, given before its body is sent.
-
-        aiohttp would answer `100 Continue` to any `Expect: 100-continue` and only
-        then run the API. A client waits for that answer to send its body, so what
-        the headers alone rule out (no key, a declared length over the limit, an
-        expectation other than 100-continue) is answered instead, and the body never
-        sent. None: go on (aiohttp then answers `100 Continue`).
-        """
-        expect = request.headers.get(hdrs.EXPECT, "")
-        if expect.strip().lower() != "100-continue":
-            return ApiError(
-                417,
-                CODE_EXPECTATION_FAILED,
-                f"The only expectation supported is 'Expect: 100-continue'; got {expect!r}.",
-            )
-        if _needs_key(request.path):
-            try:
-                self._authenticate(request)
-            except ApiError as exc:
-                return exc
-        is_upload = request.method == hdrs.METH_POST and request.path == "/v1/avatars"
-        limit = self._upload_limit if is_upload else self._json_limit
-        length = request.content_length
-        if length is not None and length > limit:
-            return self._too_large(limit)
-        return None
-
-    # -- request helpers ---------------------------------------------------------------
-
-    def _too_large(self, limit: int) -> ApiError:
-        return ApiError(
-            413,
-            CODE_REQUEST_TOO_LARGE,
-            f"The request body is larger than the {limit} bytes allowed here.",
-        )
-
-    async def _read_body(self, request: web.Request, limit: int) -> bytes:
-        encoding = request.headers.get(hdrs.CONTENT_ENCODING, "identity").strip().lower()
-        if encoding not in _DECODED_CONTENT_ENCODINGS:
-            # aiohttp passes a coding it does not know through undecoded.
-            raise ApiError(
-                415,
-                CODE_UNSUPPORTED_MEDIA_TYPE,
-                f"Content-Encoding {encoding!r} is not supported; send the body "
-                "uncompressed, or as gzip or deflate.",
-            )
-        length = request.content_length
-        if length is not None and length > limit:
-            raise self._too_large(limit)
-        data = bytearray()
-        try:
-            async for chunk in request.content.iter_any():
-                data += chunk
-                if len(data) > limit:
-                    raise self._too_large(limit)
-        except (HttpProcessingError, web.RequestPayloadError):
-            # Bad gzip/deflate or chunk framing surfaces only while the body is read.
-            raise invalid(
-                CODE_INVALID_BODY,
-                "The request body could not be decoded; check its Content-Encoding and "
-                "Transfer-Encoding.",
-            ) from None
-        body = bytes(data)
-        entry: RecordedRequest | None = request.get(_LOG_ENTRY)
-        if entry is not None:
-            entry.body = body
-        return body
-
-    async def _read_json(self, request: web.Request, *, optional: bool = False) -> JSONObject:
-        """The body as a JSON object; with `optional`, an empty body is `{}`."""
-        raw = await self._read_body(request, self._json_limit)
-        if optional and not raw.strip():
-            return {}
-        if raw.strip():
-            media = request.content_type if hdrs.CONTENT_TYPE in request.headers else None
-            is_json = media == "application/json" or (
-                media is not None and media.startswith("application/") and media.endswith("+json")
-            )
-            charset = (request.charset or "utf-8").lower()
-            if not is_json or charset not in ("utf-8", "utf8"):
-                raise ApiError(
-                    415,
-                    CODE_UNSUPPORTED_MEDIA_TYPE,
-                    f"Send the body as Content-Type: application/json (UTF-8); got "
-                    f"{request.headers.get(hdrs.CONTENT_TYPE, 'no Content-Type')!r}.",
-                )
-        return parse_json_object(raw)
-
-    @staticmethod
-    def _idempotency_key(request: web.Request) -> str | None:
-        values = request.headers.getall("Idempotency-Key", [])
-        if not values:
-            return None
-        key = values[0]
-        if (
-            len(values) > 1
-            or not key
-            or len(key) > IDEMPOTENCY_KEY_MAX_LENGTH
-            or not key.isascii()
-            or not key.isprintable()
-        ):
-            raise invalid(
-                CODE_INVALID_IDEMPOTENCY_KEY,
-                f"Idempotency-Key must be sent once, 1 to {IDEMPOTENCY_KEY_MAX_LENGTH} "
-                "printable ASCII characters (a UUID is ideal).",
-            )
-        return key
-
     # -- routes ----------------------------------------------------------------------
 
-    async def status(self, request: web.Request) -> web.StreamResponse:
+    async def status(self, call: _Call) -> web.StreamResponse:
         """`GET /v1/status`."""
-        reject_unknown_parameters(request.query, ())
+        parse_no_query(call.query)
         return _json(self._store.status())
 
-    async def plans(self, request: web.Request) -> web.StreamResponse:
+    async def plans(self, call: _Call) -> web.StreamResponse:
         """`GET /v1/billing/plans`: a JSON array of plans."""
-        reject_unknown_parameters(request.query, ())
+        parse_no_query(call.query)
         return _json([self._store.plan()])
 
-    async def usage(self, request: web.Request) -> web.StreamResponse:
-        """`GET /v1/usage`: `period=current_month` (default) or `period_start`[/`period_end`]."""
-        query = request.query
-        reject_unknown_parameters(query, ("period", "period_start", "period_end"))
-        period = query_single(query, "period")
-        start = query_timestamp(query, "period_start")
-        end = query_timestamp(query, "period_end")
-        if period is not None:
-            if period != "current_month":
-                raise invalid(
-                    CODE_INVALID_VALUE,
-                    f"period must be 'current_month'; got {shown(period)}. For another window "
-                    "pass period_start and period_end.",
-                    "period",
-                )
-            if start is not None or end is not None:
-                raise invalid(
-                    CODE_INVALID_VALUE,
-                    "Pass either period or period_start/period_end, not both.",
-                    "period",
-                )
-        if start is None and end is None:
-            start, end = current_month()
-        elif start is None:
-            raise invalid(CODE_MISSING_FIELD, "period_end needs a period_start.", "period_start")
-        elif end is None:
-            end = datetime.now(timezone.utc)
-            if start >= end:
-                raise invalid(
-                    CODE_INVALID_VALUE,
-                    "period_start is in the future; without period_end the window ends now.",
-                    "period_start",
-                )
-        if start >= end:
-            raise invalid(
-                CODE_INVALID_VALUE, "period_start must be before period_end.", "period_end"
-            )
+    async def usage(self, call: _Call) -> web.StreamResponse:
+        """`GET /v1/usage`."""
+        start, end = parse_usage_query(call.query, datetime.now(timezone.utc))
         return _json(self._store.usage(start, end))
 
-    async def list_avatars(self, request: web.Request) -> web.StreamResponse:
+    async def list_avatars(self, call: _Call) -> web.StreamResponse:
         """`GET /v1/avatars`: stock avatars, then uploads, newest first."""
-        query = request.query
-        reject_unknown_parameters(query, ("limit", "starting_after", "scope", "q"))
-        scope = query_single(query, "scope")
-        if scope is not None and scope not in ("all", "stock", "custom"):
-            raise invalid(
-                CODE_INVALID_VALUE,
-                f"scope must be all, stock or custom; got {shown(scope)}.",
-                "scope",
+        query = parse_avatar_list_query(call.query)
+        return _json(
+            self._store.list_avatars(
+                limit=query.limit, starting_after=query.starting_after, scope=query.scope, q=query.q
             )
-        page = self._store.list_avatars(
-            limit=query_limit(query),
-            starting_after=query_single(query, "starting_after"),
-            scope=scope,
-            q=query_single(query, "q"),
         )
-        return _json(page)
 
-    async def get_avatar(self, request: web.Request) -> web.StreamResponse:
+    async def get_avatar(self, call: _Call, avatar_id: str) -> web.StreamResponse:
         """`GET /v1/avatars/{avatar_id}`."""
-        reject_unknown_parameters(request.query, ())
-        return _json(self._store.get_avatar(request.match_info["avatar_id"]).view())
+        parse_no_query(call.query)
+        return _json(self._store.get_avatar(avatar_id).view())
 
-    async def create_avatar(self, request: web.Request) -> web.StreamResponse:
+    async def create_avatar(self, call: _Call) -> web.StreamResponse:
         """`POST /v1/avatars`: multipart `image` (PNG/JPEG), `name`, `runtime_type`."""
-        reject_unknown_parameters(request.query, ())
-        if request.content_type != "multipart/form-data":
-            raise ApiError(
-                415,
-                CODE_UNSUPPORTED_MEDIA_TYPE,
-                "Upload an avatar as multipart/form-data with an 'image' file part; got "
-                f"{request.headers.get(hdrs.CONTENT_TYPE, 'no Content-Type')!r}.",
-            )
-        length = request.content_length
-        if length is not None and length > self._upload_limit:
-            raise self._too_large(self._upload_limit)
-        try:
-            form = await request.post()
-        except web.HTTPException:
-            raise
-        except Exception as exc:  # aiohttp's multipart parser raises assorted types
-            raise invalid(
-                CODE_INVALID_BODY, f"The multipart body could not be parsed: {exc}."
-            ) from None
-        for key in form:
-            if key not in ("image", "name", "runtime_type"):
-                raise invalid(
-                    CODE_UNKNOWN_FIELD,
-                    f"Unknown form field {key!r}; the accepted fields are image, name, "
-                    "runtime_type.",
-                    key,
-                )
-            if len(form.getall(key)) > 1:
-                raise invalid(CODE_DUPLICATE_FIELD, f"Send the form field {key!r} once.", key)
-        image = form.get("image")
-        if image is None:
-            raise invalid(CODE_MISSING_FIELD, "image is required (a PNG or JPEG file).", "image")
-        if isinstance(image, web.FileField):
-            data = image.file.read()
-        elif isinstance(image, str):
-            data = image.encode()
-        else:
-            data = bytes(image)
-        if not (data.startswith(b"\x89PNG\r\n\x1a\n") or data.startswith(b"\xff\xd8\xff")):
-            raise invalid(CODE_INVALID_IMAGE, "image must be a PNG or JPEG file.", "image")
-        name = self._form_text(form.get("name"), "name") or DEFAULT_AVATAR_NAME
-        if len(name) > AVATAR_NAME_MAX_LENGTH:
-            raise invalid(
-                CODE_INVALID_VALUE,
-                f"name must be at most {AVATAR_NAME_MAX_LENGTH} characters.",
-                "name",
-            )
-        if not name.isprintable():
-            raise invalid(
-                CODE_INVALID_VALUE,
-                "name must be one line of printable text (no control characters).",
-                "name",
-            )
-        runtime_type = self._form_text(form.get("runtime_type"), "runtime_type") or "avtr1"
-        if runtime_type not in AVATAR_RUNTIME_TYPES:
-            raise invalid(
-                CODE_INVALID_VALUE,
-                f"runtime_type must be one of {', '.join(AVATAR_RUNTIME_TYPES)}; "
-                f"got {runtime_type!r}.",
-                "runtime_type",
-            )
-        avatar = self._store.create_avatar(name=name, runtime_type=runtime_type)
+        parse_no_query(call.query)
+        upload = parse_avatar_upload(await call.form(self._upload_limit))
+        avatar = self._store.create_avatar(name=upload.name, runtime_type=upload.runtime_type)
         return _json(avatar.view(), status=201)
 
-    @staticmethod
-    def _form_text(value: str | bytes | bytearray | web.FileField | None, name: str) -> str | None:
-        if value is None:
-            return None
-        if not isinstance(value, str):
-            raise invalid(CODE_INVALID_TYPE, f"{name} must be a text field, not a file.", name)
-        return value.strip() or None
-
-    async def delete_avatar(self, request: web.Request) -> web.StreamResponse:
+    async def delete_avatar(self, call: _Call, avatar_id: str) -> web.StreamResponse:
         """`DELETE /v1/avatars/{avatar_id}`: 204; stock avatars are a 403."""
-        reject_unknown_parameters(request.query, ())
-        self._store.delete_avatar(request.match_info["avatar_id"])
+        parse_no_query(call.query)
+        self._store.delete_avatar(avatar_id)
         return web.Response(status=204)
 
-    async def create_session(self, request: web.Request) -> web.StreamResponse:
+    async def create_session(self, call: _Call) -> web.StreamResponse:
         """`POST /v1/sessions`: 201 with the session, `queued`.
 
         A replay under the same `Idempotency-Key` answers 201 again with the same
         session and the header `Idempotent-Replayed: true`.
         """
-        reject_unknown_parameters(request.query, ())
-        key = self._idempotency_key(request)
-        body = await self._read_json(request)
-        create = parse_session_create(body)
-        fingerprint = hashlib.sha256(
-            json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
-        ).hexdigest()
+        parse_no_query(call.query)
+        key = parse_idempotency_key(call.headers.getall(IDEMPOTENCY_KEY_HEADER, []))
+        body = await call.json(self._json_limit)
         record, replayed = await self._store.create_session(
-            create, idempotency_key=key, idempotency_scope=self._scope, fingerprint=fingerprint
+            parse_session_create(body),
+            idempotency_key=key,
+            idempotency_scope=self._scope,
+            fingerprint=request_fingerprint(body),
         )
         response = _json(record.view(), status=201)
         if replayed:
-            response.headers["Idempotent-Replayed"] = "true"
+            response.headers[IDEMPOTENT_REPLAYED_HEADER] = "true"
         return response
 
-    async def list_sessions(self, request: web.Request) -> web.StreamResponse:
+    async def list_sessions(self, call: _Call) -> web.StreamResponse:
         """`GET /v1/sessions`: newest first, cursor paginated."""
-        query = request.query
-        reject_unknown_parameters(
-            query,
-            ("status", "avatar_id", "created_after", "created_before", "limit", "starting_after"),
-        )
-        filters = SessionFilter(
-            statuses=query_statuses(query),
-            avatar_id=query_single(query, "avatar_id"),
-            created_after=query_timestamp(query, "created_after"),
-            created_before=query_timestamp(query, "created_before"),
-        )
-        page = self._store.list_sessions(
-            limit=query_limit(query),
-            starting_after=query_single(query, "starting_after"),
-            filters=filters,
-        )
-        return _json(page)
-
-    async def get_session(self, request: web.Request) -> web.StreamResponse:
-        """`GET /v1/sessions/{session_id}`."""
-        reject_unknown_parameters(request.query, ())
-        return _json(self._store.get_session(request.match_info["session_id"]).view())
-
-    async def end_session(self, request: web.Request) -> web.StreamResponse:
-        """`POST /v1/sessions/{session_id}/end`: idempotent; returns the session."""
-        reject_unknown_parameters(request.query, ())
-        body = await self._read_json(request, optional=True)
-        if body:
-            first = next(iter(body))
-            raise invalid(
-                CODE_UNKNOWN_FIELD, f"Unknown field {first!r}; this call takes no body.", first
+        query = parse_session_list_query(call.query)
+        return _json(
+            self._store.list_sessions(
+                limit=query.limit, starting_after=query.starting_after, filters=query.filters
             )
-        record = await self._store.end_session(request.match_info["session_id"])
-        return _json(record.view())
+        )
 
-    async def create_pipecat_session(self, request: web.Request) -> web.StreamResponse:
+    async def get_session(self, call: _Call, session_id: str) -> web.StreamResponse:
+        """`GET /v1/sessions/{session_id}`."""
+        parse_no_query(call.query)
+        return _json(self._store.get_session(session_id).view())
+
+    async def end_session(self, call: _Call, session_id: str) -> web.StreamResponse:
+        """`POST /v1/sessions/{session_id}/end`: idempotent; returns the session."""
+        parse_no_query(call.query)
+        parse_no_body(await call.json(self._json_limit, optional=True))
+        return _json((await self._store.end_session(session_id)).view())
+
+    async def create_pipecat_session(self, call: _Call) -> web.StreamResponse:
         """`POST /v1/pipecat/sessions`: validated, then refused (not emulated)."""
-        reject_unknown_parameters(request.query, ())
-        self._idempotency_key(request)
-        avatar_id = validate_pipecat_create(await self._read_json(request))
-        self._store.get_avatar(avatar_id)
+        parse_no_query(call.query)
+        parse_idempotency_key(call.headers.getall(IDEMPOTENCY_KEY_HEADER, []))
+        self._store.get_avatar(validate_pipecat_create(await call.json(self._json_limit)))
         raise invalid(
             CODE_TRANSPORT_UNSUPPORTED,
             "Pipecat relay sessions are not available in protoface-emulator; create a "
             "session with POST /v1/sessions and transport.type 'livekit'.",
         )
+
+
+async def _send_continue(request: web.BaseRequest) -> None:
+    """Invite the announced body with `100 Continue`.
+
+    aiohttp's low-level server leaves `Expect` to the handler. The interim answer
+    is not part of the final one: aiohttp's own expect handler resets the writer's
+    count the same way, so a failure later can still be answered.
+    """
+    await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+    request.writer.output_size = 0
+
+
+class _Call:
+    """One request as the handlers see it: its query, headers and body, read once."""
+
+    def __init__(self, request: web.BaseRequest, entry: RecordedRequest) -> None:
+        self._request = request
+        self._entry = entry
+        self.query = request.query
+        self.headers = request.headers
+
+    async def body(self, limit: int) -> bytes:
+        """The body, decompressed, at most `limit` bytes; logged in the request log."""
+        request = self._request
+        check_body_headers(
+            request.headers.get(hdrs.CONTENT_ENCODING), request.content_length, limit
+        )
+        data = bytearray()
+        try:
+            async for chunk in request.content.iter_any():
+                data += chunk
+                if len(data) > limit:
+                    raise too_large(limit)
+        except (HttpProcessingError, web.RequestPayloadError):
+            # Bad gzip/deflate or chunk framing surfaces only while the body is read.
+            raise undecodable_body() from None
+        self._entry.body = bytes(data)
+        return self._entry.body
+
+    async def json(self, limit: int, *, optional: bool = False) -> JSONObject:
+        """The body as a JSON object; with `optional`, an empty body is `{}`."""
+        raw = await self.body(limit)
+        if not raw.strip():
+            if optional:
+                return {}
+        else:
+            request = self._request
+            check_json_media_type(
+                request.headers.get(hdrs.CONTENT_TYPE), request.content_type, request.charset
+            )
+        return parse_json_object(raw)
+
+    async def form(self, limit: int) -> list[tuple[str, str | bytes]]:
+        """A multipart body's parts: text parts decoded, file parts as bytes."""
+        request = self._request
+        check_multipart(request.headers.get(hdrs.CONTENT_TYPE), request.content_type)
+        check_body_headers(
+            request.headers.get(hdrs.CONTENT_ENCODING), request.content_length, limit
+        )
+        parts: list[tuple[str, str | bytes]] = []
+        size = 0
+        try:
+            reader = await request.multipart()
+            while (part := await reader.next()) is not None:
+                if not isinstance(part, BodyPartReader):
+                    raise unparseable_multipart("nested multipart parts are not accepted")
+                data = bytearray()
+                while chunk := await part.read_chunk():
+                    size += len(chunk)
+                    if size > limit:
+                        raise too_large(limit)
+                    data += chunk
+                if part.name is None:
+                    raise unparseable_multipart("a part has no name")
+                value = bytes(part.decode(bytes(data)))
+                # As aiohttp's own form reader: a part with a filename is a file; one
+                # without is text unless it declares a non-text type.
+                content_type = part.headers.get(hdrs.CONTENT_TYPE, "text/plain")
+                if not part.filename and content_type.startswith("text/"):
+                    parts.append((part.name, value.decode(part.get_charset(default="utf-8"))))
+                else:
+                    parts.append((part.name, value))
+        except ApiError:
+            raise
+        except Exception as exc:  # aiohttp's multipart reader raises assorted types
+            raise unparseable_multipart(exc) from None
+        return parts

@@ -12,6 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from protoface_emulator.contract import END_REASON_KEY as END_REASON_KEY
+
 # Failure codes a worker reports through `WorkerEvents.on_failed`; they become the
 # session's `failure.code`.
 FAILURE_LIVEKIT_AUTH = "livekit_auth_failed"  # the server refused the worker token
@@ -20,9 +22,8 @@ FAILURE_JOIN_TIMEOUT = "worker_join_timeout"  # joined nothing within the bound
 FAILURE_WORKER_LOST = "worker_lost"  # the worker left the room without being asked
 FAILURE_WORKER_CRASHED = "worker_crashed"  # an unexpected error inside the worker
 
-# Why a session ended, stored in `metadata["_avatar.end_reason"]` (the `_avatar.`
-# prefix belongs to Protoface per the API contract) so clients can read it.
-END_REASON_KEY = "_avatar.end_reason"
+# Why a session ended, stored in `metadata[END_REASON_KEY]` (`contract.py`) so clients
+# can read it.
 END_REASON_REQUESTED = "end_requested"
 END_REASON_MAX_DURATION = "max_duration_reached"
 END_REASON_IDLE_TIMEOUT = "idle_timeout"

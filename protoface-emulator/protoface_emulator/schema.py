@@ -8,31 +8,70 @@ Every failure is an `ApiError` naming the first offending field as a dot path.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import math
 import re
 import unicodedata
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Literal, TypeAlias, TypedDict, cast
 from urllib.parse import urlsplit
 
 from multidict import MultiMapping
 
+from protoface_emulator.contract import (
+    AUDIO_SOURCES,
+    AVATAR_NAME_MAX_LENGTH,
+    AVATAR_RUNTIME_TYPES,
+    AVATAR_SCOPES,
+    DEFAULT_AUDIO_SOURCE,
+    DEFAULT_AVATAR_NAME,
+    DEFAULT_AVATAR_RUNTIME_TYPE,
+    DEFAULT_IDLE_TIMEOUT_SECONDS,
+    DEFAULT_PAGE_LIMIT,
+    DEFAULT_QUALITY,
+    DEFAULT_WORKER_IDENTITY,
+    IDEMPOTENCY_KEY_MAX_LENGTH,
+    IDLE_TIMEOUT_RANGE,
+    MAX_DURATION_RANGE,
+    METADATA_MAX_BYTES,
+    PAGE_LIMIT_RANGE,
+    QUALITIES,
+    RESERVED_METADATA_PREFIX,
+    SESSION_STATUSES,
+    TRANSPORT_TYPE_LIVEKIT,
+    TRANSPORT_URL_SCHEMES,
+    UNSUPPORTED_TRANSPORTS,
+    AudioSource,
+    AvatarStatus,
+    Quality,
+    SessionStatus,
+    is_valid_idempotency_key,
+)
 from protoface_emulator.errors import (
     CODE_DUPLICATE_FIELD,
+    CODE_EXPECTATION_FAILED,
+    CODE_INVALID_API_KEY,
     CODE_INVALID_BODY,
+    CODE_INVALID_IDEMPOTENCY_KEY,
+    CODE_INVALID_IMAGE,
     CODE_INVALID_JSON,
     CODE_INVALID_TYPE,
     CODE_INVALID_VALUE,
     CODE_METADATA_RESERVED_KEY,
     CODE_METADATA_TOO_LARGE,
+    CODE_MISSING_API_KEY,
     CODE_MISSING_FIELD,
     CODE_OUT_OF_RANGE,
+    CODE_REQUEST_TOO_LARGE,
     CODE_TRANSPORT_UNSUPPORTED,
     CODE_UNKNOWN_FIELD,
     CODE_UNKNOWN_PARAMETER,
+    CODE_UNSUPPORTED_MEDIA_TYPE,
+    ApiError,
     invalid,
     shown,
 )
@@ -41,39 +80,6 @@ from protoface_emulator.errors import (
 JSONValue: TypeAlias = "str | int | float | bool | list[JSONValue] | dict[str, JSONValue] | None"
 JSONObject: TypeAlias = "dict[str, JSONValue]"
 MetadataValue: TypeAlias = "str | int | float | bool | None"
-
-Quality = Literal["mock", "lite", "standard", "pro"]
-AudioSource = Literal["data_stream", "track"]
-SessionStatus = Literal[
-    "created", "queued", "starting", "running", "ending", "ended", "failed", "canceled"
-]
-AvatarStatus = Literal["ready", "processing", "failed"]
-
-QUALITIES: tuple[Quality, ...] = ("mock", "lite", "standard", "pro")
-AUDIO_SOURCES: tuple[AudioSource, ...] = ("data_stream", "track")
-SESSION_STATUSES: tuple[SessionStatus, ...] = (
-    "created",
-    "queued",
-    "starting",
-    "running",
-    "ending",
-    "ended",
-    "failed",
-    "canceled",
-)
-TERMINAL_STATUSES: frozenset[SessionStatus] = frozenset({"ended", "failed", "canceled"})
-
-MAX_DURATION_RANGE = (1, 3600)
-IDLE_TIMEOUT_RANGE = (1, 600)
-DEFAULT_IDLE_TIMEOUT_SECONDS = 30
-DEFAULT_WORKER_IDENTITY = "protoface-worker"
-METADATA_MAX_BYTES = 8 * 1024
-RESERVED_METADATA_PREFIX = "_avatar."
-TRANSPORT_URL_SCHEMES = ("ws://", "wss://", "http://", "https://")
-# Transport types the SDK's models know; only `livekit` is served.
-UNSUPPORTED_TRANSPORTS = ("websocket", "pipecat")
-PAGE_LIMIT_RANGE = (1, 100)
-DEFAULT_PAGE_LIMIT = 10
 
 
 # --- requests -------------------------------------------------------------------
@@ -449,7 +455,7 @@ def _transport(body: JSONObject) -> LiveKitTransport:
             f"transport.type {kind!r} is not supported by POST /v1/sessions; use 'livekit'.",
             "transport.type",
         )
-    if kind != "livekit":
+    if kind != TRANSPORT_TYPE_LIVEKIT:
         shown = repr(kind) if isinstance(kind, str) else _json_type(kind)
         raise invalid(
             CODE_INVALID_VALUE,
@@ -485,7 +491,7 @@ def _transport(body: JSONObject) -> LiveKitTransport:
         room_name=room_name,
         worker_token=worker_token,
         worker_identity=identity or DEFAULT_WORKER_IDENTITY,
-        audio_source=cast(AudioSource, audio_source or "data_stream"),
+        audio_source=cast(AudioSource, audio_source or DEFAULT_AUDIO_SOURCE),
         subscribe_to_identity=subscribe_to,
         synthetic_audio_if_no_input=bool(synthetic),
     )
@@ -507,7 +513,7 @@ def _common(body: JSONObject) -> _CommonFields:
     idle = _optional_int(body, "idle_timeout_seconds", "", IDLE_TIMEOUT_RANGE)
     return _CommonFields(
         avatar_id=avatar_id,
-        quality=cast(Quality, quality or "standard"),
+        quality=cast(Quality, quality or DEFAULT_QUALITY),
         max_duration_seconds=max_duration,
         idle_timeout_seconds=idle or DEFAULT_IDLE_TIMEOUT_SECONDS,
         metadata=_metadata(body),
@@ -557,6 +563,224 @@ def validate_pipecat_create(body: JSONObject) -> str:
     common = _common(body)
     _optional_choice(body, "relay_mode", "", ("websocket",))
     return common.avatar_id
+
+
+def parse_no_body(body: JSONObject) -> None:
+    """A call that takes no fields (`POST .../end`): an empty body or `{}`."""
+    if body:
+        first = next(iter(body))
+        raise invalid(
+            CODE_UNKNOWN_FIELD, f"Unknown field {first!r}; this call takes no body.", first
+        )
+
+
+def request_fingerprint(body: JSONObject) -> str:
+    """What makes two creates "the same request" for idempotency: the canonical body."""
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+# --- avatar uploads -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AvatarCreate:
+    """A validated `POST /v1/avatars` upload, defaults applied."""
+
+    name: str
+    runtime_type: str
+
+
+_AVATAR_FORM_FIELDS = ("image", "name", "runtime_type")
+
+
+def parse_avatar_upload(form: Sequence[tuple[str, str | bytes]]) -> AvatarCreate:
+    """Validate the parts of a multipart upload: text parts as str, file parts as bytes.
+
+    Raises:
+        ApiError: 400 naming the first offending form field.
+    """
+    fields: dict[str, str | bytes] = {}
+    for key, value in form:
+        if key not in _AVATAR_FORM_FIELDS:
+            raise invalid(
+                CODE_UNKNOWN_FIELD,
+                f"Unknown form field {key!r}; the accepted fields are "
+                f"{', '.join(_AVATAR_FORM_FIELDS)}.",
+                key,
+            )
+        if key in fields:
+            raise invalid(CODE_DUPLICATE_FIELD, f"Send the form field {key!r} once.", key)
+        fields[key] = value
+    image = fields.get("image")
+    if image is None:
+        raise invalid(CODE_MISSING_FIELD, "image is required (a PNG or JPEG file).", "image")
+    data = image.encode() if isinstance(image, str) else image
+    if not (data.startswith(b"\x89PNG\r\n\x1a\n") or data.startswith(b"\xff\xd8\xff")):
+        raise invalid(CODE_INVALID_IMAGE, "image must be a PNG or JPEG file.", "image")
+    name = _form_text(fields, "name") or DEFAULT_AVATAR_NAME
+    if len(name) > AVATAR_NAME_MAX_LENGTH:
+        raise invalid(
+            CODE_INVALID_VALUE, f"name must be at most {AVATAR_NAME_MAX_LENGTH} characters.", "name"
+        )
+    if not name.isprintable():
+        raise invalid(
+            CODE_INVALID_VALUE,
+            "name must be one line of printable text (no control characters).",
+            "name",
+        )
+    runtime_type = _form_text(fields, "runtime_type") or DEFAULT_AVATAR_RUNTIME_TYPE
+    if runtime_type not in AVATAR_RUNTIME_TYPES:
+        raise invalid(
+            CODE_INVALID_VALUE,
+            f"runtime_type must be one of {', '.join(AVATAR_RUNTIME_TYPES)}; got {runtime_type!r}.",
+            "runtime_type",
+        )
+    return AvatarCreate(name=name, runtime_type=runtime_type)
+
+
+def _form_text(fields: Mapping[str, str | bytes], name: str) -> str | None:
+    value = fields.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise invalid(CODE_INVALID_TYPE, f"{name} must be a text field, not a file.", name)
+    return value.strip() or None
+
+
+# --- headers --------------------------------------------------------------------
+
+# Codings aiohttp decodes while reading a body (br and zstd only when their packages
+# are installed; without them aiohttp refuses the request before the app sees it).
+DECODED_CONTENT_ENCODINGS = frozenset({"identity", "gzip", "deflate", "br", "zstd"})
+
+
+def check_bearer(authorization: Sequence[str], key_digest: bytes) -> None:
+    """Authenticate `Authorization` header values against the SHA-256 of the API key.
+
+    Raises:
+        ApiError: 401 `missing_api_key` without a key, `invalid_api_key` for a wrong
+            one, another scheme, or two Authorization headers (which would count?).
+    """
+    challenge = {"WWW-Authenticate": 'Bearer realm="protoface"'}
+    if not authorization or (len(authorization) == 1 and not authorization[0].strip()):
+        raise ApiError(
+            401,
+            CODE_MISSING_API_KEY,
+            "No API key: send the header 'Authorization: Bearer <api key>'.",
+            headers=challenge,
+        )
+    # RFC 9110 separates scheme and credentials by one or more spaces.
+    scheme, _, token = authorization[0].strip().partition(" ")
+    presented = token.strip().encode("utf-8", "backslashreplace")
+    # Digests of equal length, compared even for a malformed header, so neither the
+    # key's length nor its content shows in the timing.
+    valid = hmac.compare_digest(hashlib.sha256(presented).digest(), key_digest)
+    if len(authorization) != 1 or scheme.lower() != "bearer" or not valid:
+        raise ApiError(
+            401,
+            CODE_INVALID_API_KEY,
+            "The API key is not valid; send 'Authorization: Bearer <api key>' with the "
+            "key the emulator printed or was started with.",
+            headers=challenge,
+        )
+
+
+def check_expectation(expect: str) -> None:
+    """`Expect` must be `100-continue`; anything else is a 417."""
+    if expect.strip().lower() != "100-continue":
+        raise ApiError(
+            417,
+            CODE_EXPECTATION_FAILED,
+            f"The only expectation supported is 'Expect: 100-continue'; got {expect!r}.",
+        )
+
+
+def too_large(limit: int) -> ApiError:
+    """The 413 for a body over `limit` bytes."""
+    return ApiError(
+        413,
+        CODE_REQUEST_TOO_LARGE,
+        f"The request body is larger than the {limit} bytes allowed here.",
+    )
+
+
+def check_body_headers(
+    content_encoding: str | None, content_length: int | None, limit: int
+) -> None:
+    """What the headers alone say about a body: its coding, and a declared length.
+
+    Raises:
+        ApiError: 415 for a Content-Encoding aiohttp would pass through undecoded,
+            413 for a Content-Length over `limit`.
+    """
+    encoding = (content_encoding or "identity").strip().lower()
+    if encoding not in DECODED_CONTENT_ENCODINGS:
+        raise ApiError(
+            415,
+            CODE_UNSUPPORTED_MEDIA_TYPE,
+            f"Content-Encoding {encoding!r} is not supported; send the body "
+            "uncompressed, or as gzip or deflate.",
+        )
+    if content_length is not None and content_length > limit:
+        raise too_large(limit)
+
+
+def undecodable_body() -> ApiError:
+    """The 400 for a body whose coding or framing is broken."""
+    return invalid(
+        CODE_INVALID_BODY,
+        "The request body could not be decoded; check its Content-Encoding and Transfer-Encoding.",
+    )
+
+
+def check_json_media_type(content_type: str | None, media: str, charset: str | None) -> None:
+    """A non-empty JSON body must say `application/json` (or `+json`) in UTF-8.
+
+    Args:
+        content_type: the Content-Type header as sent (None if absent).
+        media: its media type, lower case; charset: its charset parameter.
+    """
+    is_json = content_type is not None and (
+        media == "application/json"
+        or (media.startswith("application/") and media.endswith("+json"))
+    )
+    if not is_json or (charset or "utf-8").lower() not in ("utf-8", "utf8"):
+        raise ApiError(
+            415,
+            CODE_UNSUPPORTED_MEDIA_TYPE,
+            f"Send the body as Content-Type: application/json (UTF-8); got "
+            f"{content_type or 'no Content-Type'!r}.",
+        )
+
+
+def check_multipart(content_type: str | None, media: str) -> None:
+    """An avatar upload must be `multipart/form-data`."""
+    if media != "multipart/form-data":
+        raise ApiError(
+            415,
+            CODE_UNSUPPORTED_MEDIA_TYPE,
+            "Upload an avatar as multipart/form-data with an 'image' file part; got "
+            f"{content_type or 'no Content-Type'!r}.",
+        )
+
+
+def unparseable_multipart(detail: object) -> ApiError:
+    """The 400 for a multipart body aiohttp's reader gave up on."""
+    return invalid(CODE_INVALID_BODY, f"The multipart body could not be parsed: {detail}.")
+
+
+def parse_idempotency_key(values: Sequence[str]) -> str | None:
+    """The `Idempotency-Key` header: absent, or once with 1..255 printable ASCII."""
+    if not values:
+        return None
+    if len(values) > 1 or not is_valid_idempotency_key(values[0]):
+        raise invalid(
+            CODE_INVALID_IDEMPOTENCY_KEY,
+            f"Idempotency-Key must be sent once, 1 to {IDEMPOTENCY_KEY_MAX_LENGTH} "
+            "printable ASCII characters (a UUID is ideal).",
+        )
+    return values[0]
 
 
 # --- query strings --------------------------------------------------------------
@@ -657,6 +881,128 @@ def query_statuses(query: MultiMapping[str]) -> frozenset[SessionStatus] | None:
                 )
             result.add(name)
     return frozenset(result)
+
+
+@dataclass(frozen=True)
+class SessionFilter:
+    """The filters of `GET /v1/sessions`; `created_after` inclusive, `created_before` not."""
+
+    statuses: frozenset[SessionStatus] | None = None
+    avatar_id: str | None = None
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+
+
+@dataclass(frozen=True)
+class ListQuery:
+    """A cursor page request: `limit` and `starting_after`."""
+
+    limit: int = DEFAULT_PAGE_LIMIT
+    starting_after: str | None = None
+
+
+@dataclass(frozen=True)
+class SessionListQuery(ListQuery):
+    """`GET /v1/sessions`'s query."""
+
+    filters: SessionFilter = field(default_factory=SessionFilter)
+
+
+@dataclass(frozen=True)
+class AvatarListQuery(ListQuery):
+    """`GET /v1/avatars`'s query; `scope` None means all."""
+
+    scope: str | None = None
+    q: str | None = None
+
+
+def parse_no_query(query: MultiMapping[str]) -> None:
+    """A route that takes no query parameters."""
+    reject_unknown_parameters(query, ())
+
+
+def parse_session_list_query(query: MultiMapping[str]) -> SessionListQuery:
+    """Validate `GET /v1/sessions`'s query."""
+    reject_unknown_parameters(
+        query, ("status", "avatar_id", "created_after", "created_before", "limit", "starting_after")
+    )
+    return SessionListQuery(
+        limit=query_limit(query),
+        starting_after=query_single(query, "starting_after"),
+        filters=SessionFilter(
+            statuses=query_statuses(query),
+            avatar_id=query_single(query, "avatar_id"),
+            created_after=query_timestamp(query, "created_after"),
+            created_before=query_timestamp(query, "created_before"),
+        ),
+    )
+
+
+def parse_avatar_list_query(query: MultiMapping[str]) -> AvatarListQuery:
+    """Validate `GET /v1/avatars`'s query."""
+    reject_unknown_parameters(query, ("limit", "starting_after", "scope", "q"))
+    scope = query_single(query, "scope")
+    if scope is not None and scope not in AVATAR_SCOPES:
+        raise invalid(
+            CODE_INVALID_VALUE,
+            f"scope must be {', '.join(AVATAR_SCOPES[:-1])} or {AVATAR_SCOPES[-1]}; "
+            f"got {shown(scope)}.",
+            "scope",
+        )
+    return AvatarListQuery(
+        limit=query_limit(query),
+        starting_after=query_single(query, "starting_after"),
+        scope=scope,
+        q=query_single(query, "q"),
+    )
+
+
+def current_month(now: datetime) -> tuple[datetime, datetime]:
+    """[first of `now`'s month, first of the next month), in `now`'s time zone."""
+    start = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    end = (start + timedelta(days=32)).replace(day=1)
+    return start, end
+
+
+def parse_usage_query(query: MultiMapping[str], now: datetime) -> tuple[datetime, datetime]:
+    """`GET /v1/usage`'s window: `period=current_month` (default) or `period_start`[/`period_end`].
+
+    Returns:
+        [start, end); `period_end` defaults to `now`.
+    """
+    reject_unknown_parameters(query, ("period", "period_start", "period_end"))
+    period = query_single(query, "period")
+    start = query_timestamp(query, "period_start")
+    end = query_timestamp(query, "period_end")
+    if period is not None:
+        if period != "current_month":
+            raise invalid(
+                CODE_INVALID_VALUE,
+                f"period must be 'current_month'; got {shown(period)}. For another window "
+                "pass period_start and period_end.",
+                "period",
+            )
+        if start is not None or end is not None:
+            raise invalid(
+                CODE_INVALID_VALUE,
+                "Pass either period or period_start/period_end, not both.",
+                "period",
+            )
+    if start is None and end is None:
+        return current_month(now)
+    if start is None:
+        raise invalid(CODE_MISSING_FIELD, "period_end needs a period_start.", "period_start")
+    if end is None:
+        if start >= now:
+            raise invalid(
+                CODE_INVALID_VALUE,
+                "period_start is in the future; without period_end the window ends now.",
+                "period_start",
+            )
+        end = now
+    if start >= end:
+        raise invalid(CODE_INVALID_VALUE, "period_start must be before period_end.", "period_end")
+    return start, end
 
 
 # --- resources ------------------------------------------------------------------

@@ -22,8 +22,19 @@ import logging
 from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 
+from protoface_emulator.contract import (
+    END_REASON_KEY,
+    LIVE_STATUSES,
+    QUALITIES,
+    STOCK_AVATAR_ID,
+    TERMINAL_STATUSES,
+    TRANSPORT_TYPE_LIVEKIT,
+    AvatarStatus,
+    Quality,
+    SessionStatus,
+)
 from protoface_emulator.errors import (
     CODE_AVATAR_NOT_FOUND,
     CODE_AVATAR_NOT_READY,
@@ -40,7 +51,6 @@ from protoface_emulator.errors import (
 from protoface_emulator.ids import new_id
 from protoface_emulator.lifecycle import (
     END_REASON_IDLE_TIMEOUT,
-    END_REASON_KEY,
     END_REASON_MAX_DURATION,
     END_REASON_REQUESTED,
     END_REASON_SHUTDOWN,
@@ -51,18 +61,14 @@ from protoface_emulator.lifecycle import (
     WorkerSpec,
 )
 from protoface_emulator.schema import (
-    QUALITIES,
-    TERMINAL_STATUSES,
     AvatarListView,
-    AvatarStatus,
     AvatarView,
     FailureView,
     MetadataValue,
     PlanView,
-    Quality,
     SessionCreate,
+    SessionFilter,
     SessionListView,
-    SessionStatus,
     SessionView,
     StatusView,
     TransportView,
@@ -81,7 +87,6 @@ DEFAULT_AVATAR_PROCESSING_SECONDS = 1.0
 DEFAULT_END_WAIT_SECONDS = 5.0
 DEFAULT_WORKER_CLOSE_TIMEOUT_SECONDS = 10.0
 IDEMPOTENCY_TTL_SECONDS = 24 * 3600.0
-STOCK_AVATAR_ID = "av_stock_001"
 
 
 @dataclass(frozen=True)
@@ -294,16 +299,6 @@ class _IdempotencyEntry:
     # look; it keeps the guarantee if creating ever has to await (a remote worker pool).
     result: asyncio.Future[str]
     expires_at: float
-
-
-@dataclass(frozen=True)
-class SessionFilter:
-    """The filters of `GET /v1/sessions`; `created_after` inclusive, `created_before` not."""
-
-    statuses: frozenset[SessionStatus] | None = None
-    avatar_id: str | None = None
-    created_after: datetime | None = None
-    created_before: datetime | None = None
 
 
 class Store:
@@ -556,7 +551,7 @@ class Store:
             max_duration_seconds=limit if requested is None else min(requested, limit),
             metadata=dict(request.metadata),
             transport={
-                "type": "livekit",
+                "type": TRANSPORT_TYPE_LIVEKIT,
                 "url": transport.url,
                 "room_name": transport.room_name,
                 "worker_identity": transport.worker_identity,
@@ -591,7 +586,7 @@ class Store:
             logger.exception("session %s: the worker factory raised", record.id)
             self._fail(record, FAILURE_WORKER_CRASHED, "The avatar worker could not be started.")
             return record
-        if record.status in ("queued", "starting", "running"):
+        if record.status in LIVE_STATUSES:
             record.handle = handle
         else:
             # The worker reported a failure before the factory even returned.
@@ -689,7 +684,7 @@ class Store:
 
     def _begin_end(self, record: SessionRecord, reason: str) -> asyncio.Task[None] | None:
         """Move a live session to `ending`; returns the task that finishes it."""
-        if record.status in ("queued", "starting", "running"):
+        if record.status in LIVE_STATUSES:
             record.status = "ending"
             record.metadata[END_REASON_KEY] = reason
             self._stop_running(record)
@@ -735,7 +730,7 @@ class Store:
         record.join_timer = record.duration_timer = record.idle_timer = None
 
     def _fail(self, record: SessionRecord, code: str, message: str) -> None:
-        if record.status not in ("queued", "starting", "running"):
+        if record.status not in LIVE_STATUSES:
             return
         self._stop_running(record)
         record.status = "failed"
@@ -843,11 +838,3 @@ def _matches(record: SessionRecord, filters: SessionFilter) -> bool:
     if filters.created_after is not None and record.created_at < filters.created_after:
         return False
     return not (filters.created_before is not None and record.created_at >= filters.created_before)
-
-
-def current_month(now: datetime | None = None) -> tuple[datetime, datetime]:
-    """[first of this month, first of next month) in UTC."""
-    now = now or _now()
-    start = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
-    end = (start + timedelta(days=32)).replace(day=1)
-    return start, end
