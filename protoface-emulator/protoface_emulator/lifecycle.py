@@ -8,6 +8,7 @@ room through the sink, and the store turns those reports into status changes.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -73,3 +74,77 @@ class WorkerHandle(Protocol):
 
 WorkerFactory = Callable[[WorkerSpec, WorkerEvents], WorkerHandle]
 """Starts a worker in the background and returns its handle at once."""
+
+
+class ManualWorker:
+    """A stand-in worker that joins nothing and reports what a test tells it to.
+
+    Each method reports one `WorkerEvents` event for its session, so a test moves a
+    session through its lifecycle without LiveKit: `connect()` (`starting`),
+    `publish()` (`running`), `speak()` (agent audio: not idle), `fail(code)`.
+    """
+
+    def __init__(self, spec: WorkerSpec, events: WorkerEvents) -> None:
+        self.spec = spec
+        self.events = events
+        self.closed = False
+
+    def connect(self) -> None:
+        """Report connecting: the session becomes `starting`."""
+        self.events.on_connecting()
+
+    def publish(self, frames: int = 1) -> None:
+        """Report the first frame (and `frames` frames): the session becomes `running`."""
+        self.events.on_first_frame()
+        self.events.on_frames(frames)
+
+    def speak(self) -> None:
+        """Report agent audio (resets the idle timer)."""
+        self.events.on_audio()
+
+    def fail(self, code: str = FAILURE_WORKER_LOST, message: str = "lost") -> None:
+        """Report a failure: the session becomes `failed` with `code` and `message`."""
+        self.events.on_failed(code, message)
+
+    async def aclose(self) -> None:
+        """Leave (there is nothing to leave); `closed` becomes True."""
+        self.closed = True
+
+
+class ManualWorkers:
+    """A `WorkerFactory` of `ManualWorker`s, for API tests without a LiveKit server.
+
+        workers = ManualWorkers(autostart=True)  # every session reaches `running`
+        async with Emulator(worker_factory=workers) as emu:
+            ...
+            workers.worker(session_id).fail("livekit_auth_failed", "token rejected")
+
+    Args:
+        autostart: connect and publish each worker right after its create, so
+            sessions are `running` without a test driving them.
+    """
+
+    def __init__(self, *, autostart: bool = False) -> None:
+        self.autostart = autostart
+        self.started: list[ManualWorker] = []
+
+    def __call__(self, spec: WorkerSpec, events: WorkerEvents) -> ManualWorker:
+        worker = ManualWorker(spec, events)
+        self.started.append(worker)
+        if self.autostart:
+            # After the factory returns, as a real worker reports from its own task.
+            loop = asyncio.get_running_loop()
+            loop.call_soon(worker.connect)
+            loop.call_soon(worker.publish)
+        return worker
+
+    def worker(self, session_id: str) -> ManualWorker:
+        """The worker of one session.
+
+        Raises:
+            KeyError: if no worker was started for it.
+        """
+        for worker in reversed(self.started):
+            if worker.spec.session_id == session_id:
+                return worker
+        raise KeyError(f"no worker was started for session {session_id!r}")

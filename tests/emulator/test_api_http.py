@@ -13,7 +13,9 @@ import aiohttp
 import pytest
 from emulator_helpers import assert_error, call, exchange, raw_reply, session_body
 
+from protoface_emulator.app import Api
 from protoface_emulator.server import Emulator
+from protoface_emulator.urls import ROUTES
 
 
 def _request(
@@ -226,3 +228,69 @@ async def test_malformed_http_is_logged_in_one_line_without_a_traceback(
     assert_error(raw_reply(raw), 400, "invalid_request", "malformed_http_request")
     assert not [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR]
     assert any("malformed request" in r.getMessage() for r in caplog.records)
+
+
+# --- what aiohttp would answer itself -----------------------------------------------------
+
+
+async def test_a_header_longer_than_the_server_reads_is_an_envelope(emu: Emulator) -> None:
+    # aiohttp refuses it while parsing, before any handler; a client still gets JSON.
+    raw = await exchange(emu, _request(emu, "GET", "/v1/status", "X-Long: " + "a" * 70_000))
+    assert_error(raw_reply(raw), 400, "invalid_request", "malformed_http_request")
+
+
+async def test_a_long_header_within_the_limit_reaches_the_api(emu: Emulator) -> None:
+    # aiohttp's default (8 KiB) would refuse this as malformed; the API answers it.
+    raw = await exchange(emu, _request(emu, "GET", "/v1/status", "X-Long: " + "a" * 20_000))
+    assert raw_reply(raw).status == 200
+
+
+async def test_broken_chunked_framing_is_invalid_body(emu: Emulator) -> None:
+    raw = await exchange(
+        emu,
+        _request(
+            emu,
+            "POST",
+            "/v1/sessions",
+            "Content-Type: application/json",
+            "Transfer-Encoding: chunked",
+            body=b"zz\r\n{}\r\n0\r\n\r\n",
+        ),
+    )
+    # The parser rejects the chunk size before the API reads the body.
+    assert_error(raw_reply(raw), 400, "invalid_request", "malformed_http_request")
+
+
+async def test_a_wrong_method_is_405_with_allow(emu: Emulator, http: aiohttp.ClientSession) -> None:
+    reply = await call(http, emu, "PUT", "/v1/sessions/sess_x")
+    assert_error(reply, 405, "invalid_request", "method_not_allowed")
+    assert reply.headers["Allow"] == "GET, HEAD"
+    reply = await call(http, emu, "DELETE", "/v1/sessions")
+    assert reply.headers["Allow"] == "GET, HEAD, POST"
+
+
+async def test_head_answers_like_get_without_a_body(
+    emu: Emulator, http: aiohttp.ClientSession
+) -> None:
+    reply = await call(http, emu, "HEAD", "/v1/status")
+    assert reply.status == 200 and reply.text == ""
+    assert reply.headers["X-Request-Id"].startswith("req_")
+
+
+async def test_expect_on_http_1_0_is_ignored(emu: Emulator) -> None:
+    body = b"{}"
+    request = (
+        "POST /v1/sessions/sess_x/end HTTP/1.0\r\nHost: e\r\n"
+        f"Authorization: Bearer {emu.api_key}\r\nExpect: teapot\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+    raw = await exchange(emu, request)
+    assert not raw.startswith(b"HTTP/1.1 100")
+    assert_error(raw_reply(raw), 404, "not_found", "session_not_found")
+
+
+def test_every_route_in_the_table_has_a_documented_handler() -> None:
+    for endpoint in ROUTES:
+        handler = getattr(Api, endpoint.handler, None)
+        assert callable(handler), endpoint
+        assert endpoint.path in (handler.__doc__ or ""), endpoint

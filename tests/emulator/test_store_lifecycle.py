@@ -21,6 +21,7 @@ from protoface_emulator.lifecycle import (
     END_REASON_SHUTDOWN,
     FAILURE_JOIN_TIMEOUT,
     FAILURE_WORKER_CRASHED,
+    ManualWorkers,
     WorkerEvents,
     WorkerFactory,
     WorkerSpec,
@@ -269,3 +270,32 @@ async def test_a_thousand_creates_and_ends_are_cheap(make_store: MakeStore) -> N
     assert store.active_count == 0
     # Generous: the point is "not quadratic", which would take minutes here.
     assert elapsed < 30, elapsed
+
+
+async def test_manual_workers_move_sessions_where_a_test_says(make_store: MakeStore) -> None:
+    workers = ManualWorkers()
+    store = make_store(workers)
+    record, _ = await store.create_session(request())
+    worker = workers.worker(record.id)
+    assert status_of(record) == "queued"
+    worker.connect()
+    assert status_of(record) == "starting"
+    worker.publish(frames=5)
+    assert status_of(record) == "running" and record.frames == 5
+    worker.fail("livekit_auth_failed", "token rejected")
+    assert status_of(record) == "failed"
+    assert record.failure == {"code": "livekit_auth_failed", "message": "token rejected"}
+    await eventually(lambda: worker.closed, bool)
+    with pytest.raises(KeyError):
+        workers.worker("sess_unknown")
+
+
+async def test_autostarted_manual_workers_reach_running_and_close_on_end(
+    make_store: MakeStore,
+) -> None:
+    workers = ManualWorkers(autostart=True)
+    store = make_store(workers)
+    record, _ = await store.create_session(request())
+    await eventually(lambda: record.status, "running".__eq__)
+    ended = await store.end_session(record.id)
+    assert status_of(ended) == "ended" and workers.worker(record.id).closed
