@@ -1,0 +1,92 @@
+"""The playground's pieces without a browser: turn detection, the session view, the command line."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+HERE = Path(__file__).resolve().parents[2] / "examples" / "playground"
+
+
+def _load(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(f"playground_{name}", HERE / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+echo_agent = _load("echo_agent")
+stack = _load("stack")
+playground = _load("playground")
+
+
+def _feed(detector: object, level: float, seconds: float) -> list[str]:
+    edges = []
+    for _ in range(round(seconds / 0.02)):
+        edge = detector.feed(level, 0.02)  # type: ignore[attr-defined]
+        if edge:
+            edges.append(edge)
+    return edges
+
+
+def test_turn_starts_with_voice_and_ends_after_a_pause() -> None:
+    detector = echo_agent.TurnDetector()
+    assert _feed(detector, -100.0, 1.0) == []  # digital silence (a muted microphone)
+    assert _feed(detector, -20.0, 1.5) == ["start"]
+    assert _feed(detector, -100.0, 0.3) == []  # a gap between words is not a turn end
+    assert _feed(detector, -22.0, 0.5) == []
+    assert _feed(detector, -100.0, 1.0) == ["end"]
+
+
+def test_turn_ignores_clicks_and_steady_noise() -> None:
+    detector = echo_agent.TurnDetector()
+    assert _feed(detector, -20.0, 0.06) == []  # a click shorter than start_seconds
+    assert _feed(detector, -100.0, 0.5) == []
+    # Room noise: the floor follows it and it never counts as speech.
+    assert _feed(detector, -55.0, 5.0) == []
+    assert _feed(detector, -25.0, 0.5) == ["start"]
+
+
+def test_level_of_silence_and_full_scale() -> None:
+    silence = echo_agent.silent_frame(0.02)
+    assert echo_agent.level_db(silence) == -100.0
+    loud = echo_agent.rtc.AudioFrame(b"\xff\x7f" * 320, 16000, 1, 320)
+    assert echo_agent.level_db(loud) == pytest.approx(0.0, abs=0.01)
+
+
+def test_session_summary_drops_transport_secrets() -> None:
+    session = {
+        "id": "sess_1",
+        "status": "failed",
+        "transport": {"room_name": "r", "worker_token": "eyJsecret", "url": "ws://x"},
+        "failure": {"code": "livekit_auth_failed", "message": "bad token"},
+        "usage": {"billable_seconds": 3, "frames": 60},
+    }
+    summary = stack.session_summary(session)
+    assert summary["room_name"] == "r"
+    assert summary["failure_code"] == "livekit_auth_failed"
+    assert summary["usage"] == {"billable_seconds": 3, "frames": 60}
+    assert "eyJsecret" not in repr(summary)
+
+
+@pytest.mark.parametrize(
+    ("argv", "named"),
+    [
+        (["--port", "70000"], "--port 70000"),
+        (["--agent", "/nonexistent/agent.py"], "/nonexistent/agent.py"),
+        (["--ready-timeout", "0"], "--ready-timeout 0"),
+    ],
+)
+def test_bad_arguments_name_the_value(
+    argv: list[str], named: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exc:
+        playground.parse_args(argv)
+    assert exc.value.code == 2
+    assert named in capsys.readouterr().err
