@@ -42,7 +42,7 @@ async def test_owned_session_is_closed_by_aclose(fake: FakeProtoface) -> None:
     async with make_api(fake) as api:
         await api.get_status()
         # Reading the private attribute: ownership is not part of the public API.
-        owned = api._owned_session
+        owned = api._requester.owned_session
         assert owned is not None and not owned.closed
 
     assert owned.closed
@@ -55,7 +55,7 @@ async def test_caller_owned_session_is_never_closed(fake: FakeProtoface) -> None
         await api.aclose()
 
         assert not http.closed
-        assert api._owned_session is None
+        assert api._requester.owned_session is None
         async with http.get(f"{fake.url}/v1/status") as response:
             assert response.status == 200
 
@@ -213,7 +213,7 @@ def test_client_survives_a_second_asyncio_run() -> None:
     assert asyncio.run(one_run()) == "operational"
     assert asyncio.run(one_run()) == "operational"  # no aclose() in between
     asyncio.run(api.aclose())
-    assert api._owned_session is None
+    assert api._requester.owned_session is None
 
 
 async def test_closed_caller_session_is_a_clear_error(fake: FakeProtoface) -> None:

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from livekit import rtc
 from livekit.agents import AgentSession
-from livekit.agents.voice.avatar import DataStreamAudioOutput
+from livekit.agents.voice.room_io import _ParticipantAudioOutput
 from livekit.rtc._proto import participant_pb2
 
 from livekit.plugins.protoface import (
@@ -24,6 +24,7 @@ from livekit.plugins.protoface import (
     AvatarSessionFailedError,
     ProtofaceException,
 )
+from livekit.plugins.protoface.output import AvatarAudioOutput
 
 from .fake_protoface import API_KEY, FAST, FakeProtoface, Reply, envelope, leftover_tasks
 
@@ -35,6 +36,7 @@ FIRST_FRAME = {"status": "running", "first_frame_at": "2025-01-01T00:00:01Z"}
 async def started(fake: FakeProtoface, room: rtc.Room, **kwargs: Any) -> AvatarSession:
     kwargs.setdefault("conn_options", FAST)
     kwargs.setdefault("audio_fallback", False)
+    kwargs.setdefault("recovery", False)  # these tests pin the monitor; recovery has its own
     avatar = AvatarSession(api_key=API_KEY, api_url=fake.url, **kwargs)
     await avatar.start(AgentSession(), room=room)
     return avatar
@@ -268,6 +270,7 @@ async def test_audio_fallback_off_leaves_the_audio_output_alone(
         conn_options=FAST,
         poll_interval=0.05,
         audio_fallback=False,
+        recovery=False,
     )
     await avatar.start(session, room=job_room)
     events = lost_events(avatar)
@@ -279,7 +282,8 @@ async def test_audio_fallback_off_leaves_the_audio_output_alone(
     await asyncio.wait_for(events.get(), timeout=5)
 
     assert session.output.audio is output
-    assert isinstance(output, DataStreamAudioOutput)
+    assert isinstance(output, AvatarAudioOutput)
+    assert not isinstance(output.route, _ParticipantAudioOutput)  # nothing published
     await avatar.aclose()
 
 
@@ -291,7 +295,9 @@ async def test_audio_fallback_is_attempted_and_its_failure_does_not_hide_the_eve
     That the viewer then hears the agent is proven by the real-room tests.
     """
     session = AgentSession()
-    avatar = AvatarSession(api_key=API_KEY, api_url=fake.url, conn_options=FAST, poll_interval=0.05)
+    avatar = AvatarSession(
+        api_key=API_KEY, api_url=fake.url, conn_options=FAST, poll_interval=0.05, recovery=False
+    )
     await avatar.start(session, room=job_room)
     events = lost_events(avatar)
     assert avatar.session_id is not None

@@ -16,6 +16,7 @@ from livekit.agents.voice.avatar import DataStreamAudioOutput
 from livekit.plugins import protoface
 
 from livekit.plugins.protoface import AvatarSession, ProtofaceException
+from livekit.plugins.protoface.output import AvatarAudioOutput
 
 from .fake_protoface import (
     AGENT_IDENTITY,
@@ -67,7 +68,9 @@ async def test_start_creates_the_session_and_routes_audio_to_the_avatar(
         }
         assert uuid.UUID(create.headers["Idempotency-Key"]).version == 4
         assert avatar.session_id == next(iter(fake.sessions))
-        assert isinstance(session.output.audio, DataStreamAudioOutput)
+        audio = session.output.audio
+        assert isinstance(audio, AvatarAudioOutput)
+        assert isinstance(audio.route, DataStreamAudioOutput)
         assert avatar.provider == "protoface"
         assert avatar.avatar_identity == "protoface-avatar-agent"
     finally:

@@ -106,6 +106,24 @@ class ProtofaceAPIError(APIStatusError):
         self.param = param
         self.retry_after = retry_after
 
+    def retry_after_too_long(self, cap: float) -> ProtofaceRetryAfterTooLongError:
+        """This error, as the refusal to wait its `Retry-After` beyond `cap` seconds."""
+        asked = self.retry_after or 0.0
+        shown = f"{asked:.0f}s" if asked >= 10 else f"{asked:.1f}s"
+        return ProtofaceRetryAfterTooLongError(
+            f"{self.message}; the server asked to retry after {shown}, longer than "
+            f"max_retry_after={cap:g}s, so the call fails now instead of waiting "
+            f"(raise max_retry_after on ProtofaceAPI to wait longer)",
+            status_code=self.status_code,
+            max_retry_after=cap,
+            code=self.code,
+            type=self.type,
+            param=self.param,
+            request_id=self.request_id,
+            retry_after=self.retry_after,
+            body=self.body,
+        )
+
 
 class ProtofaceRetryAfterTooLongError(ProtofaceAPIError):
     """The server asked to wait longer (`Retry-After`) than the client's cap allows.

@@ -1,34 +1,30 @@
 """Checks that refuse bad input before anything goes over the network.
 
 Each check raises `ProtofaceValueError` naming the parameter, the value (never a
-secret's) and the fix. Shared by `api.py` and `avatar.py`; internal to the package.
+secret's) and the fix. Generic shapes only (ids, URLs, secrets, ints); the
+contract's own rules (qualities, ranges, metadata) are in `types.py`. Internal
+to the package.
 """
 
 from __future__ import annotations
 
 import datetime
 import functools
-import json
-import math
+import ipaddress
+import os
 import re
 import string
 import urllib.parse
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from typing import cast
+
+from livekit.agents import NotGivenOr, utils
 
 from .errors import ProtofaceValueError
 
-QUALITIES = ("mock", "lite", "standard", "pro")
-METADATA_MAX_BYTES = 8 * 1024
-RESERVED_METADATA_PREFIX = "_avatar."
-MAX_DURATION_RANGE = (1, 3600)
-IDLE_TIMEOUT_RANGE = (1, 600)
 API_URL_SCHEMES = ("http", "https")
 LIVEKIT_URL_SCHEMES = ("ws", "wss", "http", "https")
 FIELD_CHARS = 200  # server-provided strings (code, request id, ...) quoted in errors
-
-MetadataValue = str | int | float | bool | None
-"""A value allowed in session `metadata`."""
 
 SPACE_OR_CONTROL = re.compile(r"[\s\x00-\x1f\x7f]")
 ID_CHARS = frozenset(string.ascii_letters + string.digits + "-_.~")
@@ -145,64 +141,6 @@ def check_positive_int(value: object, param: str) -> None:
         raise ProtofaceValueError(f"{param} must be an int >= 1, got {value!r}", param=param)
 
 
-def check_quality(value: object, param: str) -> None:
-    """One of `QUALITIES`."""
-    if value not in QUALITIES:
-        raise ProtofaceValueError(
-            f"{param} must be one of {', '.join(QUALITIES)}, got {value!r}", param=param
-        )
-
-
-def checked_metadata(value: object, param: str) -> dict[str, MetadataValue]:
-    """Session metadata as the API takes it: a copy, or a refusal naming the key."""
-    if not isinstance(value, Mapping):
-        raise ProtofaceValueError(
-            f"{param} must be a dict of str to str/int/float/bool/None, got {type(value).__name__}",
-            param=param,
-        )
-    checked: dict[str, MetadataValue] = {}
-    for key, item in value.items():
-        if not isinstance(key, str):
-            raise ProtofaceValueError(f"{param} keys must be strings, got {key!r}", param=param)
-        if key.startswith(RESERVED_METADATA_PREFIX):
-            raise ProtofaceValueError(
-                f"{param} key {key!r} starts with {RESERVED_METADATA_PREFIX!r}, which "
-                f"Protoface reserves; rename the key",
-                param=f"{param}.{key}",
-            )
-        if item is not None and not isinstance(item, (str, int, float, bool)):
-            raise ProtofaceValueError(
-                f"{param}[{key!r}] must be a str, int, float, bool or None, "
-                f"got {type(item).__name__}",
-                param=f"{param}.{key}",
-            )
-        if isinstance(item, float) and not math.isfinite(item):
-            raise ProtofaceValueError(
-                f"{param}[{key!r}] must be a finite number, got {item!r}",
-                param=f"{param}.{key}",
-            )
-        checked[key] = item
-    # Counted as the API counts it: compact JSON, UTF-8, non-ASCII not escaped.
-    size = len(json.dumps(checked, separators=(",", ":"), ensure_ascii=False).encode("utf-8"))
-    if size > METADATA_MAX_BYTES:
-        raise ProtofaceValueError(
-            f"{param} is {size} bytes as JSON; the limit is {METADATA_MAX_BYTES} bytes",
-            param=param,
-        )
-    return checked
-
-
-def check_idempotency_key(value: object) -> None:
-    """At most 255 printable ASCII characters."""
-    check_nonblank(value, "idempotency_key")
-    assert isinstance(value, str)
-    if len(value) > 255 or not value.isascii() or not value.isprintable():
-        raise ProtofaceValueError(
-            f"idempotency_key must be at most 255 printable ASCII characters, got {value!r}",
-            param="idempotency_key",
-        )
-
-
 def instant(value: object, param: str) -> str:
     """A timezone-aware datetime or a non-blank string, as the API query takes it."""
     if isinstance(value, datetime.datetime):
@@ -220,3 +158,24 @@ def instant(value: object, param: str) -> str:
 def clip(text: str, limit: int) -> str:
     """`text` cut to `limit` characters, with an ellipsis when cut."""
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def resolve_setting(value: NotGivenOr[str | None], env_name: str) -> str | None:
+    """The argument when given (and not None), else the environment variable."""
+    if utils.is_given(value) and value is not None:
+        return value
+    return os.environ.get(env_name) or None
+
+
+def is_loopback_host(host: str) -> bool:
+    """Whether `host` names this machine (localhost, 127.0.0.0/8, ::1)."""
+    host = host.strip("[]").rstrip(".").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped.is_loopback
+    return address.is_loopback

@@ -1,0 +1,78 @@
+"""The agent's own audio track in the room, for when no avatar speaks for it.
+
+Published on first need (the avatar lost, or never coming) and kept until the
+conversation ends, so a second loss is heard at once: the listeners are
+already subscribed. While an avatar speaks, the track stays silent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+from livekit import rtc
+from livekit.agents import utils
+from livekit.agents.voice.io import AudioOutput
+
+from .compat import ParticipantAudioOutput, published_track_sid
+from .log import logger
+
+__all__ = ["RoomAudio"]
+
+_PUBLISH_TIMEOUT = 5.0  # publishing can hang on a dying room; report instead of waiting
+
+
+class RoomAudio:
+    """Publishes the agent's audio in its room, for the audio router to fall back to."""
+
+    def __init__(self, room: rtc.Room, *, sample_rate: int) -> None:
+        self._room = room
+        self._sample_rate = sample_rate
+        self._output: ParticipantAudioOutput | None = None
+        self._start_task: asyncio.Task[None] | None = None
+
+    async def output(self) -> AudioOutput | None:
+        """The published sink, publishing it first if needed; None if that failed.
+
+        Returns once the track is published or `_PUBLISH_TIMEOUT` passed; audio
+        captured before anyone subscribes waits for a subscriber, as it does
+        for an agent without an avatar.
+        """
+        if self._output is not None:
+            return self._output
+        output = ParticipantAudioOutput(
+            self._room,
+            sample_rate=self._sample_rate,
+            num_channels=1,
+            track_publish_options=rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE),
+        )
+        start = asyncio.create_task(output.start(), name="protoface-fallback-audio")
+        await asyncio.wait({start}, timeout=_PUBLISH_TIMEOUT)
+        if start.done() and not start.cancelled() and start.exception() is not None:
+            logger.error(
+                "could not publish the agent's audio to the room after losing the avatar: %s",
+                start.exception(),
+            )
+            with contextlib.suppress(Exception):
+                await output.aclose()
+            return None
+        if not start.done():
+            logger.debug("no one subscribed to the agent's audio yet; it plays once someone does")
+        self._output, self._start_task = output, start
+        return output
+
+    async def aclose(self) -> None:
+        """Stop the sink and take its track down (a later avatar starts from a clean room)."""
+        output, self._output = self._output, None
+        start, self._start_task = self._start_task, None
+        if start is not None and not start.done():
+            await utils.aio.cancel_and_wait(start)
+        if output is None:
+            return
+        try:
+            await output.aclose()
+            sid = published_track_sid(output)
+            if sid is not None and self._room.isconnected():
+                await self._room.local_participant.unpublish_track(sid)
+        except Exception:
+            logger.warning("failed to close the fallback audio output", exc_info=True)

@@ -1,0 +1,231 @@
+"""The hosted sessions of one conversation: creating each one, and ending every one.
+
+A `Launcher` creates a session (a fresh worker token and idempotency key each
+time, the conversation's `SessionOptions`), gives it a `SessionWatch` and an
+audio route to its avatar, and remembers it until it is ended. Whatever it
+may have created, it ends: a create whose outcome is unknown (a timeout, a
+cancel, an unreadable answer) is replayed with the same key to learn the id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from livekit import rtc
+from livekit.agents import APIConnectionError, utils
+from livekit.agents.voice.avatar import DataStreamAudioOutput
+
+from .api import ProtofaceAPI
+from .compat import stop_waiting_for_avatar
+from .errors import ProtofaceAPIError, ProtofaceException
+from .log import logger
+from .monitor import SessionWatch
+from .tokens import WorkerTokens
+from .types import DEFAULT_IDLE_TIMEOUT_SECONDS, SessionOptions, session_int
+
+__all__ = ["SAMPLE_RATE", "Hosted", "Launcher"]
+
+SAMPLE_RATE = 16000
+"""Rate of the agent's audio to the avatar (and to the room, when it falls back)."""
+
+
+@dataclass
+class Hosted:
+    """One hosted session, its avatar participant and the audio route to it."""
+
+    session_id: str
+    identity: str
+    watch: SessionWatch
+    route: DataStreamAudioOutput
+    created_at: float
+    cap_seconds: int | None
+    idle_timeout_seconds: int
+
+
+class Launcher:
+    """Creates the conversation's hosted sessions and ends each one exactly once."""
+
+    def __init__(
+        self,
+        api: ProtofaceAPI,
+        options: SessionOptions,
+        *,
+        tokens: WorkerTokens,
+        livekit_url: str,
+        room: rtc.Room,
+        identity: str,
+        name: str,
+        poll_interval: float,
+        wait_playback_start: bool,
+    ) -> None:
+        self._api = api
+        self._options = options
+        self._tokens = tokens
+        self._livekit_url = livekit_url
+        self._room = room
+        self._identity = identity
+        self._name = name
+        self._poll_interval = poll_interval
+        self._wait_playback_start = wait_playback_start
+        self.created: list[str] = []
+        self._unended: set[str] = set()
+        self._cleanups: set[asyncio.Task[None]] = set()
+
+    def identity_for(self, generation: int) -> str:
+        """The participant identity of the conversation's `generation`-th session (1-based).
+
+        The first keeps the configured identity; each successor has one of its
+        own, so it can join while its predecessor is still in the room.
+        """
+        return self._identity if generation <= 1 else f"{self._identity}-{generation}"
+
+    async def launch(self) -> Hosted:
+        """Create the next session and start watching it (it has not joined yet)."""
+        generation = len(self.created) + 1
+        identity = self.identity_for(generation)
+        transport: dict[str, Any] = {
+            "type": "livekit",
+            "url": self._livekit_url,
+            "room_name": self._tokens.room_name,
+            "worker_token": self._tokens.mint(identity=identity, name=self._name),
+            "worker_identity": identity,
+            "audio_source": "data_stream",
+        }
+        # One key per logical create, so neither our retries nor the replay
+        # below can start a second session.
+        key = str(uuid.uuid4())
+        try:
+            session = await self._api.create_session(
+                self._options, transport=transport, idempotency_key=key
+            )
+        except ProtofaceAPIError as exc:
+            if 200 <= exc.status_code < 300:  # accepted, but the answer is unreadable
+                await self._end_unknown(transport, key)
+            raise
+        except (APIConnectionError, asyncio.CancelledError):
+            # The server may have accepted the create before we stopped listening.
+            await self._end_unknown(transport, key)
+            raise
+        session_id = _usable_id(session.get("id"))
+        if session_id is None:
+            await self._end_unknown(transport, key)
+            raise ProtofaceException(
+                "Protoface API response missing session id (a string `id`); the session "
+                "it may have created is being looked up and ended"
+            )
+        self._remember(session_id)
+        return self._hosted(session_id, identity, session)
+
+    def _hosted(self, session_id: str, identity: str, session: dict[str, Any]) -> Hosted:
+        logger.debug("protoface session created", extra={"session_id": session_id})
+        watch = SessionWatch(
+            self._api,
+            session_id,
+            room=self._room,
+            identity=identity,
+            poll_interval=self._poll_interval,
+        )
+        watch.start()
+        route = DataStreamAudioOutput(
+            room=self._room,
+            destination_identity=identity,
+            sample_rate=SAMPLE_RATE,
+            wait_remote_track=rtc.TrackKind.KIND_VIDEO,
+            wait_playback_start=self._wait_playback_start,
+        )
+        return Hosted(
+            session_id=session_id,
+            identity=identity,
+            watch=watch,
+            route=route,
+            created_at=asyncio.get_running_loop().time(),
+            cap_seconds=session_int(session, "max_duration_seconds")
+            or self._options.max_duration_seconds,
+            idle_timeout_seconds=session_int(session, "idle_timeout_seconds")
+            or self._options.idle_timeout_seconds
+            or DEFAULT_IDLE_TIMEOUT_SECONDS,
+        )
+
+    def _remember(self, session_id: str) -> None:
+        self.created.append(session_id)
+        self._unended.add(session_id)
+
+    async def retire(self, hosted: Hosted, *, end: bool) -> None:
+        """Stop watching `hosted` and its route; end its session if `end` (in the background)."""
+        await hosted.watch.aclose()
+        waiting = stop_waiting_for_avatar(hosted.route)
+        if waiting is not None:
+            await utils.aio.cancel_and_wait(waiting)
+        if end:
+            self._background(self.end(hosted.session_id))
+        # Otherwise Protoface already ended it (a terminal status was read); it is
+        # still ended at close, which is idempotent and costs one request.
+
+    async def end(self, session_id: str) -> None:
+        """End `session_id` if this launcher has not yet; a failure is logged, never raised."""
+        if session_id not in self._unended:
+            return
+        self._unended.discard(session_id)
+        try:
+            await self._api.end_session(session_id)
+            logger.debug("protoface session ended", extra={"session_id": session_id})
+        except Exception as exc:
+            logger.warning(
+                "failed to end protoface session %s: %s",
+                session_id,
+                exc,
+                extra={"session_id": session_id},
+            )
+
+    async def aclose(self) -> None:
+        """End every session not ended yet, after the cleanups already running."""
+        while self._cleanups:
+            await asyncio.wait(set(self._cleanups))
+        for session_id in list(self._unended):
+            await self.end(session_id)
+
+    def _background(self, aw: Any) -> asyncio.Task[None]:
+        task: asyncio.Task[None] = asyncio.ensure_future(aw)
+        self._cleanups.add(task)
+        task.add_done_callback(self._cleanups.discard)
+        return task
+
+    async def _end_unknown(self, transport: dict[str, Any], key: str) -> None:
+        # Shielded: a second cancel must not leave a billed session running.
+        await asyncio.shield(self._background(self._recover_and_end(transport, key)))
+
+    async def _recover_and_end(self, transport: dict[str, Any], key: str) -> None:
+        """Learn the id of a session whose create outcome is unknown, and end it.
+
+        Replaying the create with the same idempotency key returns the session
+        the first call created, without creating another (or creates it, and it
+        is ended right away). It retries like the create did: giving up on the
+        first 503 or dropped connection would leave a billed session running.
+        """
+        try:
+            replay = await self._api.create_session(
+                self._options, transport=transport, idempotency_key=key
+            )
+        except Exception as exc:
+            logger.warning(
+                "could not learn which Protoface session a failed start() created (%s); "
+                "if one was created it runs until its idle timeout",
+                exc,
+            )
+            return
+        session_id = _usable_id(replay.get("id"))
+        if session_id is None:
+            logger.error(
+                "Protoface answered a session create without a session id; if a session "
+                "was created it runs until its idle timeout"
+            )
+            return
+        self._remember(session_id)
+        await self.end(session_id)
+
+
+def _usable_id(value: object) -> str | None:
+    return value if isinstance(value, str) and value.strip() else None

@@ -1,0 +1,338 @@
+"""The avatar's lifetime over one conversation: join, keep, lose, replace, hand over.
+
+`Lifetime` runs from the first session's creation to `aclose()`. It owns the
+current `Hosted` session and moves the agent's speech between avatars and
+the room through `AvatarAudioOutput`:
+
+- the first join settles `wait_for_join()` (a failure before it too);
+- `keep_alive` sends silence while the agent is quiet, so the hosted idle
+  timeout only ever ends a session whose agent is gone;
+- a loss sends speech to the room (or discards it, without fallback), emits
+  `"avatar_lost"`, and, when the cause is recoverable, `recovery.replace`
+  brings a replacement, switched in between utterances (`"avatar_restored"`);
+- before the session cap a successor is started and takes over between
+  utterances (`"avatar_handover"`); the predecessor is ended after.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable
+from typing import Protocol
+
+from livekit.agents import utils
+
+from .errors import AvatarSessionFailedError, ProtofaceException
+from .events import AvatarHandoverEvent, AvatarLostEvent, AvatarRestoredEvent
+from .fallback import RoomAudio
+from .hosted import Hosted, Launcher
+from .log import logger
+from .monitor import Loss
+from .output import AvatarAudioOutput, DiscardAudio
+from .recovery import LaunchFailed, RecoveryPolicy, is_recoverable, replace
+from .types import TERMINAL_SESSION_STATUSES
+
+__all__ = ["Lifetime", "keepalive_interval"]
+
+_MAX_KEEPALIVE_INTERVAL = 10.0
+_MIN_KEEPALIVE_INTERVAL = 0.2
+
+
+class Reporter(Protocol):
+    """Where lifetime events go (the `AvatarSession`)."""
+
+    def report(self, event: str, payload: object) -> None:
+        """Emit `event` with `payload`."""
+
+
+def keepalive_interval(idle_timeout_seconds: int) -> float:
+    """How long the agent may be silent before the avatar gets a keep-alive.
+
+    A third of the idle timeout leaves two more chances if one is lost; at
+    most 10 s, since one keep-alive costs a few hundred bytes.
+    """
+    return max(_MIN_KEEPALIVE_INTERVAL, min(idle_timeout_seconds / 3, _MAX_KEEPALIVE_INTERVAL))
+
+
+class Lifetime:
+    """Follows one conversation's avatar until `aclose()`."""
+
+    def __init__(
+        self,
+        owner: Reporter,
+        launcher: Launcher,
+        first: Hosted,
+        *,
+        output: AvatarAudioOutput,
+        fallback: RoomAudio | None,
+        policy: RecoveryPolicy | None,
+    ) -> None:
+        self.current: Hosted = first
+        self._owner = owner
+        self._launcher = launcher
+        self._output = output
+        self._fallback = fallback
+        self._policy = policy
+        self._joined: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def start(self) -> None:
+        """Start following the first session."""
+        for coro, name in ((self._run(), "protoface-lifetime"), (self._keep(), "protoface-keep")):
+            task = asyncio.create_task(coro, name=name)
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def first_join(self) -> None:
+        """Return once the first avatar joined; raise if its session failed first."""
+        await asyncio.shield(self._joined)
+
+    async def aclose(self) -> None:
+        """Stop following; the caller ends the sessions (`Launcher.aclose`)."""
+        if not self._joined.done():
+            self._joined.set_exception(
+                ProtofaceException(
+                    "AvatarSession closed (aclose()) before the avatar joined the room"
+                )
+            )
+            self._joined.exception()  # retrieved: nobody may be waiting
+        await utils.aio.cancel_and_wait(*self._tasks)
+        await self._launcher.retire(self.current, end=True)
+        if self._fallback is not None:
+            await self._fallback.aclose()
+
+    # -- the conversation ------------------------------------------------------
+
+    async def _run(self) -> None:
+        hosted = self.current
+        if not await self._first_join(hosted):
+            return
+        while True:
+            loss = await self._next_loss(hosted)
+            successor = await (
+                self._handover(hosted) if loss is None else self._recover(hosted, loss)
+            )
+            if successor is None:
+                return
+            hosted = successor
+
+    async def _first_join(self, hosted: Hosted) -> bool:
+        await _first_of(hosted.watch.joined.wait(), hosted.watch.lost)
+        if hosted.watch.joined.is_set():
+            self._output.mark_route_ready(hosted.route)
+            if not self._joined.done():
+                self._joined.set_result(None)
+            return True
+        loss = hosted.watch.lost.result()
+        logger.error(
+            "protoface session %s %s before its avatar joined the room (failure code: %s)%s",
+            hosted.session_id,
+            loss.status,
+            loss.failure_code,
+            f": {loss.message}" if loss.message else "",
+            extra={
+                "session_id": hosted.session_id,
+                "failure_code": loss.failure_code,
+                "status": loss.status,
+            },
+        )
+        self._joined.set_exception(_failed_before_join(hosted, loss))
+        self._joined.exception()  # retrieved: wait_for_join() may never be called
+        await self._launcher.retire(hosted, end=loss.status not in TERMINAL_SESSION_STATUSES)
+        # The agent's speech would otherwise wait forever for an avatar that is not coming.
+        await self._away_from_avatar()
+        return False
+
+    async def _next_loss(self, hosted: Hosted) -> Loss | None:
+        """The loss of `hosted`, or None when it is time to start its successor."""
+        delay = self._handover_delay(hosted)
+        if delay is None:
+            return await asyncio.shield(hosted.watch.lost)
+        try:
+            return await asyncio.wait_for(asyncio.shield(hosted.watch.lost), timeout=delay)
+        except asyncio.TimeoutError:
+            return None
+
+    def _handover_delay(self, hosted: Hosted) -> float | None:
+        cap = hosted.cap_seconds
+        if self._policy is None or cap is None:
+            return None
+        due = hosted.created_at + cap - self._policy.lead(cap)
+        return max(0.0, due - asyncio.get_running_loop().time())
+
+    async def _recover(self, hosted: Hosted, loss: Loss) -> Hosted | None:
+        await self._announce_loss(hosted, loss)
+        await self._launcher.retire(hosted, end=loss.status not in TERMINAL_SESSION_STATUSES)
+        if not self._worth_replacing(loss):
+            return None
+        successor = await self._replace(loss.reason)
+        if successor is not None:
+            await self._restore(successor, hosted, loss.reason)
+        return successor
+
+    async def _handover(self, old: Hosted) -> Hosted | None:
+        if self._sessions_left() <= 0:
+            return await self._recover(old, await asyncio.shield(old.watch.lost))
+        logger.info(
+            "protoface session %s nears its %s s cap; starting its successor",
+            old.session_id,
+            old.cap_seconds,
+            extra={"session_id": old.session_id},
+        )
+        pending = asyncio.ensure_future(self._replace("handover"))
+        await _first_of(pending, old.watch.lost)
+        if not pending.done():
+            return await self._lost_during_handover(old, pending)
+        new = pending.result()
+        if new is None:
+            return await self._recover(old, await asyncio.shield(old.watch.lost))
+        self._output.switch(new.route, at_boundary=True, avatar=True, ready=True)
+        await _first_of(self._output.wait_for_boundary(), old.watch.lost)
+        if self._output.route is not new.route:
+            # The predecessor ran out mid-utterance: the rest goes to the successor.
+            self._output.switch(new.route, at_boundary=False, avatar=True, ready=True)
+        self.current = new
+        self._owner.report(
+            "avatar_handover",
+            AvatarHandoverEvent(new.session_id, new.identity, old.session_id, old.identity),
+        )
+        await self._launcher.retire(old, end=True)
+        return new
+
+    async def _lost_during_handover(
+        self, old: Hosted, pending: asyncio.Future[Hosted | None]
+    ) -> Hosted | None:
+        loss = old.watch.lost.result()
+        await self._announce_loss(old, loss)
+        await self._launcher.retire(old, end=loss.status not in TERMINAL_SESSION_STATUSES)
+        if not self._worth_replacing(loss):
+            pending.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                late = await pending
+                if late is not None:
+                    await self._launcher.retire(late, end=True)
+            return None
+        new = await pending
+        if new is not None:
+            await self._restore(new, old, loss.reason)
+        return new
+
+    # -- steps -----------------------------------------------------------------
+
+    async def _announce_loss(self, hosted: Hosted, loss: Loss) -> None:
+        logger.warning(
+            "lost the protoface avatar: session %s is %s (reason: %s)%s",
+            hosted.session_id,
+            loss.status,
+            loss.reason,
+            "; the agent's audio goes to the room directly" if self._fallback else "",
+            extra={"session_id": hosted.session_id, "reason": loss.reason, "status": loss.status},
+        )
+        # Before the event, so a handler's next utterance is already heard.
+        await self._away_from_avatar()
+        self._owner.report(
+            "avatar_lost", AvatarLostEvent(hosted.session_id, loss.reason, loss.status)
+        )
+
+    async def _away_from_avatar(self) -> None:
+        """Speech to the room now; without fallback, dropped (nothing may wait on a lost avatar)."""
+        room = await self._fallback.output() if self._fallback is not None else None
+        if room is not None:
+            self._output.switch(room, at_boundary=False, avatar=False, ready=True)
+        elif self._fallback is None:
+            self._output.switch(DiscardAudio(), at_boundary=False, avatar=False, ready=True)
+
+    def _worth_replacing(self, loss: Loss) -> bool:
+        if self._policy is None:
+            return False
+        if not is_recoverable(loss.reason):
+            logger.info("not replacing the protoface avatar: %s is not recoverable", loss.reason)
+            return False
+        return True
+
+    def _sessions_left(self) -> int:
+        assert self._policy is not None
+        return self._policy.max_sessions - len(self._launcher.created)
+
+    async def _replace(self, why: str) -> Hosted | None:
+        assert self._policy is not None
+        return await replace(
+            self._launch_joined, policy=self._policy, sessions_left=self._sessions_left, why=why
+        )
+
+    async def _launch_joined(self, attempt: int) -> Hosted:
+        """A new session whose avatar publishes video, or an exception (having ended it)."""
+        assert self._policy is not None
+        hosted = await self._launcher.launch()
+        try:
+            await asyncio.wait_for(
+                _first_of(hosted.watch.joined.wait(), hosted.watch.lost),
+                timeout=self._policy.join_timeout,
+            )
+            if not hosted.watch.joined.is_set():
+                loss = hosted.watch.lost.result()
+                raise LaunchFailed(loss.reason, f"session {hosted.session_id} {loss.status}")
+        except BaseException:
+            await asyncio.shield(self._launcher.retire(hosted, end=True))
+            raise
+        return hosted
+
+    async def _restore(self, new: Hosted, lost: Hosted, reason: str) -> None:
+        self._output.switch(new.route, at_boundary=True, avatar=True, ready=True)
+        await self._output.wait_for_boundary()
+        self.current = new
+        logger.info(
+            "protoface avatar restored: session %s replaces %s (lost: %s)",
+            new.session_id,
+            lost.session_id,
+            reason,
+            extra={"session_id": new.session_id},
+        )
+        self._owner.report(
+            "avatar_restored",
+            AvatarRestoredEvent(new.session_id, new.identity, lost.session_id, reason),
+        )
+
+    async def _keep(self) -> None:
+        """Keep-alives while the agent is quiet (the hosted idle timeout counts audio)."""
+        while True:
+            interval = keepalive_interval(self.current.idle_timeout_seconds)
+            wait = interval - self._output.idle_for()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            elif not await self._output.keep_alive():
+                await asyncio.sleep(min(interval, 1.0))
+
+
+async def _first_of(*aws: Awaitable[object]) -> None:
+    """Wait until the first of `aws` is done; the waits made here for coroutines are cancelled.
+
+    Futures passed in (a session's `lost`, a pending replacement) are never
+    cancelled: they belong to someone else.
+    """
+    owned: list[asyncio.Future[object]] = []
+    futures: list[asyncio.Future[object]] = []
+    for aw in aws:
+        if isinstance(aw, asyncio.Future):
+            futures.append(aw)
+        else:
+            made: asyncio.Future[object] = asyncio.ensure_future(aw)
+            owned.append(made)
+            futures.append(made)
+    try:
+        await asyncio.wait(futures, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for made in owned:
+            made.cancel()
+
+
+def _failed_before_join(hosted: Hosted, loss: Loss) -> AvatarSessionFailedError:
+    detail = loss.failure_code or loss.reason
+    return AvatarSessionFailedError(
+        f"Protoface session {hosted.session_id} {loss.status} before its avatar joined the "
+        f"room ({detail})" + (f": {loss.message}" if loss.message else ""),
+        session_id=hosted.session_id,
+        status=loss.status,
+        failure_code=loss.failure_code,
+    )

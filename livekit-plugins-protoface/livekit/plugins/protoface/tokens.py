@@ -1,0 +1,152 @@
+"""Minting the avatar worker's LiveKit token, for every session of a conversation.
+
+The LiveKit API secret stays in this object (never in a repr, a log or a
+request): each hosted session, the first and every replacement, gets a fresh
+short-lived token, because the first one has long expired by the time a
+replacement joins an hour into the call.
+"""
+
+from __future__ import annotations
+
+import datetime
+
+from livekit import api, rtc
+from livekit.agents import NotGivenOr, get_job_context
+from livekit.agents.voice.room_io import ATTRIBUTE_PUBLISH_ON_BEHALF
+
+from .errors import ProtofaceException, ProtofaceValueError
+from .validation import (
+    LIVEKIT_URL_SCHEMES,
+    check_nonblank,
+    check_secret,
+    check_url,
+    resolve_setting,
+)
+
+__all__ = ["WorkerTokens", "worker_tokens_for"]
+
+
+class WorkerTokens:
+    """Mints least-privilege tokens for avatar workers joining one room."""
+
+    def __init__(
+        self,
+        *,
+        api_key: str,
+        api_secret: str,
+        room_name: str,
+        agent_identity: str,
+        ttl: datetime.timedelta,
+    ) -> None:
+        self._api_key = api_key
+        self._api_secret = api_secret
+        self.room_name = room_name
+        self.agent_identity = agent_identity
+        self._ttl = ttl
+
+    def __repr__(self) -> str:
+        return f"WorkerTokens(room_name={self.room_name!r}, agent_identity={self.agent_identity!r})"
+
+    def mint(self, *, identity: str, name: str) -> str:
+        """A token for a worker joining as `identity`, publishing on the agent's behalf."""
+        # Least privilege: join this one room and publish/subscribe/data; no
+        # admin, create, list or record grants.
+        grants = api.VideoGrants(
+            room_join=True,
+            room=self.room_name,
+            can_publish=True,
+            can_subscribe=True,
+            can_publish_data=True,
+        )
+        return (
+            api.AccessToken(api_key=self._api_key, api_secret=self._api_secret)
+            .with_kind("agent")
+            .with_identity(identity)
+            .with_name(name)
+            .with_grants(grants)
+            .with_attributes({ATTRIBUTE_PUBLISH_ON_BEHALF: self.agent_identity})
+            .with_ttl(self._ttl)
+            .to_jwt()
+        )
+
+
+def worker_tokens_for(
+    room: rtc.Room,
+    *,
+    livekit_url: NotGivenOr[str | None],
+    livekit_api_key: NotGivenOr[str | None],
+    livekit_api_secret: NotGivenOr[str | None],
+    avatar_identity: str,
+    ttl: datetime.timedelta,
+) -> tuple[str, WorkerTokens]:
+    """The LiveKit URL the worker joins, and a minter for its tokens in `room`.
+
+    Arguments win over `LIVEKIT_URL`, `LIVEKIT_API_KEY` and `LIVEKIT_API_SECRET`.
+
+    Raises:
+        ProtofaceException: A setting is missing, or the room's name or the
+            agent's identity is not known yet.
+        ProtofaceValueError: A setting is malformed, or the avatar would take
+            the agent's own identity.
+    """
+    url = resolve_setting(livekit_url, "LIVEKIT_URL")
+    key = resolve_setting(livekit_api_key, "LIVEKIT_API_KEY")
+    secret = resolve_setting(livekit_api_secret, "LIVEKIT_API_SECRET")
+    settings = (("LIVEKIT_URL", url), ("LIVEKIT_API_KEY", key), ("LIVEKIT_API_SECRET", secret))
+    missing = [name for name, value in settings if not value]
+    if missing or url is None or key is None or secret is None:
+        raise ProtofaceException(
+            f"missing LiveKit settings: {', '.join(missing)}; pass livekit_url, "
+            f"livekit_api_key and livekit_api_secret to start() or set the "
+            f"environment variables"
+        )
+    check_url(url, "livekit_url", LIVEKIT_URL_SCHEMES, env_name="LIVEKIT_URL")
+    check_nonblank(key, "livekit_api_key")
+    check_secret(secret, "livekit_api_secret")
+    agent_identity = _agent_identity(room)
+    if agent_identity == avatar_identity:
+        raise ProtofaceValueError(
+            f"avatar_participant_identity {agent_identity!r} is the agent's own "
+            f"identity; give the avatar a different one",
+            param="avatar_participant_identity",
+        )
+    tokens = WorkerTokens(
+        api_key=key,
+        api_secret=secret,
+        room_name=_room_name(room),
+        agent_identity=agent_identity,
+        ttl=ttl,
+    )
+    return url, tokens
+
+
+def _room_name(room: rtc.Room) -> str:
+    if room.name:
+        return room.name
+    # Before ctx.connect() the room has no name yet; the job knows it.
+    job_ctx = get_job_context(required=False)
+    if job_ctx is not None and job_ctx.job.room.name:
+        return job_ctx.job.room.name
+    raise ProtofaceException(
+        "the room has no name yet: connect it (await ctx.connect()) before "
+        "AvatarSession.start(), or start it inside a job"
+    )
+
+
+def _agent_identity(room: rtc.Room) -> str:
+    identity: str | None = None
+    job_ctx = get_job_context(required=False)
+    if job_ctx is not None:
+        try:
+            identity = job_ctx.local_participant_identity
+        except Exception:
+            # e.g. a console or fake job without a room token
+            identity = None
+    if not identity and room.isconnected():
+        identity = room.local_participant.identity
+    if not identity:
+        raise ProtofaceException(
+            "failed to get local participant identity: start the avatar inside a job "
+            "or with a connected room, so the avatar can publish on the agent's behalf"
+        )
+    return identity
