@@ -70,7 +70,12 @@ class PlaygroundError(RuntimeError):
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 # Lines every run prints that say nothing to a playground user.
-_NOISE = ("dev mode is deprecated", "no warmed process available")
+_NOISE = (
+    "dev mode is deprecated",
+    "no warmed process available",
+    "event loop blocked for",  # a busy machine; --verbose shows them
+    "Attempted to drop unknown FFI handle",
+)
 _LOG_LEVEL = re.compile(r"\b(DEBUG|INFO|DEV|WARNING|WARN|ERROR|CRITICAL)\b")
 
 

@@ -97,6 +97,8 @@ function startSampler() {
     window.__samples.push({
       t: performance.now(),
       wall: Date.now(),
+      w,
+      h,
       motion,
       brightness: lit / ((whole.length / (4 * 97)) * 3),
       level: s.avatarLevel,
@@ -195,6 +197,24 @@ try {
     SILENT_LEVEL,
   );
   await page.waitForTimeout(1000);
+
+  // The sessions panel lists this tab's hosted session; "end" ends it, and the
+  // agent reports its avatar lost.
+  await until(
+    page,
+    "session listed as running",
+    () => window.playground.sessions.some((s) => s.room_name === window.playground.room && s.status === "running"),
+    30_000,
+  );
+  await page.click("#sessions tr.mine button");
+  step("clicked end");
+  await until(page, "avatar lost", () => window.playground.avatarState === "lost", 60_000);
+  await until(
+    page,
+    "session listed as ended",
+    () => window.playground.sessions.some((s) => s.room_name === window.playground.room && s.status === "ended"),
+    30_000,
+  );
 
   const final = await page.evaluate(() => ({
     ...window.playground,

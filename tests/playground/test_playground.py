@@ -176,7 +176,7 @@ def test_page_shows_avatar_echoes_and_stops_when_talked_over(
     assert report["offOriginRequests"] == []
 
     # Decoded avatar video whose frames advance.
-    assert final["videoWidth"] > 0 and final["videoHeight"] > 0
+    assert samples and min(s["w"] for s in samples) > 0 and min(s["h"] for s in samples) > 0
     frames = [s["frames"] for s in samples]
     assert frames[-1] > frames[0] + 50, f"video frames did not advance: {frames[0]}..{frames[-1]}"
     assert max(s["brightness"] for s in samples) > 20, "the video stayed black"
@@ -199,6 +199,11 @@ def test_page_shows_avatar_echoes_and_stops_when_talked_over(
     after = [s for s in samples if s["wall"] > report["talkedOverAt"]]
     assert after and after[-1]["level"] < 0.005 and after[-1]["state"] != "speaking"
     assert after[-1]["mic"]
+
+    # Ending the hosted session from the panel: the agent reported its avatar lost.
+    assert final["avatarState"] == "lost"
+    mine = [s for s in final["sessions"] if s["room_name"] == final["room"]]
+    assert mine and mine[0]["status"] == "ended" and mine[0]["usage"] is not None
 
     # The hosted session of this tab's room is listed, without its worker token.
     with urllib.request.urlopen(playground["url"] + "api/sessions", timeout=30) as response:
