@@ -135,6 +135,7 @@ class LiveKitServer:
     api_secret: str = field(repr=False)
     process: subprocess.Popen[bytes] = field(repr=False)
     log_path: Path = field(repr=False)
+    binary: str = field(default="", repr=False)  # the livekit-server executable it runs
 
     def log_tail(self, lines: int = 40) -> str:
         """The last lines the server wrote, for failure messages."""
@@ -318,4 +319,5 @@ def _launch(binary: str) -> LiveKitServer:
         api_secret=api_secret,
         process=process,
         log_path=Path(log_file.name),
+        binary=binary,
     )
