@@ -13,7 +13,16 @@ from livekit.agents.metrics.base import AvatarMetrics
 from protoface_emulator.server import Emulator
 from protoface_emulator.testing import LiveKitServer
 
-from .harness import agent_in, audio_seconds, load_speech, mean, play, room_name, viewer_in
+from .harness import (
+    agent_in,
+    audio_seconds,
+    eventually,
+    load_speech,
+    mean,
+    play,
+    room_name,
+    viewer_in,
+)
 
 AVATAR = "protoface-avatar-agent"
 
@@ -27,24 +36,34 @@ async def test_viewer_sees_mouth_move_with_speech_and_hears_it(
     async with viewer_in(livekit_server, room, AVATAR) as viewer:
         async with agent_in(livekit_server, emulator, room) as agent:
             agent.avatar.on("metrics_collected", metrics.append)
-            await agent.avatar.wait_for_join(timeout=20)
-            await viewer.wait_first_video(timeout=10)
+            await agent.avatar.wait_for_join(timeout=30)
+            await viewer.wait_first_video(timeout=30)
 
             # The avatar publishes on the agent's behalf.
+            await eventually(
+                lambda: AVATAR in agent.room.remote_participants,
+                timeout=30,
+                message="the agent never saw the avatar join",
+            )
             avatar = agent.room.remote_participants[AVATAR]
             assert avatar.attributes.get("lk.publish_on_behalf") == agent.identity
 
             loop = asyncio.get_running_loop()
             silent_from = loop.time()
-            await asyncio.sleep(1.5)
+            await viewer.wait_until(
+                lambda: len(viewer.video_between(silent_from, loop.time())) >= 20,
+                timeout=30,
+                what="20 frames of the idle face",
+            )
             silent_to = loop.time()
 
             handle = agent.session.say("hello", audio=play(speech), add_to_chat_ctx=False)
             speak_from = loop.time()
-            await asyncio.wait_for(handle.wait_for_playout(), timeout=20)
+            await asyncio.wait_for(handle.wait_for_playout(), timeout=30)
             speak_to = loop.time()
             assert not handle.interrupted
-            await asyncio.sleep(0.5)
+            # What was sent arrives when the room delivers it: wait for it.
+            await viewer.wait_for_audio(0.5 * audio_seconds(speech), timeout=30)
 
         silent = viewer.video_between(silent_from, silent_to)
         speaking = viewer.video_between(speak_from, speak_to)
