@@ -305,10 +305,10 @@ class EchoAgent:
         """
         if not is_person(participant):
             return
+        running = self._listeners.get(track.sid)
+        if running is not None and not running.done():
+            return
         log.info("listening to %s", participant.identity)
-        old = self._listeners.pop(track.sid, None)
-        if old is not None:
-            old.cancel()
         self._listeners[track.sid] = asyncio.create_task(self._listen(track))
 
     def stop_listening(self, track: rtc.Track) -> None:

@@ -216,6 +216,17 @@ try {
     30_000,
   );
 
+  // Audio-only from here: the next pause is echoed by the agent itself.
+  await page.click("#mic");
+  await until(page, "microphone off after the loss", () => !window.playground.micEnabled, 10_000);
+  await until(
+    page,
+    "echo heard without the avatar",
+    (level) => window.playground.avatarLevel > level,
+    60_000,
+    SPEAKING_LEVEL,
+  );
+
   const final = await page.evaluate(() => ({
     ...window.playground,
     events: window.playground.events.map((e) => e.text),

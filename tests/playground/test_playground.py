@@ -200,7 +200,8 @@ def test_page_shows_avatar_echoes_and_stops_when_talked_over(
     assert after and after[-1]["level"] < 0.005 and after[-1]["state"] != "speaking"
     assert after[-1]["mic"]
 
-    # Ending the hosted session from the panel: the agent reported its avatar lost.
+    # Ending the hosted session from the panel: the agent reported its avatar lost
+    # and went on audio-only (drive.mjs heard the next echo from the agent itself).
     assert final["avatarState"] == "lost"
     mine = [s for s in final["sessions"] if s["room_name"] == final["room"]]
     assert mine and mine[0]["status"] == "ended" and mine[0]["usage"] is not None
