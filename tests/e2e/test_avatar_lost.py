@@ -39,11 +39,12 @@ async def _wait_for_max_duration(
 
 
 LOSSES: list[Any] = [
-    pytest.param(_end_remotely, {}, "end_requested", id="ended-remotely"),
-    pytest.param(_remove_worker, {}, "worker_lost", id="worker-gone"),
+    # Recovery off: these pin the fallback; tests/e2e/test_lifetime.py pins recovery.
+    pytest.param(_end_remotely, {"recovery": False}, "end_requested", id="ended-remotely"),
+    pytest.param(_remove_worker, {"recovery": False}, "worker_lost", id="worker-gone"),
     pytest.param(
         _wait_for_max_duration,
-        {"max_duration_seconds": 4},
+        {"max_duration_seconds": 4, "recovery": False},
         "max_duration_reached",
         id="max-duration",
     ),
