@@ -18,7 +18,8 @@ import pytest
 from livekit import api
 from livekit.plugins import protoface
 
-from protoface_emulator.server import Emulator
+from protoface_emulator.lifecycle import WorkerEvents, WorkerHandle, WorkerSpec
+from protoface_emulator.server import Emulator, default_worker_factory
 from protoface_emulator.testing import AvatarViewer, LiveKitServer
 from protoface_emulator.testing.launch import EmulatorProcess, start_emulator_process
 
@@ -343,3 +344,59 @@ async def test_steady_state_reads_the_api_at_most_every_10_s(
         await asyncio.sleep(25)
         during = emulator.requests.all()[before:]
         assert len(during) <= 3, [f"{r.method} {r.path}" for r in during]
+
+
+# -- 7. the transcript follows the avatar's playback ---------------------------------
+
+
+class _AudioArrivals:
+    """The emulator's real worker, noting when each session first hears the agent."""
+
+    def __init__(self) -> None:
+        self.times: list[float] = []
+        self._start = default_worker_factory()
+
+    def __call__(self, spec: WorkerSpec, events: WorkerEvents) -> WorkerHandle:
+        arrivals = self.times
+
+        class Noting:
+            def __getattr__(self, name: str) -> Any:
+                return getattr(events, name)
+
+            def on_audio(self) -> None:
+                arrivals.append(asyncio.get_running_loop().time())
+                events.on_audio()
+
+        return self._start(spec, Noting())
+
+
+@pytest.mark.parametrize("wait_playback_start", [True, False])
+async def test_playback_start_comes_from_the_avatar_by_default(
+    livekit_server: LiveKitServer, wait_playback_start: bool
+) -> None:
+    """Same event loop for both sides, so the order of events is the order they happened.
+
+    With `wait_playback_start` (the default) the agent's `playback_started`
+    comes after the avatar worker received the audio (the worker reports it);
+    without it, the agent assumes playback starts the moment it sends the first
+    frame, before the avatar has anything.
+    """
+    arrivals = _AudioArrivals()
+    room = room_name("playback")
+    options = {"wait_playback_start": wait_playback_start}
+    async with (
+        Emulator(worker_factory=arrivals) as emu,
+        agent_in(livekit_server, emu, room, avatar_options=options) as agent,
+        viewer_in(livekit_server, room, AVATAR),
+    ):
+        started: list[float] = []
+        output = agent.session.output.audio
+        assert output is not None
+        output.on("playback_started", lambda _: started.append(asyncio.get_running_loop().time()))
+        await agent.avatar.wait_for_join(timeout=30)
+        await speak(agent, 1.0)
+        assert started and arrivals.times
+        if wait_playback_start:
+            assert started[0] > arrivals.times[0]
+        else:
+            assert started[0] < arrivals.times[0]
