@@ -279,7 +279,7 @@ class Api:
             # aiohttp drops the answer silently once the transport is closed.
             return web.Response(status=500)
         elif fault.kind == "reply":
-            response = web.Response(status=fault.status, body=fault.body)
+            response = web.Response(status=fault.status, body=fault.reply_body(entry))
             # Exactly the scripted headers: no Content-Type aiohttp would pick itself.
             response.headers.clear()
         elif fault.kind == "html":

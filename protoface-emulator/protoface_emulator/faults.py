@@ -58,15 +58,17 @@ import json as jsonlib
 import random
 import time
 from collections import deque
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from typing import Literal
+from typing import Literal, TypeAlias
 from urllib.parse import unquote
 
 from multidict import CIMultiDict, CIMultiDictProxy, MultiDict, MultiDictProxy
 
 FaultKind = Literal["error", "html", "late", "drop", "reply"]
+BodySource: TypeAlias = "bytes | str | Callable[[RecordedRequest], bytes | str]"
+"""A `reply`'s body: fixed, or made from the request it answers."""
 FAULT_KINDS: tuple[FaultKind, ...] = ("error", "html", "late", "drop", "reply")
 
 _DEFAULT_STATUS: dict[FaultKind, int] = {
@@ -158,7 +160,13 @@ class Fault:
     handled: bool
     headers: dict[str, str] = field(default_factory=dict)
     body: bytes = b""  # `reply` only
+    # A `reply` whose body depends on the request: the request as logged -> the body.
+    render: Callable[[RecordedRequest], bytes] | None = field(default=None, repr=False)
     fired: int = 0
+
+    def reply_body(self, request: RecordedRequest) -> bytes:
+        """The body a `reply` sends to `request`."""
+        return self.body if self.render is None else self.render(request)
 
     def matches(self, method: str, segments: tuple[str, ...]) -> bool:
         """Whether this fault applies to a request (decoded path segments)."""
@@ -189,7 +197,7 @@ class Faults:
         code: str | None = None,
         handled: bool | None = None,
         headers: Mapping[str, str] | None = None,
-        body: bytes | str | None = None,
+        body: BodySource | None = None,
         json: object = None,
     ) -> Fault:
         """Arm a fault.
@@ -212,9 +220,11 @@ class Faults:
             headers: headers added to the answer (for `reply`, its only headers
                 besides a Content-Type derived from `json`/`body`).
             body: a `reply`'s body, sent as is (text as UTF-8); Content-Type
-                `text/plain` unless `headers` give one.
+                `text/plain` unless `headers` give one. Or a function of the
+                `RecordedRequest` returning it (a server that echoes the request).
             json: a `reply`'s body as JSON (not with `body`); Content-Type
-                `application/json` unless `headers` give one.
+                `application/json` unless `headers` give one. Or a function of the
+                `RecordedRequest` returning the JSON value.
 
         Returns:
             The fault; pass it to `remove` to disarm it early.
@@ -237,7 +247,7 @@ class Faults:
         if kind == "reply" and not 200 <= resolved_status <= 599:
             raise ValueError(f"a reply's status must be within 200..599; got {resolved_status}")
         answer_headers = dict(headers or {})
-        payload = _reply_body(kind, body, json, answer_headers)
+        payload, render = _reply_body(kind, body, json, answer_headers)
         if count is None and probability >= 1.0:
             count = 1
         fault = Fault(
@@ -253,6 +263,7 @@ class Faults:
             handled=_DEFAULT_HANDLED[kind] if handled is None else handled,
             headers=answer_headers,
             body=payload,
+            render=render,
         )
         self._faults.append(fault)
         return fault
@@ -263,7 +274,7 @@ class Faults:
         status: int = 200,
         *,
         json: object = None,
-        body: bytes | str | None = None,
+        body: BodySource | None = None,
         headers: Mapping[str, str] | None = None,
         delay: float = 0.0,
         count: int | None = None,
@@ -406,28 +417,35 @@ class Faults:
 
 
 def _reply_body(
-    kind: FaultKind, body: bytes | str | None, json: object, headers: dict[str, str]
-) -> bytes:
-    """A `reply`'s body as bytes; sets its Content-Type in `headers` unless given."""
+    kind: FaultKind, body: BodySource | None, json: object, headers: dict[str, str]
+) -> tuple[bytes, Callable[[RecordedRequest], bytes] | None]:
+    """A `reply`'s body: fixed bytes, or a renderer; sets Content-Type unless given."""
     if body is None and json is None:
-        return b""
+        return b"", None
     if kind != "reply":
         raise ValueError(f"body and json script a 'reply' fault, not {kind!r}; use kind='reply'")
     if body is not None and json is not None:
         raise ValueError("a reply takes body or json, not both")
-    has_type = any(name.lower() == "content-type" for name in headers)
     if json is not None:
-        payload = jsonlib.dumps(json).encode("utf-8")
         default_type = "application/json"
-    elif isinstance(body, str):
-        payload = body.encode("utf-8")
-        default_type = "text/plain; charset=utf-8"
+        make: Callable[[RecordedRequest], object] = json if callable(json) else lambda _: json
+
+        def render(request: RecordedRequest) -> bytes:
+            return jsonlib.dumps(make(request)).encode("utf-8")
+
     else:
-        payload = bytes(body or b"")
-        default_type = "text/plain"
-    if not has_type:
+        default_type = "text/plain" if isinstance(body, bytes) else "text/plain; charset=utf-8"
+        text = body
+
+        def render(request: RecordedRequest) -> bytes:
+            value = text(request) if callable(text) else text
+            return value.encode("utf-8") if isinstance(value, str) else bytes(value or b"")
+
+    if not any(name.lower() == "content-type" for name in headers):
         headers["Content-Type"] = default_type
-    return payload
+    if callable(json) or callable(body):
+        return b"", render
+    return render(_NO_REQUEST), None
 
 
 def gateway_html(status: int) -> str:
@@ -490,6 +508,11 @@ class RecordedRequest:
     def on(self, route: str) -> bool:
         """Whether this request is on `route` (the `Route` syntax)."""
         return Route.parse(route).matches(self.method, self.path)
+
+
+_NO_REQUEST = RecordedRequest(
+    "", "", MultiDictProxy(MultiDict()), CIMultiDictProxy(CIMultiDict()), "", 0.0
+)
 
 
 class RequestLog:

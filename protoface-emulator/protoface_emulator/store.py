@@ -106,6 +106,7 @@ class StoreConfig:
         worker_close_timeout_seconds: a worker whose `aclose()` takes longer is
             abandoned (logged) and the session counted `ended` anyway.
         retry_after_seconds: the `Retry-After` of a concurrency 429.
+        idempotency_ttl_seconds: how long an idempotency key is remembered.
     """
 
     max_concurrency: int = DEFAULT_MAX_CONCURRENCY
@@ -115,6 +116,7 @@ class StoreConfig:
     end_wait_seconds: float = DEFAULT_END_WAIT_SECONDS
     worker_close_timeout_seconds: float = DEFAULT_WORKER_CLOSE_TIMEOUT_SECONDS
     retry_after_seconds: int = 1
+    idempotency_ttl_seconds: float = IDEMPOTENCY_TTL_SECONDS
 
 
 def _now() -> datetime:
@@ -495,7 +497,7 @@ class Store:
             return self._sessions[session_id], True
         future: asyncio.Future[str] = loop.create_future()
         self._idempotency[key] = _IdempotencyEntry(
-            fingerprint, future, loop.time() + IDEMPOTENCY_TTL_SECONDS
+            fingerprint, future, loop.time() + self.config.idempotency_ttl_seconds
         )
         try:
             record = self._create(request)

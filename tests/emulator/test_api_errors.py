@@ -714,3 +714,73 @@ async def test_unexpected_failures_become_internal_envelopes(
     envelope = assert_error(reply, 500, "internal", "internal_error")
     assert "boom" not in reply.text
     assert envelope.error.request_id in envelope.error.message
+
+
+# --- found by breaking one line at a time ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "content_type", ["application/vnd.protoface+json", "application/json; charset=utf8"]
+)
+async def test_structured_json_media_types_are_accepted(
+    emu: Emulator, http: aiohttp.ClientSession, content_type: str
+) -> None:
+    reply = await call(
+        http,
+        emu,
+        "POST",
+        "/v1/sessions",
+        data=json.dumps(session_body()),
+        headers={"Content-Type": content_type},
+    )
+    assert reply.status == 201, reply.text
+
+
+async def test_an_idempotency_key_sent_twice_is_refused(emu: Emulator) -> None:
+    body = json.dumps(session_body()).encode()
+    head = (
+        f"POST /v1/sessions HTTP/1.1\r\nHost: e\r\nConnection: close\r\n"
+        f"Authorization: Bearer {emu.api_key}\r\nContent-Type: application/json\r\n"
+        f"Idempotency-Key: one\r\nIdempotency-Key: one\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    reply = raw_reply(await exchange(emu, head.encode() + body))
+    assert_error(reply, 400, "invalid_request", "invalid_idempotency_key")
+    assert not list(emu.store.iter_sessions())
+
+
+async def test_a_form_field_sent_twice_is_refused(
+    emu: Emulator, http: aiohttp.ClientSession
+) -> None:
+    form = aiohttp.FormData(default_to_multipart=True)
+    form.add_field("image", PNG, filename="a.png")
+    form.add_field("name", "one")
+    form.add_field("name", "two")
+    reply = await call(http, emu, "POST", "/v1/avatars", data=form)
+    assert_error(reply, 400, "invalid_request", "duplicate_field", "name")
+
+
+async def test_a_jpeg_upload_is_accepted(emu: Emulator, http: aiohttp.ClientSession) -> None:
+    reply = await call(http, emu, "POST", "/v1/avatars", data=_form(image=b"\xff\xd8\xff" + PNG))
+    assert reply.status == 201, reply.text
+
+
+@pytest.mark.parametrize(
+    ("body", "code", "param"),
+    [
+        ({"avatar_id": "av_stock_001", "colour": "blue"}, "unknown_field", "colour"),
+        (
+            {"avatar_id": "av_stock_001", "relay_mode": "carrier-pigeon"},
+            "invalid_value",
+            "relay_mode",
+        ),
+        ({"avatar_id": "av_stock_001", "relay_mode": 1}, "invalid_type", "relay_mode"),
+        ({"avatar_id": "av_stock_001", "quality": "ultra"}, "invalid_value", "quality"),
+        ({"relay_mode": "websocket"}, "missing_field", "avatar_id"),
+        ({"avatar_id": "av_stock_001", "relay_mode": "websocket"}, "transport.unsupported", None),
+    ],
+)
+async def test_pipecat_bodies_are_validated_before_they_are_refused(
+    emu: Emulator, http: aiohttp.ClientSession, body: dict[str, Any], code: str, param: str | None
+) -> None:
+    reply = await call(http, emu, "POST", "/v1/pipecat/sessions", json_body=body)
+    assert_error(reply, 400, "invalid_request", code, param)

@@ -13,6 +13,7 @@ from standin_worker import StandInWorkers
 
 from protoface_emulator.schema import parse_session_create
 from protoface_emulator.server import Emulator
+from protoface_emulator.store import Store, StoreConfig
 
 
 async def test_same_key_and_body_replays_the_same_session_without_a_second_worker(
@@ -164,3 +165,17 @@ async def test_keys_are_scoped_per_api_key(workers: StandInWorkers) -> None:
     assert a.id != b.id
     assert a_again.id == a.id and replayed
     assert len(workers.started) == 2
+
+
+async def test_a_key_is_forgotten_after_its_time_to_live(workers: StandInWorkers) -> None:
+    store = Store(workers, StoreConfig(idempotency_ttl_seconds=0.2))
+    try:
+        request = parse_session_create(session_body())
+        first, _ = await store.create_session(request, idempotency_key="k", fingerprint="f")
+        again, replayed = await store.create_session(request, idempotency_key="k", fingerprint="f")
+        assert (again.id, replayed) == (first.id, True)
+        await asyncio.sleep(0.3)
+        later, replayed = await store.create_session(request, idempotency_key="k", fingerprint="g")
+        assert later.id != first.id and not replayed  # not a 409: the key was forgotten
+    finally:
+        await store.aclose()

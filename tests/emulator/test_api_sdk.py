@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 import aiohttp
 import pytest
-from emulator_helpers import PNG, call, eventually, session_body
+from emulator_helpers import PNG, call, eventually, session_body, with_transport
 from protoface_sdk import (
     InvalidRequestError,
     NotFoundError,
@@ -249,3 +249,63 @@ async def test_every_answer_validates_carries_a_request_id_and_never_the_token(
         (await call(http, emu, "GET", f"/v1/sessions/{session_id}")).text
     )
     assert final.metadata["s"] == "\u00e9\u0000"
+
+
+@pytest.mark.parametrize(
+    ("transport", "echoed"),
+    [
+        (
+            {},
+            {
+                "worker_identity": "protoface-worker",
+                "audio_source": "data_stream",
+                "subscribe_to_identity": None,
+                "synthetic_audio_if_no_input": False,
+            },
+        ),
+        (
+            {
+                "url": "WSS://Example.LiveKit.cloud:443",  # schemes are case-insensitive
+                "worker_identity": "avatar-7",
+                "audio_source": "track",
+                "subscribe_to_identity": "agent-1",
+                "synthetic_audio_if_no_input": False,
+            },
+            {
+                "url": "WSS://Example.LiveKit.cloud:443",
+                "worker_identity": "avatar-7",
+                "audio_source": "track",
+                "subscribe_to_identity": "agent-1",
+                "synthetic_audio_if_no_input": False,
+            },
+        ),
+        ({"synthetic_audio_if_no_input": True}, {"synthetic_audio_if_no_input": True}),
+        ({"synthetic_audio_if_no_input": None}, {"synthetic_audio_if_no_input": False}),
+    ],
+)
+async def test_transport_fields_are_echoed_and_handed_to_the_worker(
+    emu: Emulator,
+    http: aiohttp.ClientSession,
+    workers: StandInWorkers,
+    transport: dict[str, object],
+    echoed: dict[str, object],
+) -> None:
+    reply = await call(http, emu, "POST", "/v1/sessions", json_body=with_transport(**transport))
+    assert reply.status == 201, reply.text
+    shown = reply.json["transport"]
+    assert {key: shown[key] for key in echoed} == echoed
+    [worker] = workers.for_session(reply.json["id"])
+    spec = worker.spec
+    assert spec.url == shown["url"] and spec.identity == shown["worker_identity"]
+    assert spec.audio_source == shown["audio_source"]
+    assert spec.subscribe_to_identity == shown["subscribe_to_identity"]
+    assert spec.synthetic_audio_if_no_input is shown["synthetic_audio_if_no_input"]
+
+
+async def test_unix_seconds_in_a_query_mean_that_second(
+    emu: Emulator, http: aiohttp.ClientSession
+) -> None:
+    reply = await call(http, emu, "GET", "/v1/usage?period_start=1735689600&period_end=1735776000")
+    assert reply.status == 200, reply.text
+    window = (reply.json["period_start"], reply.json["period_end"])
+    assert window == ("2025-01-01T00:00:00.000Z", "2025-01-02T00:00:00.000Z")

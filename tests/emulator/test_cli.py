@@ -172,6 +172,19 @@ async def test_faults_flag_arms_faults() -> None:
     assert code == 0
 
 
+async def test_faults_flag_scripts_a_reply() -> None:
+    spec = "GET /v1/status=reply,status=418,body=short%2C stout,header=X-Seen:1"
+    async with emulator_process("--api-key", "k", "--faults", spec) as running:
+        async with aiohttp.ClientSession() as http:
+            headers = {"Authorization": "Bearer k"}
+            async with http.get(running.url + "/v1/status", headers=headers) as response:
+                assert response.status == 418
+                assert await response.text() == "short, stout"
+                assert response.headers["X-Seen"] == "1"
+        code, _ = await stop(running.process, signal.SIGTERM)
+    assert code == 0
+
+
 @pytest.mark.parametrize(
     "args",
     [

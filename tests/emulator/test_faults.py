@@ -11,7 +11,7 @@ from emulator_helpers import assert_error, call, session_body
 from protoface_sdk import InternalError, ProtofaceClient, ProtofaceConnectionError
 from standin_worker import StandInWorkers
 
-from protoface_emulator.faults import Fault, Faults, RequestLog
+from protoface_emulator.faults import Fault, Faults, RecordedRequest, RequestLog
 from protoface_emulator.server import Emulator
 
 
@@ -500,3 +500,22 @@ async def test_the_log_can_be_cleared_and_is_bounded(
     for n in range(3):
         log.record("GET", f"/v1/sessions/s{n}", {}, {}, f"req_{n}")
     assert [r.path for r in log] == ["/v1/sessions/s1", "/v1/sessions/s2"]
+
+
+async def test_a_reply_can_echo_the_request_it_answers(
+    emu: Emulator, http: aiohttp.ClientSession
+) -> None:
+    """A careless server quoting the caller's key and body back in its error."""
+
+    def echo(request: RecordedRequest) -> object:
+        sent = (request.body or b"").decode()
+        return {"error": {"message": f"rejected {request.headers['Authorization']} {sent}"}}
+
+    emu.faults.reply("POST /v1/sessions", 400, json=echo, count=2)
+    emu.faults.reply("GET /v1/status", 500, body=lambda request: request.request_id)
+    reply = await call(http, emu, "POST", "/v1/sessions", json_body=session_body())
+    assert reply.status == 400 and reply.headers["Content-Type"] == "application/json"
+    assert emu.api_key in reply.json["error"]["message"]
+    assert "secret-worker-jwt" in reply.json["error"]["message"]
+    status = await call(http, emu, "GET", "/v1/status")
+    assert status.text == emu.requests.matching("GET /v1/status")[0].request_id

@@ -299,3 +299,23 @@ async def test_autostarted_manual_workers_reach_running_and_close_on_end(
     await eventually(lambda: record.status, "running".__eq__)
     ended = await store.end_session(record.id)
     assert status_of(ended) == "ended" and workers.worker(record.id).closed
+
+
+async def test_idle_timeout_counts_from_the_last_audio(make_store: MakeStore) -> None:
+    """Audio early in a window moves the end to a full timeout after it, not later."""
+    workers = ManualWorkers()
+    store = make_store(workers)
+    record, _ = await store.create_session(request(idle_timeout_seconds=2))
+    worker = workers.worker(record.id)
+    worker.connect()
+    worker.publish()
+    loop = asyncio.get_running_loop()
+    await asyncio.sleep(0.2)
+    worker.speak()
+    spoke = loop.time()
+    await eventually(lambda: status_of(record), lambda s: s == "ended", timeout=10)
+    quiet_for = loop.time() - spoke
+    # The check at 2 s finds 1.8 s of quiet and looks again 0.2 s later; waiting a
+    # whole timeout instead would end it at 3.8 s.
+    assert 1.95 <= quiet_for <= 3.0, quiet_for
+    assert record.metadata[END_REASON_KEY] == END_REASON_IDLE_TIMEOUT
