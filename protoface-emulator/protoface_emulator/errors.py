@@ -2,9 +2,10 @@
 
 Every non-2xx answer of the emulator is built here, so the envelope has one shape:
 `{"error": {"type", "code", "message", "param", "request_id"}}`. The store raises
-`ApiError` for domain failures (unknown avatar, concurrency limit, idempotency
-conflict); the app raises it for malformed requests; the app's middleware turns
-it into a response.
+domain failures through `not_found`, `forbidden`, `conflict`, `limited` and
+`unavailable` (unknown avatar, stock avatar, idempotency conflict, concurrency
+limit, shutdown), so it carries no status numbers; `schema.py` raises `invalid`
+and the transport-level errors; `app.py` turns every `ApiError` into a response.
 """
 
 from __future__ import annotations
@@ -164,3 +165,32 @@ def _encodable(text: str) -> str:
 def invalid(code: str, message: str, param: str | None = None) -> ApiError:
     """A 400 `invalid_request` error."""
     return ApiError(400, code, message, param=param)
+
+
+# Domain failures, named for what happened; the status each maps to lives here, so
+# the store (which knows no HTTP) raises these without a status number.
+
+
+def not_found(code: str, message: str, param: str | None = None) -> ApiError:
+    """A resource that does not exist (404 `not_found`)."""
+    return ApiError(404, code, message, param=param)
+
+
+def forbidden(code: str, message: str, param: str | None = None) -> ApiError:
+    """An action the caller may not take on this resource (403 `permission`)."""
+    return ApiError(403, code, message, param=param)
+
+
+def conflict(code: str, message: str, param: str | None = None) -> ApiError:
+    """A request at odds with the resource's state (409 `conflict`)."""
+    return ApiError(409, code, message, param=param)
+
+
+def limited(code: str, message: str, retry_after: float) -> ApiError:
+    """A plan limit reached; retry after `retry_after` seconds (429 `rate_limit`)."""
+    return ApiError(429, code, message, retry_after=retry_after)
+
+
+def unavailable(code: str, message: str, retry_after: float) -> ApiError:
+    """The service cannot take this now (503 `service_unavailable`)."""
+    return ApiError(503, code, message, retry_after=retry_after)

@@ -44,9 +44,13 @@ from protoface_emulator.errors import (
     CODE_SESSION_NOT_FOUND,
     CODE_SHUTTING_DOWN,
     CODE_STOCK_AVATAR_IMMUTABLE,
-    ApiError,
+    conflict,
+    forbidden,
     invalid,
+    limited,
+    not_found,
     shown,
+    unavailable,
 )
 from protoface_emulator.ids import new_id
 from protoface_emulator.lifecycle import (
@@ -361,17 +365,16 @@ class Store:
     def _avatar(self, avatar_id: str) -> AvatarRecord:
         avatar = self._stock.get(avatar_id) or self._custom.get(avatar_id)
         if avatar is None:
-            raise ApiError(
-                404,
+            raise not_found(
                 CODE_AVATAR_NOT_FOUND,
                 f"No avatar {shown(avatar_id)}; list the available ones with GET /v1/avatars "
                 f"(the stock avatar is {STOCK_AVATAR_ID!r}).",
-                param="avatar_id",
+                "avatar_id",
             )
         return avatar
 
     def get_avatar(self, avatar_id: str) -> AvatarRecord:
-        """One avatar. Raises a 404 `ApiError` if unknown."""
+        """One avatar. Raises `not_found` (`avatar_not_found`) if unknown."""
         return self._avatar(avatar_id)
 
     def list_avatars(
@@ -442,15 +445,14 @@ class Store:
             avatar.status = "ready"
 
     def delete_avatar(self, avatar_id: str) -> None:
-        """Delete an uploaded avatar; stock avatars answer 403."""
+        """Delete an uploaded avatar; a stock avatar is `forbidden`."""
         avatar = self._avatar(avatar_id)
         if avatar.is_demo:
-            raise ApiError(
-                403,
+            raise forbidden(
                 CODE_STOCK_AVATAR_IMMUTABLE,
                 f"{avatar_id!r} is a stock avatar and cannot be deleted; only uploaded "
                 "avatars can.",
-                param="avatar_id",
+                "avatar_id",
             )
         if avatar.ready_timer is not None:
             avatar.ready_timer.cancel()
@@ -475,8 +477,9 @@ class Store:
         for 24 hours. A create that failed is forgotten, so a retry may succeed.
 
         Raises:
-            ApiError: 404/409 for the avatar, 409 for a reused key, 429 at the
-                concurrency limit, 503 while shutting down.
+            ApiError: `not_found`/`conflict` for the avatar, `conflict` for a reused
+                key, `limited` at the concurrency limit, `unavailable` while shutting
+                down.
         """
         if idempotency_key is None:
             return self._create(request), False
@@ -486,8 +489,7 @@ class Store:
         entry = self._idempotency.get(key)
         if entry is not None:
             if entry.fingerprint != fingerprint:
-                raise ApiError(
-                    409,
+                raise conflict(
                     CODE_IDEMPOTENCY_KEY_REUSED,
                     "This Idempotency-Key was already used with a different request body; "
                     "use a new key for a new request.",
@@ -519,28 +521,25 @@ class Store:
 
     def _create(self, request: SessionCreate) -> SessionRecord:
         if self._closing:
-            raise ApiError(
-                503,
+            raise unavailable(
                 CODE_SHUTTING_DOWN,
                 "The emulator is shutting down and takes no new sessions.",
-                retry_after=self.config.retry_after_seconds,
+                self.config.retry_after_seconds,
             )
         avatar = self._avatar(request.avatar_id)
         if avatar.status != "ready":
-            raise ApiError(
-                409,
+            raise conflict(
                 CODE_AVATAR_NOT_READY,
                 f"Avatar {avatar.id!r} is {avatar.status}, not ready; wait until GET "
                 f"/v1/avatars/{avatar.id} shows status 'ready'.",
-                param="avatar_id",
+                "avatar_id",
             )
         if len(self._active) >= self.config.max_concurrency:
-            raise ApiError(
-                429,
+            raise limited(
                 CODE_CONCURRENCY_LIMIT,
                 f"The plan allows {self.config.max_concurrency} concurrent sessions and that "
                 "many are active; end one or retry after the Retry-After delay.",
-                retry_after=self.config.retry_after_seconds,
+                self.config.retry_after_seconds,
             )
         limit = self.config.session_time_limit_seconds
         requested = request.max_duration_seconds
@@ -598,11 +597,10 @@ class Store:
     # -- sessions: read ----------------------------------------------------------------
 
     def get_session(self, session_id: str) -> SessionRecord:
-        """One session. Raises a 404 `ApiError` if unknown."""
+        """One session. Raises `not_found` (`session_not_found`) if unknown."""
         record = self._sessions.get(session_id)
         if record is None:
-            raise ApiError(
-                404,
+            raise not_found(
                 CODE_SESSION_NOT_FOUND,
                 f"No session {shown(session_id)}; session ids look like sess_01J…",
             )
