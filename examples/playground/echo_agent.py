@@ -74,26 +74,32 @@ class TurnDetector:
     A frame is voiced when its RMS level (dBFS) is above both `min_level_db`
     and the tracked noise floor plus `margin_db`. Talking starts after
     `start_seconds` of consecutive voiced audio and ends after `end_seconds`
-    of consecutive unvoiced audio; `feed()` reports each edge once.
+    of consecutive unvoiced audio; `feed()` reports each edge once. Someone who
+    never pauses gets an answer too: after `max_turn_seconds` of talking, `feed()`
+    reports "cut" (the turn so far is over, talking goes on, and the next turn
+    starts at once, without a "start" that would interrupt the answer).
 
     Attributes:
         min_level_db: Levels at or below this never count as voice.
         margin_db: How far above the noise floor a voiced frame must be.
         start_seconds: Voiced audio needed to start a turn.
         end_seconds: The pause that ends a turn.
+        max_turn_seconds: The longest turn before a "cut".
     """
 
     min_level_db: float = -48.0
     margin_db: float = 12.0
     start_seconds: float = 0.12
     end_seconds: float = 0.7
+    max_turn_seconds: float = 8.0
     talking: bool = False
+    _turn: float = 0.0
     _floor_db: float = -70.0
     _voiced: float = 0.0
     _unvoiced: float = 0.0
 
-    def feed(self, level_db: float, seconds: float) -> Literal["start", "end"] | None:
-        """Take the level of `seconds` of audio; returns "start" or "end" on an edge."""
+    def feed(self, level_db: float, seconds: float) -> Literal["start", "end", "cut"] | None:
+        """Take the level of `seconds` of audio; returns "start", "end" or "cut" on an edge."""
         if level_db < self._floor_db:
             self._floor_db = max(level_db, -90.0)
         else:  # the floor rises slowly, so speech never becomes the floor
@@ -105,12 +111,19 @@ class TurnDetector:
         else:
             self._unvoiced += seconds
             self._voiced = 0.0
-        if not self.talking and self._voiced >= self.start_seconds:
-            self.talking = True
-            return "start"
-        if self.talking and self._unvoiced >= self.end_seconds:
+        if not self.talking:
+            if self._voiced >= self.start_seconds:
+                self.talking = True
+                self._turn = self._voiced
+                return "start"
+            return None
+        self._turn += seconds
+        if self._unvoiced >= self.end_seconds:
             self.talking = False
             return "end"
+        if self._turn >= self.max_turn_seconds:
+            self._turn = 0.0
+            return "cut"
         return None
 
 
@@ -350,6 +363,9 @@ class EchoAgent:
                     self.person_started()
                 elif edge == "end":
                     self.person_finished(recorder.finish(detector.end_seconds))
+                elif edge == "cut":
+                    self.person_finished(recorder.finish(0.0))
+                    recorder.start()
         finally:
             pumping.cancel()
             with contextlib.suppress(asyncio.CancelledError):

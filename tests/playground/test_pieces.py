@@ -44,6 +44,13 @@ def test_turn_starts_with_voice_and_ends_after_a_pause() -> None:
     assert _feed(detector, -100.0, 1.0) == ["end"]
 
 
+def test_a_turn_without_pauses_is_cut_without_a_new_start() -> None:
+    detector = echo_agent.TurnDetector(max_turn_seconds=2.0)
+    assert _feed(detector, -20.0, 4.5) == ["start", "cut", "cut"]
+    assert detector.talking
+    assert _feed(detector, -100.0, 1.0) == ["end"]
+
+
 def test_turn_ignores_clicks_and_steady_noise() -> None:
     detector = echo_agent.TurnDetector()
     assert _feed(detector, -20.0, 0.06) == []  # a click shorter than start_seconds
