@@ -18,6 +18,9 @@ Measurements (see RESULTS.md for the numbers and the method in full):
 - `faults`: real `AvatarSession.start()` + `aclose()` under injected faults,
   counted from the emulator's store.
 - `e2e`: first avatar frame and audio-to-mouth latency, emulator CPU per session.
+- `lifetime`: the avatar leaving (agent heard again, avatar restored), API
+  requests per session-minute in steady state, a call longer than its cap
+  (`lifetime.py`).
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ from typing import IO, Any
 import null_worker
 import numpy as np
 import psutil
+from lifetime import measure_lifetime
 from livekit.agents import __version__ as agents_version
 from livekit.rtc import __version__ as rtc_version
 from report import write_markdown
@@ -804,6 +808,37 @@ def targets(results: Json) -> Json:
             "limit": 150,
             "met": mouth is not None and mouth <= 150,
         }
+    life = results.get("lifetime")
+    if life and "error" not in life:
+        leave = life["leave"]["ours"]
+        heard_max = leave.get("heard_again_max_s")
+        out["agent_heard_within_3s_after_the_avatar_left"] = {
+            "value": heard_max,
+            "limit": 3.0,
+            "met": heard_max is not None
+            and heard_max <= 3.0
+            and leave["heard_again_in_20s"] == leave["runs"],
+        }
+        out["avatar_restored_after_every_loss"] = {
+            "value": {"restored": leave["restored_runs"], "runs": leave["runs"]},
+            "met": leave["restored_runs"] == leave["runs"],
+        }
+        steady = life["steady"]["ours"]["requests_per_session_minute"]
+        out["steady_state_at_most_6_requests_per_session_minute"] = {
+            "value": steady,
+            "limit": 6,
+            "met": steady <= 6,
+        }
+        cap = life["cap"]["ours"]
+        gap = cap.get("max_video_gap_s")
+        out["call_past_the_cap_keeps_its_avatar"] = {
+            "value": {
+                "sessions": cap["hosted_sessions"],
+                "ceil_duration_over_cap": cap["ceil_duration_over_cap"],
+                "max_video_gap_s": gap,
+            },
+            "met": gap is not None and gap <= 1.0 and bool(cap.get("video_until_end")),
+        }
     return out
 
 
@@ -840,15 +875,30 @@ async def run(plan: Plan, only: set[str]) -> Json:
     livekit: LiveKitServer | None = None
     servers = contextlib.ExitStack()
     try:
-        if only & {"faults", "e2e"}:
+        if only & {"faults", "e2e", "lifetime"}:
             livekit = servers.enter_context(local_livekit_server())
         phases: list[tuple[str, Any]] = [
             ("latency", lambda: measure_latency(plan)),
             ("scale", lambda: measure_scale(plan)),
             ("faults", lambda: measure_faults(plan, livekit)),  # type: ignore[arg-type]
             ("e2e", lambda: measure_e2e(plan, livekit)),  # type: ignore[arg-type]
+            (
+                "lifetime",
+                lambda: measure_lifetime(
+                    one_shot,
+                    CLIENTS,
+                    livekit,  # type: ignore[arg-type]
+                    quick=plan.mode == "quick",
+                ),
+            ),
         ]
-        keys = {"latency": "start_latency", "scale": "scale", "faults": "faults", "e2e": "e2e"}
+        keys = {
+            "latency": "start_latency",
+            "scale": "scale",
+            "faults": "faults",
+            "e2e": "e2e",
+            "lifetime": "lifetime",
+        }
         for name, measure in phases:
             if name not in only:
                 continue
@@ -889,13 +939,13 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="fewer samples: under 5 minutes")
     parser.add_argument(
         "--only",
-        default="latency,scale,faults,e2e",
-        help="comma-separated subset of latency,scale,faults,e2e (default: all)",
+        default="latency,scale,faults,e2e,lifetime",
+        help="comma-separated subset of latency,scale,faults,e2e,lifetime (default: all)",
     )
     parser.add_argument("--out", type=Path, default=HERE, help="where results.json/RESULTS.md go")
     args = parser.parse_args()
     only = {part.strip() for part in args.only.split(",") if part.strip()}
-    unknown = only - {"latency", "scale", "faults", "e2e"}
+    unknown = only - {"latency", "scale", "faults", "e2e", "lifetime"}
     if unknown:
         parser.error(f"unknown measurement(s): {', '.join(sorted(unknown))}")
     plan = QUICK if args.quick else FULL

@@ -157,6 +157,19 @@ def _targets(results: Json) -> list[str]:
         ),
         ("first avatar frame under 1 s (p50)", "first_frame_p50_under_1s"),
         ("mouth within 150 ms of the speech (p50)", "audio_to_mouth_p50_within_150ms"),
+        (
+            "the agent heard within 3 s after the avatar left (every run)",
+            "agent_heard_within_3s_after_the_avatar_left",
+        ),
+        ("a replacement avatar after every recoverable loss", "avatar_restored_after_every_loss"),
+        (
+            "steady state: at most one request per 10 s per session",
+            "steady_state_at_most_6_requests_per_session_minute",
+        ),
+        (
+            "a call past its cap keeps its avatar (video gap at most 1 s)",
+            "call_past_the_cap_keeps_its_avatar",
+        ),
     ]
     lines = ["## Targets (ours)", "", "| target | measured | |", "|---|---|---|"]
     for label, key in rows:
@@ -625,6 +638,76 @@ def _findings(results: Json) -> list[str]:
     return ["## Notes on this run", "", *[f"- {note}" for note in notes], ""]
 
 
+def _lifetime(results: Json) -> list[str]:
+    life = results.get("lifetime")
+    if not life:
+        return []
+    if "error" in life:
+        return ["## The avatar's lifetime", "", f"Failed: {life['error']}", ""]
+    leave, steady, cap = life["leave"], life["steady"], life["cap"]
+    plugins = list(leave)
+    lines = [
+        "## The avatar's lifetime",
+        "",
+        "Real rooms: livekit-server, the emulator with real workers, one conversation per "
+        "process (`lifetime_client.py`), both plugins in the same run. The viewer hears "
+        "and sees what a person in the room would.",
+        "",
+        "| | " + " | ".join(plugins) + " |",
+        "|---|" + "---|" * len(plugins),
+    ]
+
+    def row(label: str, values: list[object]) -> None:
+        lines.append(f"| {label} | " + " | ".join(_fmt(v) for v in values) + " |")
+
+    row("avatar removed: runs", [leave[p]["runs"] for p in plugins])
+    row("agent heard again within 20 s (runs)", [leave[p]["heard_again_in_20s"] for p in plugins])
+    row(
+        "agent heard again, p50 / max (s)",
+        [
+            f"{_fmt(leave[p]['heard_again_p50_s'])} / {_fmt(leave[p]['heard_again_max_s'])}"
+            for p in plugins
+        ],
+    )
+    row("avatar restored (runs)", [leave[p]["restored_runs"] for p in plugins])
+    row("loss to `avatar_restored`, p50 (s)", [leave[p]["restored_p50_s"] for p in plugins])
+    row(
+        "loss to the replacement's first frame, p50 (s)",
+        [leave[p]["replacement_first_frame_p50_s"] for p in plugins],
+    )
+    row(
+        "steady state: API requests per session-minute",
+        [steady[p]["requests_per_session_minute"] for p in plugins],
+    )
+    row(
+        "call past the cap: duration / cap (s)",
+        [f"{_fmt(cap[p]['duration_s'])} / {cap[p]['cap_s']}" for p in plugins],
+    )
+    row(
+        "hosted sessions (ceil(duration / cap))",
+        [f"{cap[p]['hosted_sessions']} ({cap[p]['ceil_duration_over_cap']})" for p in plugins],
+    )
+    row("largest gap in the avatar's video (s)", [cap[p]["max_video_gap_s"] for p in plugins])
+    row("avatar video until the end of the call", [cap[p]["video_until_end"] for p in plugins])
+    row(
+        "speech spoken / heard from avatars / from the agent's track (s)",
+        [
+            f"{cap[p]['spoken_s']} / {cap[p]['heard_from_avatars_s']} / "
+            f"{cap[p]['heard_from_agent_track_s']}"
+            for p in plugins
+        ],
+    )
+    lines += [
+        "",
+        "Each successor starts a quarter of the cap (at most 10 s) before it, so a call "
+        "of D seconds takes about ceil(D / (cap - lead)) sessions: one more than "
+        "ceil(D / cap) when the overlap adds up past a cap. The overlap is what makes the "
+        "handover seamless (the successor publishes video before the switch).",
+        "",
+    ]
+    return lines
+
+
 def write_markdown(results: Json, path: Path) -> None:
     """Write RESULTS.md for `results`."""
     lines = (
@@ -634,6 +717,7 @@ def write_markdown(results: Json, path: Path) -> None:
         + _scale(results)
         + _faults(results)
         + _e2e(results)
+        + _lifetime(results)
         + _bounds(results)
         + _findings(results)
     )
