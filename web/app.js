@@ -232,7 +232,13 @@
 
   async function onTranscription(reader, from) {
     const id = reader.info.attributes?.["lk.segment_id"] || reader.info.id;
-    const who = room && from.identity === room.localParticipant.identity ? "you" : "agent";
+    // The agent publishes your transcript too, naming the track it transcribed.
+    const local = room ? room.localParticipant : null;
+    const track = reader.info.attributes?.["lk.transcribed_track_id"];
+    const mine =
+      local &&
+      (from.identity === local.identity || (track && local.trackPublications.has(track)));
+    const who = mine ? "you" : "agent";
     let entry = state.transcript.find((t) => t.id === id);
     if (!entry) {
       entry = { id, who, identity: from.identity, text: "" };

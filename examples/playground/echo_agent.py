@@ -63,8 +63,6 @@ MAX_UTTERANCE_SECONDS = 20.0
 # When no audio arrives for this long (a muted or stopped microphone sends
 # nothing), the detector is fed silence for the gap.
 SILENCE_TICK_SECONDS = 0.1
-# The plugin emits this beside "avatar_lost" once a replacement avatar is in.
-AVATAR_RESTORED_EVENT = "avatar_restored"
 
 
 @dataclass
@@ -212,6 +210,11 @@ class EchoAgent:
 
     # -- what the page sees ----------------------------------------------------------
 
+    @property
+    def avatar_state(self) -> AvatarState:
+        """The state last published as `protoface.avatar_state`."""
+        return self._avatar_state
+
     def set_avatar_state(self, state: AvatarState) -> None:
         """Publish `state` as the `protoface.avatar_state` attribute."""
         if state == self._avatar_state and state != "joining":
@@ -266,9 +269,9 @@ class EchoAgent:
         self._avatar_gone = True
         self.set_avatar_state("lost")
 
-    def on_avatar_restored(self, *_: object) -> None:
-        """A replacement avatar joined."""
-        log.info("avatar restored")
+    def on_avatar_restored(self, event: protoface.AvatarRestoredEvent) -> None:
+        """A replacement avatar speaks for the agent again."""
+        log.info("avatar restored: %s replaces %s", event.session_id, event.previous_session_id)
         self._avatar_gone = False
         self.set_avatar_state("restored")
 
@@ -404,8 +407,7 @@ async def entrypoint(ctx: JobContext) -> None:
 
     avatar = protoface.AvatarSession()  # PROTOFACE_API_URL / _KEY from the environment
     avatar.on("avatar_lost", echo.on_avatar_lost)
-    restored: Any = AVATAR_RESTORED_EVENT  # newer plugins emit it; older ones never do
-    avatar.on(restored, echo.on_avatar_restored)
+    avatar.on("avatar_restored", echo.on_avatar_restored)
     session.on("agent_state_changed", echo.on_agent_state)
 
     @ctx.room.on("track_subscribed")

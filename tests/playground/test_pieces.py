@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib.util
 import sys
 from pathlib import Path
-from types import ModuleType
+from types import ModuleType, SimpleNamespace
 
 import pytest
 
@@ -58,6 +58,35 @@ def test_turn_ignores_clicks_and_steady_noise() -> None:
     # Room noise: the floor follows it and it never counts as speech.
     assert _feed(detector, -55.0, 5.0) == []
     assert _feed(detector, -25.0, 0.5) == ["start"]
+
+
+class _OfflineRoom:
+    def isconnected(self) -> bool:
+        return False
+
+
+async def test_avatar_state_follows_the_plugin_and_the_session() -> None:
+    from livekit.plugins import protoface
+
+    echo = echo_agent.EchoAgent(_OfflineRoom(), None)
+    assert echo.avatar_state == "joining"
+    echo.on_agent_state(SimpleNamespace(new_state="speaking"))
+    assert echo.avatar_state == "joining"  # not before the avatar is in
+    echo.on_avatar_joined()
+    assert echo.avatar_state == "listening"
+    echo.on_agent_state(SimpleNamespace(new_state="speaking"))
+    assert echo.avatar_state == "speaking"
+    echo.on_agent_state(SimpleNamespace(new_state="listening"))
+    assert echo.avatar_state == "listening"
+    echo.on_avatar_lost(protoface.AvatarLostEvent("sess_1", "worker_lost", "failed"))
+    echo.on_agent_state(SimpleNamespace(new_state="speaking"))
+    assert echo.avatar_state == "lost"  # audio-only speech is not the avatar speaking
+    echo.on_avatar_restored(
+        protoface.AvatarRestoredEvent("sess_2", "protoface-avatar-agent-2", "sess_1", "worker_lost")
+    )
+    assert echo.avatar_state == "restored"
+    echo.on_agent_state(SimpleNamespace(new_state="speaking"))
+    assert echo.avatar_state == "speaking"
 
 
 def test_level_of_silence_and_full_scale() -> None:
