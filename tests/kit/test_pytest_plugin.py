@@ -64,10 +64,17 @@ from protoface_emulator.testing import agent_in, speech
 SEEN = {}
 
 
+@pytest.fixture
+def protoface_emulator_options():
+    return {"api_key": "pf_emu_chosen_by_the_test"}
+
+
 @pytest.mark.asyncio
 async def test_an_avatar_speaks_in_strict_mode(livekit_server, protoface_emulator, avatar_viewer):
     SEEN["url"] = os.environ["PROTOFACE_API_URL"]
     assert SEEN["url"] == protoface_emulator.url
+    assert protoface_emulator.api_key == "pf_emu_chosen_by_the_test"
+    assert os.environ["PROTOFACE_API_KEY"] == protoface_emulator.api_key
     assert os.environ["LIVEKIT_URL"] == livekit_server.url
     async with agent_in(livekit_server, avatar_viewer.room_name) as agent:
         await agent.avatar.wait_for_join(timeout=30)
@@ -82,7 +89,7 @@ def test_the_environment_is_restored_afterwards():
 
 
 @pytest.mark.e2e
-def test_the_async_fixtures_work_in_strict_mode_and_restore_the_environment(
+def test_the_async_fixtures_work_in_strict_mode_take_options_and_restore_the_environment(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, livekit_server: LiveKitServer
 ) -> None:
     # The child runs in a folder of its own: it starts its own server from the
