@@ -66,7 +66,7 @@ from protoface_emulator.schema import (
     validate_pipecat_create,
 )
 from protoface_emulator.store import Store
-from protoface_emulator.urls import resolve
+from protoface_emulator.urls import Resolved, resolve
 
 logger = logging.getLogger("protoface_emulator.app")
 
@@ -157,8 +157,11 @@ class Api:
         )
         if not request.body_exists:
             entry.body = b""
+        route = resolve(request.method, raw_path)
+        if route.endpoint is not None:
+            entry.route = route.endpoint.path
         try:
-            response, fault = await self._answer(request, request_id, entry)
+            response, fault = await self._answer(request, request_id, entry, route)
         except BaseException:
             self._requests.answered(entry, None)
             raise
@@ -171,7 +174,7 @@ class Api:
         return response
 
     async def _answer(
-        self, request: web.BaseRequest, request_id: str, entry: RecordedRequest
+        self, request: web.BaseRequest, request_id: str, entry: RecordedRequest, route: Resolved
     ) -> tuple[web.StreamResponse, Fault | None]:
         if request.version >= HttpVersion11 and hdrs.EXPECT in request.headers:
             refused = self._refuse_expectation(request)
@@ -184,8 +187,8 @@ class Api:
         fault = self._faults.draw(request.method, request.rel_url.raw_path)
         entry.fault = fault
         if fault is None:
-            return await self._respond(request, request_id, entry), None
-        return await self._apply_fault(fault, request, request_id, entry), fault
+            return await self._respond(request, request_id, entry, route), None
+        return await self._apply_fault(fault, request, request_id, entry, route), fault
 
     def _refuse_expectation(self, request: web.BaseRequest) -> ApiError | None:
         """What the headers alone rule out before a client sends the body it announced.
@@ -206,10 +209,10 @@ class Api:
         return None
 
     async def _respond(
-        self, request: web.BaseRequest, request_id: str, entry: RecordedRequest
+        self, request: web.BaseRequest, request_id: str, entry: RecordedRequest, route: Resolved
     ) -> web.StreamResponse:
         try:
-            return await self._dispatch(request, entry)
+            return await self._dispatch(request, entry, route)
         except ApiError as exc:
             return error_response(exc, request_id)
         except asyncio.CancelledError:
@@ -233,13 +236,12 @@ class Api:
             )
 
     async def _dispatch(
-        self, request: web.BaseRequest, entry: RecordedRequest
+        self, request: web.BaseRequest, entry: RecordedRequest, route: Resolved
     ) -> web.StreamResponse:
         # The key first, as the hosted API does: without it, a caller learns nothing,
         # not even which /v1 routes and methods exist.
         if _needs_key(request.path):
             check_bearer(request.headers.getall(hdrs.AUTHORIZATION, []), self._key_digest)
-        route = resolve(request.method, request.rel_url.raw_path)
         if route.endpoint is None and route.allowed:
             allowed = ", ".join(route.allowed)
             raise ApiError(
@@ -258,12 +260,17 @@ class Api:
         return await handler(_Call(request, entry), **route.params)
 
     async def _apply_fault(
-        self, fault: Fault, request: web.BaseRequest, request_id: str, entry: RecordedRequest
+        self,
+        fault: Fault,
+        request: web.BaseRequest,
+        request_id: str,
+        entry: RecordedRequest,
+        route: Resolved,
     ) -> web.StreamResponse:
         logger.info("fault %s on %s %s", fault.kind, request.method, request.path)
         response: web.StreamResponse | None = None
         if fault.handled:
-            response = await self._respond(request, request_id, entry)
+            response = await self._respond(request, request_id, entry, route)
         elif request.body_exists and request.content_type != "multipart/form-data":
             # Read what the API will not, so the request log shows what was sent.
             with contextlib.suppress(ApiError):
@@ -272,7 +279,7 @@ class Api:
             await asyncio.sleep(fault.delay)
         if fault.kind == "late":
             if response is None:
-                response = await self._respond(request, request_id, entry)
+                response = await self._respond(request, request_id, entry, route)
         elif fault.kind == "drop":
             if request.transport is not None:
                 request.transport.close()

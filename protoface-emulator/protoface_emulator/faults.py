@@ -483,6 +483,8 @@ class RecordedRequest:
             dropped connection.
         fault: the fault that answered or delayed it, if any.
         answered_at: `time.monotonic()` once answered (or dropped).
+        route: the API route it is on, e.g. `/v1/sessions/{session_id}`; None if
+            the path has no route (or the method does not fit it).
     """
 
     method: str
@@ -495,6 +497,7 @@ class RecordedRequest:
     status: int | None = None
     fault: Fault | None = None
     answered_at: float | None = None
+    route: str | None = None
 
     def json(self) -> object:
         """The body decoded as JSON; None if there is none or it is not JSON."""

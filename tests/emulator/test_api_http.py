@@ -294,3 +294,25 @@ def test_every_route_in_the_table_has_a_documented_handler() -> None:
         handler = getattr(Api, endpoint.handler, None)
         assert callable(handler), endpoint
         assert endpoint.path in (handler.__doc__ or ""), endpoint
+
+
+async def test_the_body_limit_holds_for_chunked_bodies_too(emu: Emulator) -> None:
+    # No Content-Length to refuse up front: the limit is counted while reading.
+    for size, status in ((64 * 1024, 400), (64 * 1024 + 1, 413)):
+        body = b"{" + b" " * (size - 2) + b"}"
+        chunked = f"{len(body):x}\r\n".encode() + body + b"\r\n0\r\n\r\n"
+        raw = await exchange(
+            emu,
+            _request(
+                emu,
+                "POST",
+                "/v1/sessions",
+                "Content-Type: application/json",
+                "Transfer-Encoding: chunked",
+                body=chunked,
+            ),
+        )
+        code = "missing_field" if status == 400 else "request_too_large"
+        assert_error(
+            raw_reply(raw), status, "invalid_request", code, "avatar_id" if status == 400 else None
+        )

@@ -64,6 +64,8 @@ async def test_avatars_list_pages_and_get(
 
     raw_list = await call(http, emu, "GET", "/v1/avatars?scope=stock&q=ada")
     assert [a.id for a in AvatarList.model_validate_json(raw_list.text).data] == ["av_stock_001"]
+    by_id = await call(http, emu, "GET", "/v1/avatars?q=STOCK_002")  # the id matches too
+    assert [a.id for a in AvatarList.model_validate_json(by_id.text).data] == ["av_stock_002"]
     raw_one = await call(http, emu, "GET", "/v1/avatars/av_stock_002")
     assert Avatar.model_validate_json(raw_one.text).name == "Bram"
 

@@ -424,6 +424,7 @@ async def test_the_log_records_each_request_with_its_headers_body_and_answer(
     assert listing.query.getall("status") == ["running"] and listing.query["limit"] == "2"
     assert listing.body == b"" and listing.json() is None
     assert [r.method for r in emu.requests] == ["POST", "POST", "GET"]
+    assert [r.route for r in emu.requests] == ["/v1/sessions"] * 3
     assert creates[0].arrived_at <= creates[0].answered_at <= creates[1].arrived_at  # type: ignore[operator]
 
 
@@ -461,8 +462,10 @@ async def test_the_log_records_requests_refused_before_the_body_was_read(
     emu: Emulator, http: aiohttp.ClientSession
 ) -> None:
     await call(http, emu, "POST", "/v1/sessions", json_body=session_body(), auth=False)
-    [refused] = emu.requests.matching("* *")
+    await call(http, emu, "GET", "/v1/nowhere")
+    refused, nowhere = emu.requests.matching("* *")
     assert refused.status == 401 and refused.body is None
+    assert refused.route == "/v1/sessions" and nowhere.route is None
     assert "Authorization" not in refused.headers
 
 
@@ -519,3 +522,12 @@ async def test_a_reply_can_echo_the_request_it_answers(
     assert "secret-worker-jwt" in reply.json["error"]["message"]
     status = await call(http, emu, "GET", "/v1/status")
     assert status.text == emu.requests.matching("GET /v1/status")[0].request_id
+
+
+async def test_an_empty_reply_carries_no_content_type(
+    emu: Emulator, http: aiohttp.ClientSession
+) -> None:
+    emu.faults.reply("GET /v1/status", 500)
+    reply = await call(http, emu, "GET", "/v1/status")
+    assert (reply.status, reply.text) == (500, "")
+    assert "Content-Type" not in reply.headers

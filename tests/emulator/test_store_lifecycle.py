@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -319,3 +320,24 @@ async def test_idle_timeout_counts_from_the_last_audio(make_store: MakeStore) ->
     # whole timeout instead would end it at 3.8 s.
     assert 1.95 <= quiet_for <= 3.0, quiet_for
     assert record.metadata[END_REASON_KEY] == END_REASON_IDLE_TIMEOUT
+
+
+async def test_usage_counts_only_the_running_time_inside_the_window(
+    make_store: MakeStore,
+) -> None:
+    workers = ManualWorkers()
+    store = make_store(workers)
+    record, _ = await store.create_session(request())
+    workers.worker(record.id).publish(frames=1)
+    assert record.frames == 1  # a single frame counts
+    await asyncio.sleep(2.2)
+    await store.end_session(record.id)
+    assert record.first_frame_at is not None and record.running_until is not None
+    start, end = record.first_frame_at, record.running_until
+    assert store.usage(start, end)["billable_seconds"] == 3
+    late_start = store.usage(start + timedelta(seconds=1.5), end)
+    assert (late_start["sessions"], late_start["billable_seconds"]) == (1, 1)
+    early_end = store.usage(start - timedelta(seconds=10), start + timedelta(seconds=1))
+    assert early_end["billable_seconds"] == 1
+    before = store.usage(start - timedelta(seconds=10), start)
+    assert (before["sessions"], before["billable_seconds"]) == (0, 0)
