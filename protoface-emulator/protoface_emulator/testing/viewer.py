@@ -148,32 +148,46 @@ class AvatarViewer:
         """Wait until the avatar's video arrives (see `wait_first_video`)."""
         await self.wait_first_video(timeout)
 
-    async def wait_for_mouth_open(self, *, timeout: float = 15.0) -> None:
+    async def wait_for_mouth_open(
+        self, *, timeout: float = 15.0, since: float | None = None
+    ) -> None:
         """Wait for a frame, received from now on, that shows the mouth open.
+
+        Args:
+            timeout: Seconds to wait.
+            since: Count frames received from this `time.monotonic()` on instead
+                (e.g. taken just before the agent started speaking).
 
         Raises:
             AssertionError: None arrived within `timeout` seconds.
         """
-        since = time.monotonic()
+        start = time.monotonic() if since is None else since
         await self.wait_until(
-            lambda: any(s.mouth_open for s in self._video_since(since)),
+            lambda: any(s.mouth_open for s in self._video_since(start)),
             timeout=timeout,
             what="the mouth to open",
         )
 
-    async def wait_for_mouth_closed(self, *, frames: int = 10, timeout: float = 15.0) -> None:
+    async def wait_for_mouth_closed(
+        self, *, frames: int = 10, timeout: float = 15.0, since: float | None = None
+    ) -> None:
         """Wait until `frames` consecutive frames, received from now on, show it closed.
 
         A mouth that is still moving keeps the wait going; one that has settled
         ends it as soon as enough frames arrived.
 
+        Args:
+            frames: How many consecutive closed frames count as closed.
+            timeout: Seconds to wait.
+            since: Count frames received from this `time.monotonic()` on instead.
+
         Raises:
             AssertionError: The mouth did not stay closed that long within `timeout`.
         """
-        since = time.monotonic()
+        start = time.monotonic() if since is None else since
 
         def settled() -> bool:
-            recent = self._video_since(since)[-frames:]
+            recent = self._video_since(start)[-frames:]
             return len(recent) == frames and not any(s.mouth_open for s in recent)
 
         await self.wait_until(
