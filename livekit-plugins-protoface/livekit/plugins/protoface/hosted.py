@@ -173,6 +173,8 @@ class Launcher:
             await self._api.end_session(session_id)
             logger.debug("protoface session ended", extra={"session_id": session_id})
         except Exception as exc:
+            # Kept for the next chance (aclose() tries every session not ended).
+            self._unended.add(session_id)
             logger.warning(
                 "failed to end protoface session %s: %s",
                 session_id,
@@ -181,11 +183,12 @@ class Launcher:
             )
 
     async def aclose(self) -> None:
-        """End every session not ended yet, after the cleanups already running."""
+        """End every session not ended yet (one more try each), after the running cleanups."""
         while self._cleanups:
             await asyncio.wait(set(self._cleanups))
         for session_id in list(self._unended):
             await self.end(session_id)
+        self._unended.clear()
 
     def _background(self, aw: Any) -> asyncio.Task[None]:
         task: asyncio.Task[None] = asyncio.ensure_future(aw)

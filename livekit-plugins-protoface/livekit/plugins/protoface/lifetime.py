@@ -163,7 +163,10 @@ class Lifetime:
 
     async def _recover(self, hosted: Hosted, loss: Loss) -> Hosted | None:
         await self._announce_loss(hosted, loss)
-        await self._launcher.retire(hosted, end=loss.status not in TERMINAL_SESSION_STATUSES)
+        await self._launcher.retire(hosted, end=False)
+        if loss.status not in TERMINAL_SESSION_STATUSES:
+            # Ended before its replacement is created: never two billed at once.
+            await self._launcher.end(hosted.session_id)
         if not self._worth_replacing(loss):
             return None
         successor = await self._replace(loss.reason)
