@@ -294,10 +294,23 @@ async def serve(args: argparse.Namespace) -> None:
     runner: web.AppRunner | None = None
     protoface: ProtofaceAPI | None = None
     try:
-        livekit = await asyncio.to_thread(start_livekit_server)
-        emulator = await asyncio.to_thread(
-            start_emulator_process, args=["--log-level", "warning"], stderr=sys.stderr
+        # Both at once (each takes seconds on a busy machine); if one fails, the
+        # other is still stopped below.
+        started = await asyncio.gather(
+            asyncio.to_thread(start_livekit_server),
+            asyncio.to_thread(
+                start_emulator_process, args=["--log-level", "warning"], stderr=sys.stderr
+            ),
+            return_exceptions=True,
         )
+        if isinstance(started[0], LiveKitServer):
+            livekit = started[0]
+        if isinstance(started[1], EmulatorProcess):
+            emulator = started[1]
+        for outcome in started:
+            if isinstance(outcome, BaseException):
+                raise outcome
+        assert livekit is not None and emulator is not None
         env = {
             "LIVEKIT_URL": livekit.url,
             "LIVEKIT_API_KEY": livekit.api_key,
