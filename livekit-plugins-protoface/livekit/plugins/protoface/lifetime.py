@@ -76,6 +76,8 @@ class Lifetime:
         self._policy = policy
         self._joined: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._tasks: set[asyncio.Task[None]] = set()
+        # Replacements and successors that joined but do not speak for the agent yet.
+        self._spares: list[Hosted] = []
 
     def start(self) -> None:
         """Start following the first session."""
@@ -98,13 +100,22 @@ class Lifetime:
             )
             self._joined.exception()  # retrieved: nobody may be waiting
         await utils.aio.cancel_and_wait(*self._tasks)
-        await self._launcher.retire(self.current, end=True)
+        for hosted in [self.current, *self._spares]:
+            await self._launcher.retire(hosted, end=True)
+        self._spares.clear()
         if self._fallback is not None:
             await self._fallback.aclose()
 
     # -- the conversation ------------------------------------------------------
 
     async def _run(self) -> None:
+        try:
+            await self._follow()
+        except Exception:
+            # A bug here must not pass silently: the conversation goes on as it is.
+            logger.exception("the protoface avatar's lifetime task failed")
+
+    async def _follow(self) -> None:
         hosted = self.current
         if not await self._first_join(hosted):
             return
@@ -184,7 +195,11 @@ class Lifetime:
             extra={"session_id": old.session_id},
         )
         pending = asyncio.ensure_future(self._replace("handover"))
-        await _first_of(pending, old.watch.lost)
+        try:
+            await _first_of(pending, old.watch.lost)
+        except asyncio.CancelledError:
+            pending.cancel()  # closing: its session, if any, is a spare and gets ended
+            raise
         if not pending.done():
             return await self._lost_during_handover(old, pending)
         new = pending.result()
@@ -195,7 +210,7 @@ class Lifetime:
         if self._output.route is not new.route:
             # The predecessor ran out mid-utterance: the rest goes to the successor.
             self._output.switch(new.route, at_boundary=False, avatar=True, ready=True)
-        self.current = new
+        self._promote(new)
         self._owner.report(
             "avatar_handover",
             AvatarHandoverEvent(new.session_id, new.identity, old.session_id, old.identity),
@@ -214,6 +229,7 @@ class Lifetime:
             with contextlib.suppress(asyncio.CancelledError):
                 late = await pending
                 if late is not None:
+                    self._spares.remove(late)
                     await self._launcher.retire(late, end=True)
             return None
         new = await pending
@@ -279,12 +295,13 @@ class Lifetime:
         except BaseException:
             await asyncio.shield(self._launcher.retire(hosted, end=True))
             raise
+        self._spares.append(hosted)
         return hosted
 
     async def _restore(self, new: Hosted, lost: Hosted, reason: str) -> None:
         self._output.switch(new.route, at_boundary=True, avatar=True, ready=True)
         await self._output.wait_for_boundary()
-        self.current = new
+        self._promote(new)
         logger.info(
             "protoface avatar restored: session %s replaces %s (lost: %s)",
             new.session_id,
@@ -296,6 +313,12 @@ class Lifetime:
             "avatar_restored",
             AvatarRestoredEvent(new.session_id, new.identity, lost.session_id, reason),
         )
+
+    def _promote(self, hosted: Hosted) -> None:
+        """`hosted` speaks for the agent now."""
+        if hosted in self._spares:
+            self._spares.remove(hosted)
+        self.current = hosted
 
     async def _keep(self) -> None:
         """Keep-alives while the agent is quiet (the hosted idle timeout counts audio)."""
