@@ -286,9 +286,8 @@ class Api:
             # aiohttp drops the answer silently once the transport is closed.
             return web.Response(status=500)
         elif fault.kind == "reply":
+            # Exactly the scripted headers: `faults` gave any body a Content-Type.
             response = web.Response(status=fault.status, body=fault.reply_body(entry))
-            # Exactly the scripted headers: no Content-Type aiohttp would pick itself.
-            response.headers.clear()
         elif fault.kind == "html":
             response = web.Response(
                 status=fault.status, text=gateway_html(fault.status), content_type="text/html"

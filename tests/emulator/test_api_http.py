@@ -11,7 +11,7 @@ import logging
 
 import aiohttp
 import pytest
-from emulator_helpers import assert_error, call, exchange, raw_reply, session_body
+from emulator_helpers import PNG, assert_error, call, exchange, raw_reply, session_body
 
 from protoface_emulator.app import Api
 from protoface_emulator.server import Emulator
@@ -316,3 +316,26 @@ async def test_the_body_limit_holds_for_chunked_bodies_too(emu: Emulator) -> Non
         assert_error(
             raw_reply(raw), status, "invalid_request", code, "avatar_id" if status == 400 else None
         )
+
+
+async def test_an_upload_without_a_declared_length_is_cut_at_the_limit(emu: Emulator) -> None:
+    image = PNG + b"\x00" * (10 * 1024 * 1024)
+    form = (
+        b'--b\r\nContent-Disposition: form-data; name="image"; filename="a.png"\r\n\r\n'
+        + image
+        + b"\r\n--b--\r\n"
+    )
+    chunked = f"{len(form):x}\r\n".encode() + form + b"\r\n0\r\n\r\n"
+    raw = await exchange(
+        emu,
+        _request(
+            emu,
+            "POST",
+            "/v1/avatars",
+            "Content-Type: multipart/form-data; boundary=b",
+            "Transfer-Encoding: chunked",
+            body=chunked,
+        ),
+        timeout=30,
+    )
+    assert_error(raw_reply(raw), 413, "invalid_request", "request_too_large")

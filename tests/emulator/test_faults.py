@@ -531,3 +531,14 @@ async def test_an_empty_reply_carries_no_content_type(
     reply = await call(http, emu, "GET", "/v1/status")
     assert (reply.status, reply.text) == (500, "")
     assert "Content-Type" not in reply.headers
+
+
+@pytest.mark.parametrize(
+    ("status", "error_type", "code"),
+    [(418, "invalid_request", "injected_fault"), (408, "invalid_request", "injected_fault")],
+)
+async def test_an_error_fault_with_an_unusual_status_still_has_an_envelope(
+    emu: Emulator, http: aiohttp.ClientSession, status: int, error_type: str, code: str
+) -> None:
+    emu.faults.add("GET /v1/status", "error", status=status)
+    assert_error(await call(http, emu, "GET", "/v1/status"), status, error_type, code)
