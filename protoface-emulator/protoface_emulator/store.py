@@ -668,15 +668,23 @@ class Store:
 
     # -- sessions: end -----------------------------------------------------------------
 
-    async def end_session(self, session_id: str) -> SessionRecord:
+    async def end_session(
+        self, session_id: str, *, reason: str = END_REASON_REQUESTED
+    ) -> SessionRecord:
         """End a session now; idempotent.
 
         A live session goes to `ending` and its worker is closed; this waits up to
         `end_wait_seconds` for the worker to leave, so the answer is usually already
         `ended`. A terminal session is returned unchanged.
+
+        Args:
+            session_id: the session.
+            reason: the end reason recorded in its metadata; the API's end call is
+                `end_requested`. A test may pass another (`idle_timeout`,
+                `max_duration_reached`) to end a session as the timers would.
         """
         record = self.get_session(session_id)
-        task = self._begin_end(record, END_REASON_REQUESTED)
+        task = self._begin_end(record, reason)
         if task is not None and not task.done():
             # asyncio.wait does not cancel the task on timeout or when this caller goes away.
             await asyncio.wait({task}, timeout=self.config.end_wait_seconds)

@@ -298,8 +298,9 @@ async def test_autostarted_manual_workers_reach_running_and_close_on_end(
     store = make_store(workers)
     record, _ = await store.create_session(request())
     await eventually(lambda: record.status, "running".__eq__)
-    ended = await store.end_session(record.id)
+    ended = await store.end_session(record.id, reason=END_REASON_IDLE_TIMEOUT)
     assert status_of(ended) == "ended" and workers.worker(record.id).closed
+    assert ended.metadata[END_REASON_KEY] == END_REASON_IDLE_TIMEOUT
 
 
 async def test_idle_timeout_counts_from_the_last_audio(make_store: MakeStore) -> None:
