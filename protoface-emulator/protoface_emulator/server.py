@@ -91,7 +91,7 @@ class _EnvelopeRequestHandler(web.RequestHandler):
             first = detail[0][:120] if detail else type(exc).__name__
             logger.info("malformed request from %s: %s", request.remote, first)
             error = ApiError(
-                status, CODE_MALFORMED_HTTP, f"The request is not valid HTTP: {first}."
+                status, CODE_MALFORMED_HTTP, f"The request is not valid HTTP: {first.rstrip('.')}."
             )
         response = error_response(error, new_id("req"))
         response.force_close()

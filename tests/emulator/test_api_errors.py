@@ -784,3 +784,17 @@ async def test_pipecat_bodies_are_validated_before_they_are_refused(
 ) -> None:
     reply = await call(http, emu, "POST", "/v1/pipecat/sessions", json_body=body)
     assert_error(reply, 400, "invalid_request", code, param)
+
+
+async def test_a_pipecat_create_checks_its_key_and_avatar_before_refusing(
+    emu: Emulator, http: aiohttp.ClientSession
+) -> None:
+    body = {"avatar_id": "av_stock_001"}
+    bad_key = await call(
+        http, emu, "POST", "/v1/pipecat/sessions", json_body=body, headers={"Idempotency-Key": ""}
+    )
+    assert_error(bad_key, 400, "invalid_request", "invalid_idempotency_key")
+    unknown = await call(
+        http, emu, "POST", "/v1/pipecat/sessions", json_body={"avatar_id": "av_nope"}
+    )
+    assert_error(unknown, 404, "not_found", "avatar_not_found", "avatar_id")

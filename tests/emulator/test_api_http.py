@@ -339,3 +339,15 @@ async def test_an_upload_without_a_declared_length_is_cut_at_the_limit(emu: Emul
         timeout=30,
     )
     assert_error(raw_reply(raw), 413, "invalid_request", "request_too_large")
+
+
+async def test_a_refused_expectation_closes_the_connection(emu: Emulator) -> None:
+    # The client never sends the body it announced; the connection cannot be reused
+    # without mistaking whatever comes next for that body.
+    request = (
+        "POST /v1/sessions HTTP/1.1\r\nHost: e\r\nExpect: 100-continue\r\n"
+        "Content-Type: application/json\r\nContent-Length: 10\r\n\r\n"
+    ).encode()
+    reply = raw_reply(await exchange(emu, request))
+    assert_error(reply, 401, "authentication", "missing_api_key")
+    assert reply.headers["Connection"].lower() == "close"

@@ -542,3 +542,12 @@ async def test_an_error_fault_with_an_unusual_status_still_has_an_envelope(
 ) -> None:
     emu.faults.add("GET /v1/status", "error", status=status)
     assert_error(await call(http, emu, "GET", "/v1/status"), status, error_type, code)
+
+
+async def test_an_html_page_can_carry_retry_after(
+    emu: Emulator, http: aiohttp.ClientSession
+) -> None:
+    emu.faults.add("GET /v1/status", "html", status=503, retry_after=2)
+    reply = await call(http, emu, "GET", "/v1/status")
+    assert reply.status == 503 and reply.headers["Retry-After"] == "2"
+    assert "<title>503 Service Unavailable</title>" in reply.text
