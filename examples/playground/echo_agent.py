@@ -423,6 +423,14 @@ async def entrypoint(ctx: JobContext) -> None:
     ) -> None:
         echo.stop_listening(track)
 
+    @ctx.room.on("participant_disconnected")
+    def _on_left(participant: rtc.RemoteParticipant) -> None:
+        # Nobody to talk to: end the job, which ends the billed hosted session.
+        people = [p for p in ctx.room.remote_participants.values() if is_person(p)]
+        if is_person(participant) and not people:
+            log.info("the last person left; ending the job")
+            ctx.shutdown(reason="the last person left")
+
     async def _close() -> None:
         await echo.aclose()
 
