@@ -133,6 +133,12 @@
       ui.avatarState.dataset.state = next || "none";
       ui.avatarState.textContent = next ? `avatar: ${next}` : "no agent yet";
       if (next) logEvent(`avatar: ${next}`);
+      ui.placeholder.textContent =
+        next === "lost"
+          ? "avatar lost: the agent goes on with audio only"
+          : next === "joining"
+            ? "the avatar is joining…"
+            : "the avatar appears here";
     }
     const agent = agentParticipant();
     const turns = agent && agent.attributes[TURNS_ATTR];
