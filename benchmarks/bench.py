@@ -933,6 +933,42 @@ async def run(plan: Plan, only: set[str]) -> Json:
     return results
 
 
+SECTIONS = {
+    "latency": "start_latency",
+    "scale": "scale",
+    "faults": "faults",
+    "e2e": "e2e",
+    "lifetime": "lifetime",
+}
+
+
+def merged_with_earlier(path: Path, results: Json, only: set[str]) -> Json:
+    """`results`, plus the sections of an earlier run at `path` that this one did not measure.
+
+    A run of a subset (`--only lifetime`) updates its sections and keeps the
+    others, each stamped with the date and mode of the run that measured it.
+    """
+    for name in only:
+        section = results.get(SECTIONS[name])
+        if isinstance(section, dict):
+            section["measured"] = {"date": results["date"], "mode": results["mode"]}
+    if not path.exists():
+        return results
+    try:
+        earlier: Json = json.loads(path.read_text())
+    except ValueError:
+        return results
+    for name, key in SECTIONS.items():
+        if name not in only and isinstance(earlier.get(key), dict):
+            section = earlier[key]
+            section.setdefault(
+                "measured", {"date": earlier.get("date"), "mode": earlier.get("mode")}
+            )
+            results[key] = section
+    results["targets"] = targets({k: v for k, v in results.items() if isinstance(v, dict)})
+    return results
+
+
 def main() -> int:
     """Parse the arguments and run the benchmarks."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -952,6 +988,7 @@ def main() -> int:
     out_dir: Path = args.out.resolve()
     results = asyncio.run(run(plan, only))
     out_dir.mkdir(parents=True, exist_ok=True)
+    results = merged_with_earlier(out_dir / "results.json", results, only)
     (out_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     write_markdown(results, out_dir / "RESULTS.md")
     print(json.dumps(results["targets"], indent=2))

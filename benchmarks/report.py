@@ -143,7 +143,18 @@ def _header(results: Json) -> list[str]:
         "interpreter), interleaved in rounds against the same emulator; logs of every process "
         "are in `benchmarks/.work/`.",
         "",
+        *_measured_when(results),
     ]
+
+
+def _measured_when(results: Json) -> list[str]:
+    """When each section was measured: a run of a subset (`--only`) keeps the others."""
+    stamps = [
+        f"{key} {section['measured'].get('mode')} run {section['measured'].get('date')}"
+        for key, section in results.items()
+        if isinstance(section, dict) and isinstance(section.get("measured"), dict)
+    ]
+    return [f"Sections measured: {'; '.join(stamps)}.", ""] if stamps else []
 
 
 def _targets(results: Json) -> list[str]:
