@@ -798,3 +798,11 @@ async def test_a_pipecat_create_checks_its_key_and_avatar_before_refusing(
         http, emu, "POST", "/v1/pipecat/sessions", json_body={"avatar_id": "av_nope"}
     )
     assert_error(unknown, 404, "not_found", "avatar_not_found", "avatar_id")
+
+
+@pytest.mark.parametrize(("method", "path"), ROUTES)
+async def test_every_route_refuses_unknown_query_parameters(
+    emu: Emulator, http: aiohttp.ClientSession, method: str, path: str
+) -> None:
+    reply = await call(http, emu, method, f"{path}?colour=blue")
+    assert_error(reply, 400, "invalid_request", "unknown_parameter", "colour")

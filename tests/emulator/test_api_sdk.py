@@ -311,3 +311,19 @@ async def test_unix_seconds_in_a_query_mean_that_second(
     assert reply.status == 200, reply.text
     window = (reply.json["period_start"], reply.json["period_end"])
     assert window == ("2025-01-01T00:00:00.000Z", "2025-01-02T00:00:00.000Z")
+
+
+async def test_avatar_scopes_and_the_order_of_uploads(
+    emu: Emulator, http: aiohttp.ClientSession, sdk: ProtofaceClient
+) -> None:
+    first = await asyncio.to_thread(sdk.avatars.create, image=PNG, name="First")
+    second = await asyncio.to_thread(sdk.avatars.create, image=PNG, name="Second")
+
+    async def ids(query: str) -> list[str]:
+        reply = await call(http, emu, "GET", f"/v1/avatars?{query}")
+        return [a.id for a in AvatarList.model_validate_json(reply.text).data]
+
+    stock = ["av_stock_001", "av_stock_002", "av_stock_003"]
+    assert await ids("scope=custom") == [second.id, first.id]  # newest first
+    assert await ids("scope=stock") == stock
+    assert await ids("scope=all") == [*stock, second.id, first.id]

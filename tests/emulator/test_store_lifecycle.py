@@ -342,3 +342,21 @@ async def test_usage_counts_only_the_running_time_inside_the_window(
     assert early_end["billable_seconds"] == 1
     before = store.usage(start - timedelta(seconds=10), start)
     assert (before["sessions"], before["billable_seconds"]) == (0, 0)
+
+
+async def test_status_only_moves_forward_and_keeps_its_first_timestamps(
+    make_store: MakeStore,
+) -> None:
+    workers = ManualWorkers()
+    store = make_store(workers)
+    record, _ = await store.create_session(request())
+    worker = workers.worker(record.id)
+    worker.connect()
+    started_at = record.started_at
+    await asyncio.sleep(0.05)
+    worker.publish()
+    assert record.started_at == started_at  # connecting set it; the first frame keeps it
+    assert started_at is not None and record.first_frame_at is not None
+    assert started_at < record.first_frame_at
+    worker.connect()  # a late report changes nothing
+    assert status_of(record) == "running" and record.started_at == started_at
