@@ -338,7 +338,7 @@ class AvatarSession(BaseAvatarSession[EventTypes]):
             await asyncio.shield(self._release_attach(launcher, hosted))
             raise
         self._lifetime = Lifetime(
-            self,
+            self.emit,
             launcher,
             hosted,
             output=output,
@@ -417,12 +417,6 @@ class AvatarSession(BaseAvatarSession[EventTypes]):
             await launcher.aclose()
         await BaseAvatarSession.aclose(self)
         await self._api.aclose()
-
-    # -- called by the lifetime ------------------------------------------------
-
-    def report(self, event: str, payload: object) -> None:
-        """Emit one of the lifetime events (`events.py`)."""
-        self.emit(event, payload)  # type: ignore[arg-type]
 
 
 def _given(value: NotGivenOr[Any]) -> Any:

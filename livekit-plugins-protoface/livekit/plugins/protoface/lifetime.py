@@ -18,13 +18,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable
-from typing import Protocol
+from collections.abc import Awaitable, Callable
 
 from livekit.agents import utils
 
 from .errors import AvatarSessionFailedError, ProtofaceException
-from .events import AvatarHandoverEvent, AvatarLostEvent, AvatarRestoredEvent
+from .events import AvatarHandoverEvent, AvatarLostEvent, AvatarRestoredEvent, EventTypes
 from .fallback import RoomAudio
 from .hosted import Hosted, Launcher
 from .log import logger
@@ -37,13 +36,6 @@ __all__ = ["Lifetime", "keepalive_interval"]
 
 _MAX_KEEPALIVE_INTERVAL = 10.0
 _MIN_KEEPALIVE_INTERVAL = 0.2
-
-
-class Reporter(Protocol):
-    """Where lifetime events go (the `AvatarSession`)."""
-
-    def report(self, event: str, payload: object) -> None:
-        """Emit `event` with `payload`."""
 
 
 def keepalive_interval(idle_timeout_seconds: int) -> float:
@@ -60,7 +52,7 @@ class Lifetime:
 
     def __init__(
         self,
-        owner: Reporter,
+        emit: Callable[[EventTypes, object], None],
         launcher: Launcher,
         first: Hosted,
         *,
@@ -69,7 +61,7 @@ class Lifetime:
         policy: RecoveryPolicy | None,
     ) -> None:
         self.current: Hosted = first
-        self._owner = owner
+        self._emit = emit
         self._launcher = launcher
         self._output = output
         self._fallback = fallback
@@ -211,7 +203,7 @@ class Lifetime:
             # The predecessor ran out mid-utterance: the rest goes to the successor.
             self._output.switch(new.route, at_boundary=False, avatar=True, ready=True)
         self._promote(new)
-        self._owner.report(
+        self._emit(
             "avatar_handover",
             AvatarHandoverEvent(new.session_id, new.identity, old.session_id, old.identity),
         )
@@ -250,9 +242,7 @@ class Lifetime:
         )
         # Before the event, so a handler's next utterance is already heard.
         await self._away_from_avatar()
-        self._owner.report(
-            "avatar_lost", AvatarLostEvent(hosted.session_id, loss.reason, loss.status)
-        )
+        self._emit("avatar_lost", AvatarLostEvent(hosted.session_id, loss.reason, loss.status))
 
     async def _away_from_avatar(self) -> None:
         """Speech to the room now; without fallback, dropped (nothing may wait on a lost avatar)."""
@@ -309,7 +299,7 @@ class Lifetime:
             reason,
             extra={"session_id": new.session_id},
         )
-        self._owner.report(
+        self._emit(
             "avatar_restored",
             AvatarRestoredEvent(new.session_id, new.identity, lost.session_id, reason),
         )
