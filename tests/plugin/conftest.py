@@ -1,4 +1,4 @@
-"""Fixtures for the plugin tests (the fake API itself lives in `fake_protoface`)."""
+"""Fixtures for the plugin tests: the emulator as the server, a fake job's room, logs."""
 
 from __future__ import annotations
 
@@ -11,13 +11,17 @@ from aiohttp.test_utils import TestServer
 from livekit import api, rtc
 from livekit.agents.testing import fake_job_context
 
-from .fake_protoface import (
+from protoface_emulator import Emulator
+from protoface_emulator.lifecycle import ManualWorkers
+
+from .fake_protoface import FakeProtoface
+from .helpers import (
     AGENT_IDENTITY,
+    API_KEY,
     LIVEKIT_API_KEY,
     LIVEKIT_API_SECRET,
     LIVEKIT_URL,
     ROOM_NAME,
-    FakeProtoface,
     LogCapture,
 )
 
@@ -28,6 +32,24 @@ def _hermetic_env(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in list(os.environ):
         if name.startswith(("PROTOFACE_", "LIVEKIT_")):
             monkeypatch.delenv(name)
+
+
+@pytest.fixture
+def workers() -> ManualWorkers:
+    """The emulator's workers: each session stays `queued` until the test drives it."""
+    return ManualWorkers()
+
+
+@pytest.fixture
+async def emu(workers: ManualWorkers) -> AsyncIterator[Emulator]:
+    """The real emulator on loopback, its sessions driven by `workers` (no LiveKit).
+
+    The join timeout is long so no session fails by itself while a test runs.
+    """
+    async with Emulator(
+        api_key=API_KEY, worker_factory=workers, join_timeout=600, avatar_processing_delay=0
+    ) as emu:
+        yield emu
 
 
 @pytest.fixture

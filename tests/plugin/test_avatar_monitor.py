@@ -263,7 +263,7 @@ async def test_transient_poll_errors_do_not_stop_the_monitor(
 async def test_audio_fallback_off_leaves_the_audio_output_alone(
     fake: FakeProtoface, job_room: rtc.Room
 ) -> None:
-    session = AgentSession()
+    session: AgentSession[None] = AgentSession()
     avatar = AvatarSession(
         api_key=API_KEY,
         api_url=fake.url,
@@ -294,7 +294,7 @@ async def test_audio_fallback_is_attempted_and_its_failure_does_not_hide_the_eve
 
     That the viewer then hears the agent is proven by the real-room tests.
     """
-    session = AgentSession()
+    session: AgentSession[None] = AgentSession()
     avatar = AvatarSession(
         api_key=API_KEY, api_url=fake.url, conn_options=FAST, poll_interval=0.05, recovery=False
     )

@@ -17,48 +17,59 @@ from livekit.plugins import protoface
 
 from livekit.plugins.protoface import AvatarSession, ProtofaceException
 from livekit.plugins.protoface.output import AvatarAudioOutput
+from protoface_emulator import Emulator
 
-from .fake_protoface import (
+from .helpers import (
     AGENT_IDENTITY,
     API_KEY,
+    CREATE,
+    END,
     FAST,
     LIVEKIT_API_KEY,
     LIVEKIT_API_SECRET,
     LIVEKIT_URL,
     ROOM_NAME,
-    FakeProtoface,
-    Reply,
+    assert_ended_by_the_client,
+    body,
+    ended_ids,
     envelope,
+    eventually,
     leftover_tasks,
+    session_ids,
 )
 
 pytestmark = pytest.mark.usefixtures("livekit_env")
 
 
-def make_avatar(fake: FakeProtoface, **kwargs: Any) -> AvatarSession:
+def make_avatar(emu: Emulator, **kwargs: Any) -> AvatarSession:
     kwargs.setdefault("conn_options", FAST)
-    return AvatarSession(api_key=API_KEY, api_url=fake.url, **kwargs)
+    return AvatarSession(api_key=API_KEY, api_url=emu.url, **kwargs)
 
 
-def sent_token(fake: FakeProtoface) -> str:
-    (create,) = fake.requests_to("POST", "/v1/sessions")[:1]
-    token = create.body["transport"]["worker_token"]
+def sent_token(emu: Emulator) -> str:
+    (create,) = emu.requests.matching(CREATE)[:1]
+    token = body(create)["transport"]["worker_token"]
     assert isinstance(token, str)
     return token
 
 
+async def stored(emu: Emulator) -> None:
+    """Wait until the emulator holds a session (the create was accepted)."""
+    await eventually(lambda: len(session_ids(emu)) == 1)
+
+
 async def test_start_creates_the_session_and_routes_audio_to_the_avatar(
-    fake: FakeProtoface, job_room: rtc.Room
+    emu: Emulator, job_room: rtc.Room
 ) -> None:
-    session = AgentSession()
-    avatar = make_avatar(fake, max_duration_seconds=300)
+    session: AgentSession[None] = AgentSession()
+    avatar = make_avatar(emu, max_duration_seconds=300)
 
     await avatar.start(session, room=job_room)
     try:
-        (create,) = fake.requests_to("POST", "/v1/sessions")
-        assert create.body["avatar_id"] == protoface.DEFAULT_STOCK_AVATAR_ID
-        assert create.body["max_duration_seconds"] == 300
-        transport = create.body["transport"]
+        (create,) = emu.requests.matching(CREATE)
+        assert body(create)["avatar_id"] == protoface.DEFAULT_STOCK_AVATAR_ID
+        assert body(create)["max_duration_seconds"] == 300
+        transport = body(create)["transport"]
         assert {k: v for k, v in transport.items() if k != "worker_token"} == {
             "type": "livekit",
             "url": LIVEKIT_URL,
@@ -67,7 +78,7 @@ async def test_start_creates_the_session_and_routes_audio_to_the_avatar(
             "audio_source": "data_stream",
         }
         assert uuid.UUID(create.headers["Idempotency-Key"]).version == 4
-        assert avatar.session_id == next(iter(fake.sessions))
+        assert session_ids(emu) == [avatar.session_id]
         audio = session.output.audio
         assert isinstance(audio, AvatarAudioOutput)
         assert isinstance(audio.route, DataStreamAudioOutput)
@@ -77,10 +88,10 @@ async def test_start_creates_the_session_and_routes_audio_to_the_avatar(
         await avatar.aclose()
 
 
-async def test_options_are_sent(fake: FakeProtoface, job_room: rtc.Room) -> None:
+async def test_options_are_sent(emu: Emulator, job_room: rtc.Room) -> None:
     avatar = make_avatar(
-        fake,
-        avatar_id="av_custom_1",
+        emu,
+        avatar_id="av_stock_002",
         quality="lite",
         idle_timeout_seconds=45,
         metadata={"customer": "acme", "tier": 2},
@@ -90,25 +101,23 @@ async def test_options_are_sent(fake: FakeProtoface, job_room: rtc.Room) -> None
     await avatar.start(AgentSession(), room=job_room)
     await avatar.aclose()
 
-    (create,) = fake.requests_to("POST", "/v1/sessions")
-    assert create.body["avatar_id"] == "av_custom_1"
-    assert create.body["quality"] == "lite"
-    assert create.body["idle_timeout_seconds"] == 45
-    assert create.body["metadata"] == {"customer": "acme", "tier": 2}
-    assert create.body["transport"]["worker_identity"] == "face-1"
-    assert "max_duration_seconds" not in create.body
+    (create,) = emu.requests.matching(CREATE)
+    assert body(create)["avatar_id"] == "av_stock_002"
+    assert body(create)["quality"] == "lite"
+    assert body(create)["idle_timeout_seconds"] == 45
+    assert body(create)["metadata"] == {"customer": "acme", "tier": 2}
+    assert body(create)["transport"]["worker_identity"] == "face-1"
+    assert "max_duration_seconds" not in body(create)
 
 
-async def test_worker_token_has_only_the_needed_grants(
-    fake: FakeProtoface, job_room: rtc.Room
-) -> None:
+async def test_worker_token_has_only_the_needed_grants(emu: Emulator, job_room: rtc.Room) -> None:
     avatar = make_avatar(
-        fake, avatar_participant_identity="face-1", avatar_participant_name="Face One"
+        emu, avatar_participant_identity="face-1", avatar_participant_name="Face One"
     )
     await avatar.start(AgentSession(), room=job_room)
     await avatar.aclose()
 
-    token = sent_token(fake)
+    token = sent_token(emu)
     # The signature must verify with the customer's secret: LiveKit will check it.
     claims = api.TokenVerifier(LIVEKIT_API_KEY, LIVEKIT_API_SECRET).verify(token)
     assert claims.identity == "face-1"
@@ -128,69 +137,67 @@ async def test_worker_token_has_only_the_needed_grants(
         assert forbidden not in raw
 
 
-async def test_worker_token_lives_ten_minutes_by_default(
-    fake: FakeProtoface, job_room: rtc.Room
-) -> None:
-    avatar = make_avatar(fake)
+async def test_worker_token_lives_ten_minutes_by_default(emu: Emulator, job_room: rtc.Room) -> None:
+    avatar = make_avatar(emu)
     await avatar.start(AgentSession(), room=job_room)
     await avatar.aclose()
 
-    raw = jwt.decode(sent_token(fake), LIVEKIT_API_SECRET, algorithms=["HS256"])
+    raw = jwt.decode(sent_token(emu), LIVEKIT_API_SECRET, algorithms=["HS256"])
     assert raw["exp"] - raw["nbf"] <= 600
     assert raw["exp"] - raw["nbf"] >= 590
     assert raw["exp"] <= time.time() + 600 + 5
 
 
-async def test_worker_token_ttl_option(fake: FakeProtoface, job_room: rtc.Room) -> None:
-    avatar = make_avatar(fake, worker_token_ttl=datetime.timedelta(minutes=2))
+async def test_worker_token_ttl_option(emu: Emulator, job_room: rtc.Room) -> None:
+    avatar = make_avatar(emu, worker_token_ttl=datetime.timedelta(minutes=2))
     await avatar.start(AgentSession(), room=job_room)
     await avatar.aclose()
 
-    raw = jwt.decode(sent_token(fake), LIVEKIT_API_SECRET, algorithms=["HS256"])
+    raw = jwt.decode(sent_token(emu), LIVEKIT_API_SECRET, algorithms=["HS256"])
     assert 110 <= raw["exp"] - raw["nbf"] <= 120
 
 
-async def test_second_start_raises_runtime_error(fake: FakeProtoface, job_room: rtc.Room) -> None:
-    avatar = make_avatar(fake)
-    session = AgentSession()
+async def test_second_start_raises_runtime_error(emu: Emulator, job_room: rtc.Room) -> None:
+    avatar = make_avatar(emu)
+    session: AgentSession[None] = AgentSession()
     await avatar.start(session, room=job_room)
     try:
         with pytest.raises(RuntimeError, match="twice"):
             await avatar.start(session, room=job_room)
-        assert len(fake.requests_to("POST", "/v1/sessions")) == 1
+        assert len(emu.requests.matching(CREATE)) == 1
     finally:
         await avatar.aclose()
 
 
-async def test_aclose_ends_the_hosted_session_once(fake: FakeProtoface, job_room: rtc.Room) -> None:
-    avatar = make_avatar(fake)
+async def test_aclose_ends_the_hosted_session_once(emu: Emulator, job_room: rtc.Room) -> None:
+    avatar = make_avatar(emu)
     before = set(asyncio.all_tasks())
     await avatar.start(AgentSession(), room=job_room)
     session_id = avatar.session_id
+    assert session_id is not None
 
     await avatar.aclose()
     await avatar.aclose()
 
-    assert fake.ended == [session_id]
+    assert ended_ids(emu) == [session_id]
+    assert_ended_by_the_client(emu, session_id)
     assert avatar.session_id is None
     assert leftover_tasks(before) == []
 
 
-async def test_aclose_is_safe_when_start_never_ran(fake: FakeProtoface) -> None:
-    avatar = make_avatar(fake)
+async def test_aclose_is_safe_when_start_never_ran(emu: Emulator) -> None:
+    avatar = make_avatar(emu)
     await avatar.aclose()
     await avatar.aclose()
-    assert fake.requests == []
+    assert emu.requests.all() == []
 
 
 async def test_aclose_logs_but_never_raises_when_end_fails(
-    fake: FakeProtoface, job_room: rtc.Room, caplog: pytest.LogCaptureFixture
+    emu: Emulator, job_room: rtc.Room, caplog: pytest.LogCaptureFixture
 ) -> None:
-    avatar = make_avatar(fake, conn_options=APIConnectOptions(max_retry=0, timeout=2))
+    avatar = make_avatar(emu, conn_options=APIConnectOptions(max_retry=0, timeout=2))
     await avatar.start(AgentSession(), room=job_room)
-    fake.script(
-        "POST", "/v1/sessions/{id}/end", Reply(status=500, json=envelope("internal", "boom"))
-    )
+    emu.faults.reply(END, 500, json=envelope("internal", "boom"))
 
     await avatar.aclose()
 
@@ -200,21 +207,21 @@ async def test_aclose_logs_but_never_raises_when_end_fails(
     )
 
 
-async def test_agent_identity_comes_from_the_job(fake: FakeProtoface, job_room: rtc.Room) -> None:
-    avatar = make_avatar(fake, avatar_participant_identity=AGENT_IDENTITY)
+async def test_agent_identity_comes_from_the_job(emu: Emulator, job_room: rtc.Room) -> None:
+    avatar = make_avatar(emu, avatar_participant_identity=AGENT_IDENTITY)
     with pytest.raises(ProtofaceException, match="agent's own identity"):
         await avatar.start(AgentSession(), room=job_room)
-    assert fake.requests == []
+    assert emu.requests.all() == []
 
 
 async def test_start_outside_a_job_with_an_unconnected_room_is_refused(
-    fake: FakeProtoface,
+    emu: Emulator,
 ) -> None:
-    avatar = make_avatar(fake)
+    avatar = make_avatar(emu)
     before = set(asyncio.all_tasks())
     with pytest.raises(ProtofaceException):
         await avatar.start(AgentSession(), room=rtc.Room())
-    assert fake.requests == []
+    assert emu.requests.all() == []
     assert leftover_tasks(before) == []
 
 
@@ -222,154 +229,150 @@ async def test_start_outside_a_job_with_an_unconnected_room_is_refused(
 
 
 async def test_response_without_id_ends_the_created_session(
-    fake: FakeProtoface, job_room: rtc.Room
+    emu: Emulator, job_room: rtc.Room
 ) -> None:
-    """The first answer lacks `id`; a replay with the same key reveals it; it is ended.
-
-    In the fake, the scripted first answer bypasses its store, so the replay is
-    what stores the session; a real API would return the one already created.
-    """
-    fake.script("POST", "/v1/sessions", Reply(status=201, json={"object": "session"}))
-    avatar = make_avatar(fake)
+    """The first answer lacks `id` (the session was created); a replay with the same
+    key reveals it; it is ended."""
+    emu.faults.reply(CREATE, 201, json={"object": "session"}, handled=True)
+    avatar = make_avatar(emu)
     before = set(asyncio.all_tasks())
 
     with pytest.raises(ProtofaceException, match="missing session id"):
         await avatar.start(AgentSession(), room=job_room)
 
-    creates = fake.requests_to("POST", "/v1/sessions")
+    creates = emu.requests.matching(CREATE)
     assert len(creates) == 2
     assert creates[0].headers["Idempotency-Key"] == creates[1].headers["Idempotency-Key"]
-    assert list(fake.sessions) == fake.ended
-    assert len(fake.ended) == 1
+    (created,) = session_ids(emu)
+    assert ended_ids(emu) == [created]
+    assert_ended_by_the_client(emu, created)
     assert avatar.session_id is None
     assert leftover_tasks(before) == []
 
 
-async def test_2xx_html_answer_ends_the_created_session(
-    fake: FakeProtoface, job_room: rtc.Room
-) -> None:
-    fake.script(
-        "POST",
-        "/v1/sessions",
-        Reply(status=201, text="<html>ok</html>", headers={"Content-Type": "text/html"}),
+async def test_2xx_html_answer_ends_the_created_session(emu: Emulator, job_room: rtc.Room) -> None:
+    emu.faults.reply(
+        CREATE, 201, body="<html>ok</html>", headers={"Content-Type": "text/html"}, handled=True
     )
-    avatar = make_avatar(fake)
+    avatar = make_avatar(emu)
     before = set(asyncio.all_tasks())
 
     with pytest.raises(APIStatusError, match="HTML page"):
         await avatar.start(AgentSession(), room=job_room)
 
-    assert len(fake.ended) == 1
+    (created,) = session_ids(emu)
+    assert ended_ids(emu) == [created]
+    assert_ended_by_the_client(emu, created)
     assert leftover_tasks(before) == []
 
 
 async def test_audio_swap_failure_ends_the_created_session(
-    fake: FakeProtoface, job_room: rtc.Room
+    emu: Emulator, job_room: rtc.Room
 ) -> None:
     """Stand-in: nothing real makes `replace_audio_tail` fail, so it is made to raise."""
-    session = AgentSession()
+    session: AgentSession[None] = AgentSession()
 
     def broken_swap(sink: Any) -> None:
         raise RuntimeError("audio chain is closed")
 
     session.output.replace_audio_tail = broken_swap  # type: ignore[method-assign]
-    avatar = make_avatar(fake)
+    avatar = make_avatar(emu)
     before = set(asyncio.all_tasks())
 
     with pytest.raises(RuntimeError, match="audio chain is closed"):
         await avatar.start(session, room=job_room)
 
-    assert fake.ended == list(fake.sessions)
-    assert len(fake.ended) == 1
+    (created,) = session_ids(emu)
+    assert ended_ids(emu) == [created]
+    assert_ended_by_the_client(emu, created)
     assert avatar.session_id is None
     assert leftover_tasks(before) == []
 
 
 async def test_cancellation_mid_start_ends_the_created_session(
-    fake: FakeProtoface, job_room: rtc.Room
+    emu: Emulator, job_room: rtc.Room
 ) -> None:
-    fake.create_delay = 30.0  # accepted and stored, but the answer never comes in time
-    avatar = make_avatar(fake)
+    # Accepted and stored, but the answer never comes in time; the recovery replay
+    # (the next create) is answered at once.
+    emu.faults.add(CREATE, "late", delay=30)
+    avatar = make_avatar(emu)
     before = set(asyncio.all_tasks())
 
     start = asyncio.create_task(avatar.start(AgentSession(), room=job_room))
-    await asyncio.wait_for(fake.create_received.wait(), timeout=5)
-    fake.create_delay = 0.0  # the recovery replay is answered at once
+    await stored(emu)
     start.cancel()
     with pytest.raises(asyncio.CancelledError):
         await start
 
-    assert len(fake.sessions) == 1
-    assert fake.ended == list(fake.sessions)
+    (created,) = session_ids(emu)
+    assert ended_ids(emu) == [created]
+    assert_ended_by_the_client(emu, created)
     assert avatar.session_id is None
     assert leftover_tasks(before) == []
 
 
-async def test_refused_create_leaves_nothing_running(
-    fake: FakeProtoface, job_room: rtc.Room
-) -> None:
-    fake.script(
-        "POST",
-        "/v1/sessions",
-        Reply(status=402, json=envelope("quota_exceeded", "insufficient_credits")),
-    )
-    avatar = make_avatar(fake)
+async def test_refused_create_leaves_nothing_running(emu: Emulator, job_room: rtc.Room) -> None:
+    emu.faults.reply(CREATE, 402, json=envelope("quota_exceeded", "insufficient_credits"))
+    avatar = make_avatar(emu)
     before = set(asyncio.all_tasks())
 
     with pytest.raises(APIStatusError) as info:
         await avatar.start(AgentSession(), room=job_room)
 
     assert info.value.status_code == 402
-    assert len(fake.requests_to("POST", "/v1/sessions")) == 1  # no replay: nothing created
-    assert fake.ended == []
+    assert len(emu.requests.matching(CREATE)) == 1  # no replay: nothing created
+    assert ended_ids(emu) == []
+    assert session_ids(emu) == []
     assert leftover_tasks(before) == []
     assert avatar._wait_avatar_join_task is None
 
 
 async def test_failed_start_can_be_followed_by_a_good_one(
-    fake: FakeProtoface, job_room: rtc.Room
+    emu: Emulator, job_room: rtc.Room
 ) -> None:
-    fake.script("POST", "/v1/sessions", Reply(status=400, json=envelope("x", "bad")))
-    avatar = make_avatar(fake)
-    session = AgentSession()
+    emu.faults.reply(CREATE, 400, json=envelope("x", "bad"))
+    avatar = make_avatar(emu)
+    session: AgentSession[None] = AgentSession()
     with pytest.raises(APIStatusError):
         await avatar.start(session, room=job_room)
 
     await avatar.start(session, room=job_room)
-    assert avatar.session_id is not None
+    session_id = avatar.session_id
+    assert session_id is not None
     await avatar.aclose()
-    assert fake.ended == [next(iter(fake.sessions))]
+    assert ended_ids(emu) == session_ids(emu) == [session_id]
 
 
 async def test_aclose_during_start_ends_the_session_and_start_raises(
-    fake: FakeProtoface, job_room: rtc.Room
+    emu: Emulator, job_room: rtc.Room
 ) -> None:
     """A job shutting down while start() waits on the create: nothing may outlive aclose()."""
-    fake.create_delay = 1.0  # stored at once, answered late
-    avatar = make_avatar(fake)
+    emu.faults.add(CREATE, "late", delay=1.0)  # stored at once, answered late
+    avatar = make_avatar(emu)
     before = set(asyncio.all_tasks())
 
     start = asyncio.create_task(avatar.start(AgentSession(), room=job_room))
-    await asyncio.wait_for(fake.create_received.wait(), timeout=5)
+    await stored(emu)
     await avatar.aclose()
 
     assert start.done()
     with pytest.raises(ProtofaceException, match="aclose"):
         await start
-    assert len(fake.sessions) == 1
-    assert fake.ended == list(fake.sessions)
+    (created,) = session_ids(emu)
+    assert ended_ids(emu) == [created]
+    assert_ended_by_the_client(emu, created)
     assert avatar.session_id is None
     assert leftover_tasks(before) == []
 
     await avatar.aclose()
-    assert len(fake.ended) == 1
+    assert len(ended_ids(emu)) == 1
 
 
 async def test_cancel_requested_during_the_audio_swap_ends_the_session(
-    fake: FakeProtoface, job_room: rtc.Room
+    emu: Emulator, job_room: rtc.Room
 ) -> None:
     """The swap is synchronous: a cancel requested there used to land after start() returned."""
-    session = AgentSession()
+    session: AgentSession[None] = AgentSession()
     swap = session.output.replace_audio_tail
     start: asyncio.Task[None] | None = None
 
@@ -379,36 +382,37 @@ async def test_cancel_requested_during_the_audio_swap_ends_the_session(
         start.cancel()
 
     session.output.replace_audio_tail = swap_then_cancel  # type: ignore[method-assign]
-    avatar = make_avatar(fake)
+    avatar = make_avatar(emu)
     before = set(asyncio.all_tasks())
 
     start = asyncio.create_task(avatar.start(session, room=job_room))
     with pytest.raises(asyncio.CancelledError):
         await start
 
-    assert len(fake.sessions) == 1
-    assert fake.ended == list(fake.sessions)
+    (created,) = session_ids(emu)
+    assert ended_ids(emu) == [created]
+    assert_ended_by_the_client(emu, created)
     assert avatar.session_id is None
     assert leftover_tasks(before) == []
     await avatar.aclose()
-    assert len(fake.ended) == 1
+    assert len(ended_ids(emu)) == 1
 
 
 async def test_concurrent_aclose_calls_end_the_session_once(
-    fake: FakeProtoface, job_room: rtc.Room
+    emu: Emulator, job_room: rtc.Room
 ) -> None:
-    avatar = make_avatar(fake)
+    avatar = make_avatar(emu)
     await avatar.start(AgentSession(), room=job_room)
 
     await asyncio.gather(avatar.aclose(), avatar.aclose(), avatar.aclose())
 
-    assert len(fake.ended) == 1
+    assert len(ended_ids(emu)) == 1
 
 
 async def test_cancel_before_the_create_is_sent_starts_nothing(
-    fake: FakeProtoface, job_room: rtc.Room
+    emu: Emulator, job_room: rtc.Room
 ) -> None:
-    avatar = make_avatar(fake)
+    avatar = make_avatar(emu)
     before = set(asyncio.all_tasks())
 
     start = asyncio.create_task(avatar.start(AgentSession(), room=job_room))
@@ -417,37 +421,42 @@ async def test_cancel_before_the_create_is_sent_starts_nothing(
     with pytest.raises(asyncio.CancelledError):
         await start
 
-    assert fake.requests == []
+    assert emu.requests.all() == []
     assert leftover_tasks(before) == []
     await avatar.start(AgentSession(), room=job_room)  # and the object is still usable
     await avatar.aclose()
-    assert len(fake.ended) == 1
+    assert len(ended_ids(emu)) == 1
 
 
 async def test_cancel_during_the_retry_wait_ends_whatever_was_created(
-    fake: FakeProtoface, job_room: rtc.Room
+    emu: Emulator, job_room: rtc.Room
 ) -> None:
-    fake.script(
-        "POST",
-        "/v1/sessions",
-        Reply(
-            status=503,
-            json=envelope("service_unavailable", "busy"),
-            headers={"Retry-After": "5"},
-        ),
+    """The server created the session and then answered 503 (a gateway timing out
+    behind it): the client, cancelled while it waits to retry, must replay the
+    create under the same key to learn the id, and end that session."""
+    emu.faults.reply(
+        CREATE,
+        503,
+        json=envelope("service_unavailable", "busy"),
+        headers={"Retry-After": "5"},
+        handled=True,
     )
-    avatar = make_avatar(fake)
+    avatar = make_avatar(emu)
     before = set(asyncio.all_tasks())
 
     start = asyncio.create_task(avatar.start(AgentSession(), room=job_room))
-    await asyncio.wait_for(fake.wait_for_requests("POST", "/v1/sessions", 1), timeout=5)
+    (first,) = await emu.requests.wait_for(CREATE, answered=True, timeout=5)
+    assert first.status == 503
     await asyncio.sleep(0.3)  # the client is now in its 5 s Retry-After wait
     start.cancel()
     with pytest.raises(asyncio.CancelledError):
         await start
 
-    creates = fake.requests_to("POST", "/v1/sessions")
+    creates = emu.requests.matching(CREATE)
+    assert len(creates) == 2  # the 503, then the replay that learned the id
     assert len({c.headers["Idempotency-Key"] for c in creates}) == 1
-    assert len(fake.sessions) <= 1
-    assert fake.ended == list(fake.sessions)
+    (created,) = session_ids(emu)
+    assert ended_ids(emu) == [created]
+    assert_ended_by_the_client(emu, created)
+    assert avatar.session_id is None
     assert leftover_tasks(before) == []

@@ -257,7 +257,7 @@ async def test_refused_start_can_be_retried(
     fake: FakeProtoface, job_room: Any, livekit_env: None
 ) -> None:
     avatar = AvatarSession(api_key=API_KEY, api_url=fake.url, conn_options=FAST)
-    session = AgentSession()
+    session: AgentSession[None] = AgentSession()
     with pytest.raises(ProtofaceValueError):
         await avatar.start(session, job_room, livekit_url="nope")
 
