@@ -39,9 +39,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+import aiohttp
 from aiohttp import web
 
-from livekit.plugins.protoface import ProtofaceAPI, ProtofaceException
 from protoface_emulator.testing.launch import EmulatorProcess, start_emulator_process
 from protoface_emulator.testing.livekit_dev import (
     LiveKitServer,
@@ -172,6 +172,64 @@ async def wait_registered(
         await asyncio.sleep(0.1)
 
 
+# -- the emulator's sessions ---------------------------------------------------------
+
+
+class EmulatorError(RuntimeError):
+    """The emulator could not be reached or refused a call; the message says which."""
+
+
+class EmulatorClient:
+    """The two Protoface calls the page needs, over plain HTTP with the key.
+
+    Not the plugin's `ProtofaceAPI`: importing the plugin pulls in livekit-agents,
+    seconds of start-up on a busy machine, for two requests.
+    """
+
+    def __init__(self, url: str, api_key: str) -> None:
+        self._url = url.rstrip("/")
+        self._api_key = api_key
+        self._http: aiohttp.ClientSession | None = None
+
+    def __repr__(self) -> str:
+        return f"EmulatorClient(url={self._url!r})"  # never the key
+
+    async def _call(self, method: str, path: str) -> dict[str, Any]:
+        if self._http is None:
+            self._http = aiohttp.ClientSession(
+                headers={"Authorization": f"Bearer {self._api_key}"},
+                timeout=aiohttp.ClientTimeout(total=10),
+            )
+        try:
+            async with self._http.request(method, self._url + path) as response:
+                body = await response.json(content_type=None)
+                status = response.status
+        except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:
+            raise EmulatorError(f"{method} {path} failed: {type(exc).__name__}: {exc}") from None
+        if not isinstance(body, dict):
+            raise EmulatorError(f"{method} {path} answered {status} with a non-object body")
+        if status >= 400:
+            error = body.get("error") or {}
+            message = error.get("message") if isinstance(error, dict) else None
+            raise EmulatorError(f"{method} {path} answered {status}: {message or body}")
+        return body
+
+    async def list_sessions(self, limit: int) -> list[dict[str, Any]]:
+        """The newest `limit` sessions (1..100), newest first."""
+        body = await self._call("GET", f"/v1/sessions?limit={limit}")
+        data = body.get("data")
+        return [s for s in data if isinstance(s, dict)] if isinstance(data, list) else []
+
+    async def end_session(self, session_id: str) -> dict[str, Any]:
+        """End one session (idempotent)."""
+        return await self._call("POST", f"/v1/sessions/{session_id}/end")
+
+    async def aclose(self) -> None:
+        """Close the HTTP session."""
+        if self._http is not None:
+            await self._http.close()
+
+
 # -- the page and its API -------------------------------------------------------------
 
 
@@ -210,7 +268,7 @@ class Playground:
     """The page's HTTP side: tokens for LiveKit, a window on the emulator."""
 
     livekit: LiveKitServer
-    protoface: ProtofaceAPI
+    protoface: EmulatorClient
 
     def app(self) -> web.Application:
         """The aiohttp application serving the page and its API."""
@@ -246,15 +304,11 @@ class Playground:
 
     async def sessions(self, _request: web.Request) -> web.Response:
         """The most recent hosted sessions, newest first as the API lists them."""
-        shown: list[dict[str, Any]] = []
         try:
-            async for session in self.protoface.list_sessions(limit=SESSIONS_SHOWN):
-                shown.append(session_summary(dict(session)))
-                if len(shown) >= SESSIONS_SHOWN:
-                    break
-        except ProtofaceException as exc:
+            sessions = await self.protoface.list_sessions(SESSIONS_SHOWN)
+        except EmulatorError as exc:
             return web.json_response({"error": str(exc)}, status=502)
-        return web.json_response({"sessions": shown})
+        return web.json_response({"sessions": [session_summary(s) for s in sessions]})
 
     async def end_session(self, request: web.Request) -> web.Response:
         """End one hosted session."""
@@ -267,7 +321,7 @@ class Playground:
             )
         try:
             session = await self.protoface.end_session(session_id)
-        except ProtofaceException as exc:
+        except EmulatorError as exc:
             return web.json_response({"error": str(exc)}, status=502)
         return web.json_response(session_summary(session))
 
@@ -292,7 +346,7 @@ async def serve(args: argparse.Namespace) -> None:
     emulator: EmulatorProcess | None = None
     agent: AgentProcess | None = None
     runner: web.AppRunner | None = None
-    protoface: ProtofaceAPI | None = None
+    protoface: EmulatorClient | None = None
     try:
         # Both at once (each takes seconds on a busy machine); if one fails, the
         # other is still stopped below.
@@ -319,7 +373,7 @@ async def serve(args: argparse.Namespace) -> None:
             "PROTOFACE_API_KEY": emulator.api_key,
         }
         agent = start_agent(agent_file, env, verbose=args.verbose)
-        protoface = ProtofaceAPI(api_url=emulator.url, api_key=emulator.api_key)
+        protoface = EmulatorClient(emulator.url, emulator.api_key)
         runner = web.AppRunner(Playground(livekit, protoface).app(), access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", args.port)
