@@ -360,3 +360,29 @@ async def test_status_only_moves_forward_and_keeps_its_first_timestamps(
     assert started_at < record.first_frame_at
     worker.connect()  # a late report changes nothing
     assert status_of(record) == "running" and record.started_at == started_at
+
+
+async def test_a_view_is_a_copy_of_the_state(make_store: MakeStore) -> None:
+    workers = ManualWorkers()
+    store = make_store(workers)
+    record, _ = await store.create_session(request(metadata={"k": "v"}))
+    workers.worker(record.id).fail("worker_lost", "gone")
+    view = record.view()
+    view["transport"]["room_name"] = "changed"
+    view["metadata"]["k"] = "changed"
+    assert view["failure"] is not None
+    view["failure"]["code"] = "changed"
+    again = record.view()
+    assert again["transport"]["room_name"] == "room-1"
+    assert again["metadata"] == {"k": "v"}
+    assert again["failure"] == {"code": "worker_lost", "message": "gone"}
+
+
+async def test_sessions_from_one_request_do_not_share_metadata(make_store: MakeStore) -> None:
+    store = make_store(ManualWorkers(autostart=True))
+    create = request(metadata={"k": "v"})
+    first, _ = await store.create_session(create)
+    second, _ = await store.create_session(create)
+    await store.end_session(first.id)
+    assert END_REASON_KEY in first.metadata
+    assert second.metadata == {"k": "v"} and create.metadata == {"k": "v"}
