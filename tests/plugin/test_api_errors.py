@@ -7,31 +7,29 @@ from livekit.agents import APIConnectionError, APIConnectOptions, APIStatusError
 
 from livekit.plugins.protoface import ProtofaceAPIError
 from livekit.plugins.protoface.api import ProtofaceAPI
+from protoface_emulator import Emulator
 
-from .fake_protoface import API_KEY, FAST, FakeProtoface, Reply, envelope, free_port
+from .helpers import API_KEY, END, FAST, GET_SESSION, STATUS, envelope, free_port
 
 
 def make_api(url: str, conn_options: APIConnectOptions = FAST) -> ProtofaceAPI:
     return ProtofaceAPI(api_key=API_KEY, api_url=url, conn_options=conn_options)
 
 
-async def test_error_envelope_fields_are_attributes(fake: FakeProtoface) -> None:
-    fake.script(
-        "GET",
-        "/v1/sessions/{id}",
-        Reply(
-            status=404,
-            json=envelope(
-                "not_found",
-                "session_not_found",
-                "No such session: sess_x",
-                request_id="req_abc123",
-                param="id",
-            ),
-            headers={"X-Request-Id": "req_header_ignored"},
+async def test_error_envelope_fields_are_attributes(emu: Emulator) -> None:
+    emu.faults.reply(
+        GET_SESSION,
+        404,
+        json=envelope(
+            "not_found",
+            "session_not_found",
+            "No such session: sess_x",
+            request_id="req_abc123",
+            param="id",
         ),
+        headers={"X-Request-Id": "req_header_ignored"},
     )
-    async with make_api(fake.url) as api:
+    async with make_api(emu.url) as api:
         with pytest.raises(APIStatusError) as info:
             await api.get_session("sess_x")
 
@@ -47,13 +45,9 @@ async def test_error_envelope_fields_are_attributes(fake: FakeProtoface) -> None
     assert isinstance(error.body, dict) and error.body["error"]["code"] == "session_not_found"
 
 
-async def test_error_message_names_code_and_request_id(fake: FakeProtoface) -> None:
-    fake.script(
-        "POST",
-        "/v1/sessions/{id}/end",
-        Reply(status=403, json=envelope("permission", "key_revoked", request_id="req_777")),
-    )
-    async with make_api(fake.url) as api:
+async def test_error_message_names_code_and_request_id(emu: Emulator) -> None:
+    emu.faults.reply(END, 403, json=envelope("permission", "key_revoked", request_id="req_777"))
+    async with make_api(emu.url) as api:
         with pytest.raises(ProtofaceAPIError) as info:
             await api.end_session("sess_1")
 
@@ -63,12 +57,10 @@ async def test_error_message_names_code_and_request_id(fake: FakeProtoface) -> N
     assert "key_revoked" in str(info.value)
 
 
-async def test_request_id_falls_back_to_header(fake: FakeProtoface) -> None:
+async def test_request_id_falls_back_to_header(emu: Emulator) -> None:
     body = {"error": {"type": "conflict", "code": "already_ended", "message": "ended"}}
-    fake.script(
-        "GET", "/v1/status", Reply(status=409, json=body, headers={"X-Request-Id": "req_hdr_9"})
-    )
-    async with make_api(fake.url) as api:
+    emu.faults.reply(STATUS, 409, json=body, headers={"X-Request-Id": "req_hdr_9"})
+    async with make_api(emu.url) as api:
         with pytest.raises(ProtofaceAPIError) as info:
             await api.get_status()
 
@@ -76,13 +68,11 @@ async def test_request_id_falls_back_to_header(fake: FakeProtoface) -> None:
     assert "req_hdr_9" in info.value.message
 
 
-async def test_retry_after_is_exposed_on_the_error(fake: FakeProtoface) -> None:
-    fake.script(
-        "GET",
-        "/v1/status",
-        Reply(status=429, json=envelope("rate_limit", "slow_down"), headers={"Retry-After": "3"}),
+async def test_retry_after_is_exposed_on_the_error(emu: Emulator) -> None:
+    emu.faults.reply(
+        STATUS, 429, json=envelope("rate_limit", "slow_down"), headers={"Retry-After": "3"}
     )
-    async with make_api(fake.url, APIConnectOptions(max_retry=0, timeout=2)) as api:
+    async with make_api(emu.url, APIConnectOptions(max_retry=0, timeout=2)) as api:
         with pytest.raises(APIConnectionError) as info:
             await api.get_status()
 
@@ -91,14 +81,12 @@ async def test_retry_after_is_exposed_on_the_error(fake: FakeProtoface) -> None:
     assert cause.retry_after == 3.0
 
 
-async def test_html_gateway_page_message_says_so(fake: FakeProtoface) -> None:
+async def test_html_gateway_page_message_says_so(emu: Emulator) -> None:
     page = "<!DOCTYPE html><html><body><h1>403 Forbidden</h1>nginx</body></html>"
-    fake.script(
-        "GET",
-        "/v1/status",
-        Reply(status=403, text=page, headers={"Content-Type": "text/html", "X-Request-Id": "r1"}),
+    emu.faults.reply(
+        STATUS, 403, body=page, headers={"Content-Type": "text/html", "X-Request-Id": "r1"}
     )
-    async with make_api(fake.url) as api:
+    async with make_api(emu.url) as api:
         with pytest.raises(ProtofaceAPIError) as info:
             await api.get_status()
 
@@ -110,9 +98,9 @@ async def test_html_gateway_page_message_says_so(fake: FakeProtoface) -> None:
     assert isinstance(error.body, str) and "nginx" in error.body
 
 
-async def test_empty_body_message_says_so(fake: FakeProtoface) -> None:
-    fake.script("GET", "/v1/status", Reply(status=401, text=""))
-    async with make_api(fake.url) as api:
+async def test_empty_body_message_says_so(emu: Emulator) -> None:
+    emu.faults.reply(STATUS, 401, body="")
+    async with make_api(emu.url) as api:
         with pytest.raises(ProtofaceAPIError) as info:
             await api.get_status()
 
@@ -120,15 +108,11 @@ async def test_empty_body_message_says_so(fake: FakeProtoface) -> None:
     assert "401" in info.value.message
 
 
-async def test_2xx_html_message_says_so(fake: FakeProtoface) -> None:
-    fake.script(
-        "GET",
-        "/v1/status",
-        Reply(
-            status=200, text="<html>captive portal</html>", headers={"Content-Type": "text/html"}
-        ),
+async def test_2xx_html_message_says_so(emu: Emulator) -> None:
+    emu.faults.reply(
+        STATUS, 200, body="<html>captive portal</html>", headers={"Content-Type": "text/html"}
     )
-    async with make_api(fake.url) as api:
+    async with make_api(emu.url) as api:
         with pytest.raises(ProtofaceAPIError) as info:
             await api.get_status()
 
@@ -137,17 +121,17 @@ async def test_2xx_html_message_says_so(fake: FakeProtoface) -> None:
 
 
 async def test_exhausted_retries_raise_connection_error_caused_by_last_error(
-    fake: FakeProtoface,
+    emu: Emulator,
 ) -> None:
-    fake.script(
-        "GET",
-        "/v1/status",
-        Reply(status=500, json=envelope("internal", "first")),
-        Reply(status=502, text="<html>bad gateway</html>", headers={"Content-Type": "text/html"}),
-        Reply(status=503, json=envelope("service_unavailable", "last_one", request_id="req_l")),
+    emu.faults.reply(STATUS, 500, json=envelope("internal", "first"))
+    emu.faults.reply(
+        STATUS, 502, body="<html>bad gateway</html>", headers={"Content-Type": "text/html"}
+    )
+    emu.faults.reply(
+        STATUS, 503, json=envelope("service_unavailable", "last_one", request_id="req_l")
     )
     conn = APIConnectOptions(max_retry=2, retry_interval=0.0, timeout=2.0)
-    async with make_api(fake.url, conn) as api:
+    async with make_api(emu.url, conn) as api:
         with pytest.raises(APIConnectionError) as info:
             await api.get_status()
 
@@ -160,11 +144,11 @@ async def test_exhausted_retries_raise_connection_error_caused_by_last_error(
 
 
 async def test_exhausted_timeouts_raise_connection_error_caused_by_timeout(
-    fake: FakeProtoface,
+    emu: Emulator,
 ) -> None:
-    fake.script("GET", "/v1/status", Reply(delay=1.0), Reply(delay=1.0))
+    emu.faults.add(STATUS, "late", delay=1.0, count=2)
     conn = APIConnectOptions(max_retry=1, retry_interval=0.0, timeout=0.2)
-    async with make_api(fake.url, conn) as api:
+    async with make_api(emu.url, conn) as api:
         with pytest.raises(APIConnectionError) as info:
             await api.get_status()
 
@@ -181,9 +165,9 @@ async def test_unreachable_server_raises_connection_error_with_cause() -> None:
     assert info.value.__cause__.__cause__ is not None
 
 
-async def test_json_without_envelope_message_says_so(fake: FakeProtoface) -> None:
-    fake.script("GET", "/v1/status", Reply(status=400, json={"detail": "nope"}))
-    async with make_api(fake.url) as api:
+async def test_json_without_envelope_message_says_so(emu: Emulator) -> None:
+    emu.faults.reply(STATUS, 400, json={"detail": "nope"})
+    async with make_api(emu.url) as api:
         with pytest.raises(ProtofaceAPIError) as info:
             await api.get_status()
 
@@ -213,12 +197,10 @@ async def test_json_without_envelope_message_says_so(fake: FakeProtoface) -> Non
     ids=["empty", "wrong-types", "extra-fields", "string-error", "array"],
 )
 async def test_odd_envelopes_still_give_a_usable_error(
-    fake: FakeProtoface, body: object, code: str | None, request_id: str, says: str
+    emu: Emulator, body: object, code: str | None, request_id: str, says: str
 ) -> None:
-    fake.script(
-        "GET", "/v1/status", Reply(status=400, json=body, headers={"X-Request-Id": "req_hdr"})
-    )
-    async with make_api(fake.url) as api:
+    emu.faults.reply(STATUS, 400, json=body, headers={"X-Request-Id": "req_hdr"})
+    async with make_api(emu.url) as api:
         with pytest.raises(ProtofaceAPIError) as info:
             await api.get_status()
 
