@@ -551,3 +551,17 @@ async def test_an_html_page_can_carry_retry_after(
     reply = await call(http, emu, "GET", "/v1/status")
     assert reply.status == 503 and reply.headers["Retry-After"] == "2"
     assert "<title>503 Service Unavailable</title>" in reply.text
+
+
+async def test_wait_for_answered_waits_for_the_answer_not_the_arrival(
+    emu: Emulator, http: aiohttp.ClientSession
+) -> None:
+    emu.faults.add("GET /v1/status", "late", delay=0.6)
+    slow = asyncio.ensure_future(call(http, emu, "GET", "/v1/status"))
+    [arrived] = await emu.requests.wait_for("GET /v1/status")
+    assert arrived.status is None  # in flight
+    with pytest.raises(TimeoutError):
+        await emu.requests.wait_for("GET /v1/status", answered=True, timeout=0.2)
+    [answered] = await emu.requests.wait_for("GET /v1/status", answered=True, timeout=5)
+    assert answered is arrived and answered.status == 200
+    await slow
