@@ -2,7 +2,9 @@
 
 No LiveKit server runs here: the room is an unconnected `rtc.Room` in a fake job,
 so "joined" comes from the session resource (`first_frame_at`), and the avatar
-leaving the room is a `participant_disconnected` event emitted by the test.
+leaving the room is a `participant_disconnected` event emitted by the test. The
+API is the emulator, whose `ManualWorkers` report what the test says (joined,
+failed), and whose store ends sessions as its timers would.
 Audio reaching a viewer is for the real-room tests.
 """
 
@@ -10,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -25,21 +28,47 @@ from livekit.plugins.protoface import (
     ProtofaceException,
 )
 from livekit.plugins.protoface.output import AvatarAudioOutput
+from protoface_emulator import Emulator
+from protoface_emulator.lifecycle import ManualWorkers
 
-from .fake_protoface import API_KEY, FAST, FakeProtoface, Reply, envelope, leftover_tasks
+from .helpers import API_KEY, FAST, GET_SESSION, envelope, leftover_tasks
 
 pytestmark = pytest.mark.usefixtures("livekit_env")
 
-FIRST_FRAME = {"status": "running", "first_frame_at": "2025-01-01T00:00:01Z"}
 
-
-async def started(fake: FakeProtoface, room: rtc.Room, **kwargs: Any) -> AvatarSession:
+async def started(emu: Emulator, room: rtc.Room, **kwargs: Any) -> AvatarSession:
     kwargs.setdefault("conn_options", FAST)
     kwargs.setdefault("audio_fallback", False)
     kwargs.setdefault("recovery", False)  # these tests pin the monitor; recovery has its own
-    avatar = AvatarSession(api_key=API_KEY, api_url=fake.url, **kwargs)
+    avatar = AvatarSession(api_key=API_KEY, api_url=emu.url, **kwargs)
     await avatar.start(AgentSession(), room=room)
     return avatar
+
+
+def first_frame(workers: ManualWorkers, session_id: str) -> None:
+    """The avatar's worker joins and publishes: the session becomes `running`."""
+    worker = workers.worker(session_id)
+    worker.connect()
+    worker.publish()
+
+
+def reported_canceled(emu: Emulator, session_id: str) -> None:
+    """From now on the API reports the session `canceled`, a status the emulator's
+    own lifecycle never reaches (Protoface cancels a session on its side)."""
+    emu.faults.reply(
+        GET_SESSION,
+        200,
+        json=lambda _: {**emu.store.get_session(session_id).view(), "status": "canceled"},
+        count=100_000,
+    )
+
+
+async def end_over(emu: Emulator, workers: ManualWorkers, session_id: str, status: str) -> None:
+    """The session is over by Protoface's doing: `ended` (by someone else) or `canceled`."""
+    if status == "canceled":
+        reported_canceled(emu, session_id)
+    else:
+        await emu.store.end_session(session_id)
 
 
 def lost_events(avatar: AvatarSession) -> asyncio.Queue[AvatarLostEvent]:
@@ -58,15 +87,11 @@ def avatar_left(room: rtc.Room, identity: str = "protoface-avatar-agent") -> Non
 
 
 async def test_failure_before_join_makes_wait_for_join_raise_with_the_code(
-    fake: FakeProtoface, job_room: rtc.Room, caplog: pytest.LogCaptureFixture
+    emu: Emulator, workers: ManualWorkers, job_room: rtc.Room, caplog: pytest.LogCaptureFixture
 ) -> None:
-    avatar = await started(fake, job_room)
+    avatar = await started(emu, job_room)
     assert avatar.session_id is not None
-    fake.update_session(
-        avatar.session_id,
-        status="failed",
-        failure={"code": "livekit_auth_failed", "message": "the server refused the token"},
-    )
+    workers.worker(avatar.session_id).fail("livekit_auth_failed", "the server refused the token")
 
     with pytest.raises(AvatarSessionFailedError) as info:
         # The bound is the behaviour: reported within seconds, not at the 30 s timeout.
@@ -89,11 +114,11 @@ async def test_failure_before_join_makes_wait_for_join_raise_with_the_code(
 
 @pytest.mark.parametrize("status", ["ended", "canceled"])
 async def test_session_over_before_join_also_raises(
-    fake: FakeProtoface, job_room: rtc.Room, status: str
+    emu: Emulator, workers: ManualWorkers, job_room: rtc.Room, status: str
 ) -> None:
-    avatar = await started(fake, job_room)
+    avatar = await started(emu, job_room)
     assert avatar.session_id is not None
-    fake.update_session(avatar.session_id, status=status)
+    await end_over(emu, workers, avatar.session_id, status)
 
     with pytest.raises(AvatarSessionFailedError) as info:
         await asyncio.wait_for(avatar.wait_for_join(), timeout=5)
@@ -104,27 +129,29 @@ async def test_session_over_before_join_also_raises(
 
 
 async def test_wait_for_join_returns_once_the_avatar_publishes(
-    fake: FakeProtoface, job_room: rtc.Room
+    emu: Emulator, workers: ManualWorkers, job_room: rtc.Room
 ) -> None:
-    avatar = await started(fake, job_room)
+    avatar = await started(emu, job_room)
     assert avatar.session_id is not None
-    fake.update_session(avatar.session_id, **FIRST_FRAME)
+    first_frame(workers, avatar.session_id)
 
     await asyncio.wait_for(avatar.wait_for_join(), timeout=5)
     await avatar.aclose()
 
 
-async def test_wait_for_join_still_times_out(fake: FakeProtoface, job_room: rtc.Room) -> None:
-    avatar = await started(fake, job_room)
+async def test_wait_for_join_still_times_out(
+    emu: Emulator, workers: ManualWorkers, job_room: rtc.Room
+) -> None:
+    avatar = await started(emu, job_room)
     with pytest.raises(asyncio.TimeoutError):
         await avatar.wait_for_join(timeout=0.3)
     await avatar.aclose()
 
 
 async def test_aclose_releases_a_pending_wait_for_join(
-    fake: FakeProtoface, job_room: rtc.Room
+    emu: Emulator, workers: ManualWorkers, job_room: rtc.Room
 ) -> None:
-    avatar = await started(fake, job_room)
+    avatar = await started(emu, job_room)
     waiter = asyncio.create_task(avatar.wait_for_join(timeout=None))
     await asyncio.sleep(0)
 
@@ -134,44 +161,52 @@ async def test_aclose_releases_a_pending_wait_for_join(
         await asyncio.wait_for(waiter, timeout=5)
 
 
+Lose = Callable[[Emulator, ManualWorkers, str], Awaitable[None]]
+
+
+async def _max_duration(emu: Emulator, workers: ManualWorkers, session_id: str) -> None:
+    await emu.store.end_session(session_id, reason="max_duration_reached")
+
+
+async def _idle(emu: Emulator, workers: ManualWorkers, session_id: str) -> None:
+    await emu.store.end_session(session_id, reason="idle_timeout")
+
+
+async def _lost(emu: Emulator, workers: ManualWorkers, session_id: str) -> None:
+    workers.worker(session_id).fail("worker_lost", "gone")
+
+
+async def _canceled(emu: Emulator, workers: ManualWorkers, session_id: str) -> None:
+    reported_canceled(emu, session_id)
+
+
 @pytest.mark.parametrize(
-    ("update", "reason", "status"),
+    ("lose", "reason", "status"),
     [
-        (
-            {"status": "ended", "metadata": {"_avatar.end_reason": "max_duration_reached"}},
-            "max_duration_reached",
-            "ended",
-        ),
-        (
-            {"status": "ended", "metadata": {"_avatar.end_reason": "idle_timeout"}},
-            "idle_timeout",
-            "ended",
-        ),
-        (
-            {"status": "failed", "failure": {"code": "worker_lost", "message": "gone"}},
-            "worker_lost",
-            "failed",
-        ),
-        ({"status": "canceled"}, "canceled", "canceled"),
+        (_max_duration, "max_duration_reached", "ended"),
+        (_idle, "idle_timeout", "ended"),
+        (_lost, "worker_lost", "failed"),
+        (_canceled, "canceled", "canceled"),
     ],
     ids=["max-duration", "idle-timeout", "failed", "no-reason"],
 )
 async def test_avatar_lost_after_join_is_emitted_with_the_reason(
-    fake: FakeProtoface,
+    emu: Emulator,
+    workers: ManualWorkers,
     job_room: rtc.Room,
     caplog: pytest.LogCaptureFixture,
-    update: dict[str, Any],
+    lose: Lose,
     reason: str,
     status: str,
 ) -> None:
-    avatar = await started(fake, job_room, poll_interval=0.05)
+    avatar = await started(emu, job_room, poll_interval=0.05)
     events = lost_events(avatar)
     session_id = avatar.session_id
     assert session_id is not None
-    fake.update_session(session_id, **FIRST_FRAME)
+    first_frame(workers, session_id)
     await asyncio.wait_for(avatar.wait_for_join(), timeout=5)
 
-    fake.update_session(session_id, **update)
+    await lose(emu, workers, session_id)
     event = await asyncio.wait_for(events.get(), timeout=5)
 
     assert event == AvatarLostEvent(session_id=session_id, reason=reason, status=status)
@@ -184,19 +219,17 @@ async def test_avatar_lost_after_join_is_emitted_with_the_reason(
 
 
 async def test_avatar_leaving_the_room_is_checked_at_once(
-    fake: FakeProtoface, job_room: rtc.Room
+    emu: Emulator, workers: ManualWorkers, job_room: rtc.Room
 ) -> None:
     """With a 60 s poll interval only the participant event can explain a prompt report."""
-    avatar = await started(fake, job_room, poll_interval=60)
+    avatar = await started(emu, job_room, poll_interval=60)
     events = lost_events(avatar)
     session_id = avatar.session_id
     assert session_id is not None
-    fake.update_session(session_id, **FIRST_FRAME)
+    first_frame(workers, session_id)
     await asyncio.wait_for(avatar.wait_for_join(), timeout=5)
 
-    fake.update_session(
-        session_id, status="failed", failure={"code": "worker_lost", "message": "left"}
-    )
+    workers.worker(session_id).fail("worker_lost", "left")
     avatar_left(job_room)
     event = await asyncio.wait_for(events.get(), timeout=5)
 
@@ -205,13 +238,13 @@ async def test_avatar_leaving_the_room_is_checked_at_once(
 
 
 async def test_avatar_leaving_while_the_session_runs_is_a_loss(
-    fake: FakeProtoface, job_room: rtc.Room
+    emu: Emulator, workers: ManualWorkers, job_room: rtc.Room
 ) -> None:
-    avatar = await started(fake, job_room, poll_interval=60)
+    avatar = await started(emu, job_room, poll_interval=60)
     events = lost_events(avatar)
     session_id = avatar.session_id
     assert session_id is not None
-    fake.update_session(session_id, **FIRST_FRAME)
+    first_frame(workers, session_id)
     await asyncio.wait_for(avatar.wait_for_join(), timeout=5)
 
     avatar_left(job_room)
@@ -224,49 +257,46 @@ async def test_avatar_leaving_while_the_session_runs_is_a_loss(
 
 
 async def test_other_participants_leaving_is_ignored(
-    fake: FakeProtoface, job_room: rtc.Room
+    emu: Emulator, workers: ManualWorkers, job_room: rtc.Room
 ) -> None:
-    avatar = await started(fake, job_room, poll_interval=0.05)
+    avatar = await started(emu, job_room, poll_interval=0.05)
     events = lost_events(avatar)
     assert avatar.session_id is not None
-    fake.update_session(avatar.session_id, **FIRST_FRAME)
+    first_frame(workers, avatar.session_id)
     await asyncio.wait_for(avatar.wait_for_join(), timeout=5)
 
     avatar_left(job_room, identity="some-user")
-    polls = len(fake.requests_to("GET", "/v1/sessions/{id}"))
-    await asyncio.wait_for(fake.wait_for_requests("GET", "/v1/sessions/{id}", polls + 5), 10)
+    polls = len(emu.requests.matching(GET_SESSION))
+    await emu.requests.wait_for(GET_SESSION, count=polls + 5, timeout=10)
 
     assert events.empty()
     await avatar.aclose()
 
 
 async def test_transient_poll_errors_do_not_stop_the_monitor(
-    fake: FakeProtoface, job_room: rtc.Room
+    emu: Emulator, workers: ManualWorkers, job_room: rtc.Room
 ) -> None:
-    avatar = await started(fake, job_room)
+    avatar = await started(emu, job_room)
     assert avatar.session_id is not None
-    fake.script(
-        "GET",
-        "/v1/sessions/{id}",
-        *[Reply(status=503, json=envelope("service_unavailable", "down")) for _ in range(6)],
+    errors = emu.faults.reply(
+        GET_SESSION, 503, json=envelope("service_unavailable", "down"), count=6
     )
-    fake.update_session(
-        avatar.session_id, status="failed", failure={"code": "livekit_unreachable", "message": ""}
-    )
+    workers.worker(avatar.session_id).fail("livekit_unreachable", "nothing answered")
 
     with pytest.raises(AvatarSessionFailedError) as info:
         await asyncio.wait_for(avatar.wait_for_join(), timeout=10)
     assert info.value.failure_code == "livekit_unreachable"
+    assert errors.fired == 6  # the failure was read after six failed polls
     await avatar.aclose()
 
 
 async def test_audio_fallback_off_leaves_the_audio_output_alone(
-    fake: FakeProtoface, job_room: rtc.Room
+    emu: Emulator, workers: ManualWorkers, job_room: rtc.Room
 ) -> None:
     session: AgentSession[None] = AgentSession()
     avatar = AvatarSession(
         api_key=API_KEY,
-        api_url=fake.url,
+        api_url=emu.url,
         conn_options=FAST,
         poll_interval=0.05,
         audio_fallback=False,
@@ -276,9 +306,9 @@ async def test_audio_fallback_off_leaves_the_audio_output_alone(
     events = lost_events(avatar)
     assert avatar.session_id is not None
     output = session.output.audio
-    fake.update_session(avatar.session_id, **FIRST_FRAME)
+    first_frame(workers, avatar.session_id)
     await asyncio.wait_for(avatar.wait_for_join(), timeout=5)
-    fake.update_session(avatar.session_id, status="ended")
+    await emu.store.end_session(avatar.session_id)
     await asyncio.wait_for(events.get(), timeout=5)
 
     assert session.output.audio is output
@@ -288,7 +318,7 @@ async def test_audio_fallback_off_leaves_the_audio_output_alone(
 
 
 async def test_audio_fallback_is_attempted_and_its_failure_does_not_hide_the_event(
-    fake: FakeProtoface, job_room: rtc.Room, caplog: pytest.LogCaptureFixture
+    emu: Emulator, workers: ManualWorkers, job_room: rtc.Room, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Stand-in: the room is not connected, so publishing the fallback track fails.
 
@@ -296,14 +326,14 @@ async def test_audio_fallback_is_attempted_and_its_failure_does_not_hide_the_eve
     """
     session: AgentSession[None] = AgentSession()
     avatar = AvatarSession(
-        api_key=API_KEY, api_url=fake.url, conn_options=FAST, poll_interval=0.05, recovery=False
+        api_key=API_KEY, api_url=emu.url, conn_options=FAST, poll_interval=0.05, recovery=False
     )
     await avatar.start(session, room=job_room)
     events = lost_events(avatar)
     assert avatar.session_id is not None
-    fake.update_session(avatar.session_id, **FIRST_FRAME)
+    first_frame(workers, avatar.session_id)
     await asyncio.wait_for(avatar.wait_for_join(), timeout=5)
-    fake.update_session(avatar.session_id, status="ended")
+    await emu.store.end_session(avatar.session_id)
 
     await asyncio.wait_for(events.get(), timeout=10)
 
@@ -312,35 +342,35 @@ async def test_audio_fallback_is_attempted_and_its_failure_does_not_hide_the_eve
 
 
 async def test_monitor_stops_after_the_loss_and_aclose_leaves_no_task(
-    fake: FakeProtoface, job_room: rtc.Room
+    emu: Emulator, workers: ManualWorkers, job_room: rtc.Room
 ) -> None:
     before = set(asyncio.all_tasks())
-    avatar = await started(fake, job_room, poll_interval=0.05)
+    avatar = await started(emu, job_room, poll_interval=0.05)
     events = lost_events(avatar)
     assert avatar.session_id is not None
-    fake.update_session(avatar.session_id, **FIRST_FRAME)
+    first_frame(workers, avatar.session_id)
     await asyncio.wait_for(avatar.wait_for_join(), timeout=5)
-    fake.update_session(avatar.session_id, status="ended")
+    await emu.store.end_session(avatar.session_id)
     await asyncio.wait_for(events.get(), timeout=5)
 
-    polls = len(fake.requests_to("GET", "/v1/sessions/{id}"))
+    polls = len(emu.requests.matching(GET_SESSION))
     await asyncio.sleep(0.3)
-    assert len(fake.requests_to("GET", "/v1/sessions/{id}")) == polls
+    assert len(emu.requests.matching(GET_SESSION)) == polls
 
     await avatar.aclose()
     assert leftover_tasks(before) == []
 
 
 async def test_aclose_while_monitoring_leaves_no_task(
-    fake: FakeProtoface, job_room: rtc.Room
+    emu: Emulator, workers: ManualWorkers, job_room: rtc.Room
 ) -> None:
     before = set(asyncio.all_tasks())
-    avatar = await started(fake, job_room, poll_interval=0.05)
-    await asyncio.wait_for(fake.wait_for_requests("GET", "/v1/sessions/{id}", 1), 5)
+    avatar = await started(emu, job_room, poll_interval=0.05)
+    await emu.requests.wait_for(GET_SESSION, timeout=5)
 
     await avatar.aclose()
 
     assert leftover_tasks(before) == []
-    polls = len(fake.requests_to("GET", "/v1/sessions/{id}"))
+    polls = len(emu.requests.matching(GET_SESSION))
     await asyncio.sleep(0.2)
-    assert len(fake.requests_to("GET", "/v1/sessions/{id}")) == polls
+    assert len(emu.requests.matching(GET_SESSION)) == polls
