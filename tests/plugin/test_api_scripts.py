@@ -9,27 +9,42 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from aiohttp import web
 
 from livekit.plugins.protoface import (
     ProtofaceAPI,
     ProtofaceException,
     ProtofaceValueError,
 )
+from protoface_emulator import Emulator
+from protoface_emulator.lifecycle import ManualWorkers
 
-from .fake_protoface import API_KEY, FAST, FakeProtoface, Reply, free_port
+from .helpers import (
+    API_KEY,
+    FAST,
+    add_session,
+    assert_ended_by_the_client,
+    ended_ids,
+    free_port,
+)
 from .raw_http import RawRequest, raw_server, response
+
+LIST_SESSIONS = "GET /v1/sessions"
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
-def make_api(fake: FakeProtoface, session: aiohttp.ClientSession | None = None) -> ProtofaceAPI:
-    return ProtofaceAPI(api_key=API_KEY, api_url=fake.url, conn_options=FAST, session=session)
+def make_api(emu: Emulator, session: aiohttp.ClientSession | None = None) -> ProtofaceAPI:
+    return ProtofaceAPI(api_key=API_KEY, api_url=emu.url, conn_options=FAST, session=session)
 
 
-async def test_works_outside_a_job_without_a_session(fake: FakeProtoface) -> None:
+def page(cursor: str, *, data: list[dict[str, str]] | None = None) -> dict[str, object]:
+    """A list page that says there is more, after `cursor`."""
+    return {"object": "list", "data": data or [], "has_more": True, "next_cursor": cursor}
+
+
+async def test_works_outside_a_job_without_a_session(emu: Emulator) -> None:
     """The published plugin raised RuntimeError here (no job http context)."""
-    api = make_api(fake)
+    api = make_api(emu)
     try:
         status = await api.get_status()
     finally:
@@ -38,8 +53,8 @@ async def test_works_outside_a_job_without_a_session(fake: FakeProtoface) -> Non
     assert status["status"] == "operational"
 
 
-async def test_owned_session_is_closed_by_aclose(fake: FakeProtoface) -> None:
-    async with make_api(fake) as api:
+async def test_owned_session_is_closed_by_aclose(emu: Emulator) -> None:
+    async with make_api(emu) as api:
         await api.get_status()
         # Reading the private attribute: ownership is not part of the public API.
         owned = api._requester.owned_session
@@ -48,85 +63,91 @@ async def test_owned_session_is_closed_by_aclose(fake: FakeProtoface) -> None:
     assert owned.closed
 
 
-async def test_caller_owned_session_is_never_closed(fake: FakeProtoface) -> None:
+async def test_caller_owned_session_is_never_closed(emu: Emulator) -> None:
     async with aiohttp.ClientSession() as http:
-        async with make_api(fake, session=http) as api:
+        async with make_api(emu, session=http) as api:
             await api.get_status()
         await api.aclose()
 
         assert not http.closed
         assert api._requester.owned_session is None
-        async with http.get(f"{fake.url}/v1/status") as response:
+        key = {"Authorization": f"Bearer {API_KEY}"}
+        async with http.get(f"{emu.url}/v1/status", headers=key) as response:
             assert response.status == 200
 
 
-async def test_aclose_is_idempotent_and_safe_before_any_request(fake: FakeProtoface) -> None:
-    api = make_api(fake)
+async def test_aclose_is_idempotent_and_safe_before_any_request(emu: Emulator) -> None:
+    api = make_api(emu)
     await api.aclose()
     await api.aclose()
-    assert fake.requests == []
+    assert emu.requests.all() == []
 
 
-async def test_list_sessions_follows_the_cursor_across_pages(fake: FakeProtoface) -> None:
-    created = [fake.add_session(status="running")["id"] for _ in range(7)]
+async def test_list_sessions_follows_the_cursor_across_pages(
+    emu: Emulator, workers: ManualWorkers
+) -> None:
+    created = [(await add_session(emu, workers, "running")).id for _ in range(7)]
 
-    async with make_api(fake) as api:
+    async with make_api(emu) as api:
         seen = [s["id"] async for s in api.list_sessions(limit=3)]
 
     assert seen == list(reversed(created))
-    pages = fake.requests_to("GET", "/v1/sessions")
+    pages = emu.requests.matching(LIST_SESSIONS)
     assert len(pages) == 3
-    assert ("starting_after", created[4]) in pages[1].query
-    assert ("starting_after", created[1]) in pages[2].query
-    assert all(("limit", "3") in p.query for p in pages)
+    assert "starting_after" not in pages[0].query
+    assert pages[1].query.getall("starting_after") == [created[4]]
+    assert pages[2].query.getall("starting_after") == [created[1]]
+    assert all(p.query.getall("limit") == ["3"] for p in pages)
 
 
-async def test_list_sessions_sends_filters(fake: FakeProtoface) -> None:
-    fake.add_session(status="running", avatar_id="av_a")
-    wanted = fake.add_session(status="queued", avatar_id="av_b")
-    fake.add_session(status="ended", avatar_id="av_b")
+async def test_list_sessions_sends_filters(emu: Emulator, workers: ManualWorkers) -> None:
+    await add_session(emu, workers, "running", avatar_id="av_stock_002")
+    wanted = await add_session(emu, workers, "queued", avatar_id="av_stock_003")
+    await add_session(emu, workers, "ended", avatar_id="av_stock_003")
 
-    async with make_api(fake) as api:
+    async with make_api(emu) as api:
         seen = [
-            s["id"] async for s in api.list_sessions(status=["queued", "running"], avatar_id="av_b")
+            s["id"]
+            async for s in api.list_sessions(status=["queued", "running"], avatar_id="av_stock_003")
         ]
 
-    assert seen == [wanted["id"]]
-    (request,) = fake.requests_to("GET", "/v1/sessions")
-    assert ("status", "queued") in request.query
-    assert ("status", "running") in request.query
-    assert ("avatar_id", "av_b") in request.query
+    assert seen == [wanted.id]
+    (request,) = emu.requests.matching(LIST_SESSIONS)
+    statuses = [part for value in request.query.getall("status") for part in value.split(",")]
+    assert sorted(statuses) == ["queued", "running"]
+    assert request.query.getall("avatar_id") == ["av_stock_003"]
 
 
-async def test_list_sessions_refuses_a_repeated_cursor(fake: FakeProtoface) -> None:
-    page = {"object": "list", "data": [], "has_more": True, "next_cursor": "sess_same"}
-    fake.script("GET", "/v1/sessions", Reply(json=page), Reply(json=page))
+async def test_list_sessions_refuses_a_repeated_cursor(emu: Emulator) -> None:
+    emu.faults.reply(LIST_SESSIONS, json=page("sess_same"), count=2)
 
-    async with make_api(fake) as api:
+    async with make_api(emu) as api:
         with pytest.raises(ProtofaceException, match="same next_cursor"):
             _ = [s async for s in api.list_sessions()]
 
 
-async def test_list_avatars_follows_the_cursor(fake: FakeProtoface) -> None:
-    for n in range(4):
-        fake.add_avatar(f"av_custom_{n}")
+async def test_list_avatars_follows_the_cursor(emu: Emulator) -> None:
+    stock = ["av_stock_001", "av_stock_002", "av_stock_003"]
+    uploads = [
+        emu.store.create_avatar(name=f"custom {n}", runtime_type="avtr1").id for n in range(4)
+    ]
 
-    async with make_api(fake) as api:
+    async with make_api(emu) as api:
         seen = [a["id"] async for a in api.list_avatars(limit=2)]
 
-    assert seen == ["av_stock_001"] + [f"av_custom_{n}" for n in range(4)]
-    assert len(fake.requests_to("GET", "/v1/avatars")) == 3
+    assert seen == stock + list(reversed(uploads))  # stock first, then uploads newest first
+    assert len(emu.requests.matching("GET /v1/avatars")) == 4
 
 
-async def test_get_session_get_avatar_and_status(fake: FakeProtoface) -> None:
-    session = fake.add_session(status="running")
+async def test_get_session_get_avatar_and_status(emu: Emulator, workers: ManualWorkers) -> None:
+    session = await add_session(emu, workers, "running")
 
-    async with make_api(fake) as api:
-        got = await api.get_session(session["id"])
+    async with make_api(emu) as api:
+        got = await api.get_session(session.id)
         avatar = await api.get_avatar("av_stock_001")
         status = await api.get_status()
 
-    assert got["id"] == session["id"] and got["status"] == "running"
+    assert got["id"] == session.id and got["status"] == "running"
     assert avatar["id"] == "av_stock_001" and avatar["is_demo"] is True
     assert status["components"][0]["name"] == "api"
 
@@ -134,11 +155,9 @@ async def test_get_session_get_avatar_and_status(fake: FakeProtoface) -> None:
 @pytest.mark.parametrize(
     "bad_id", ["..", ".", "../status", "a/b", "sess_1?x=1", "sess_1#f", "sess 1", "sess_1\n", ""]
 )
-async def test_path_unsafe_ids_are_refused_before_the_network(
-    fake: FakeProtoface, bad_id: str
-) -> None:
+async def test_path_unsafe_ids_are_refused_before_the_network(emu: Emulator, bad_id: str) -> None:
     """An id becomes a URL path segment: `..` once turned `end_session` into `POST /v1/end`."""
-    async with make_api(fake) as api:
+    async with make_api(emu) as api:
         with pytest.raises(ProtofaceValueError) as ended:
             await api.end_session(bad_id)
         with pytest.raises(ProtofaceValueError) as got:
@@ -149,20 +168,18 @@ async def test_path_unsafe_ids_are_refused_before_the_network(
     assert ended.value.param == got.value.param == "session_id"
     assert avatar.value.param == "avatar_id"
     assert repr(bad_id) in str(ended.value)
-    assert fake.requests == []
+    assert emu.requests.all() == []
 
 
-async def test_env_vars_supply_key_and_url(
-    fake: FakeProtoface, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_env_vars_supply_key_and_url(emu: Emulator, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PROTOFACE_API_KEY", API_KEY)
-    monkeypatch.setenv("PROTOFACE_API_URL", fake.url + "/")
+    monkeypatch.setenv("PROTOFACE_API_URL", emu.url + "/")
 
     async with ProtofaceAPI(conn_options=FAST) as api:
-        assert api.api_url == fake.url
+        assert api.api_url == emu.url
         await api.get_status()
 
-    assert fake.requests[0].headers["Authorization"] == f"Bearer {API_KEY}"
+    assert emu.requests.all()[0].headers["Authorization"] == f"Bearer {API_KEY}"
 
 
 async def test_missing_key_raises_protoface_exception() -> None:
@@ -171,12 +188,12 @@ async def test_missing_key_raises_protoface_exception() -> None:
 
 
 async def test_manage_sessions_example_lists_and_ends_active_sessions(
-    fake: FakeProtoface,
+    emu: Emulator, workers: ManualWorkers
 ) -> None:
-    active = [fake.add_session(status=s)["id"] for s in ("queued", "running", "running")]
-    done = fake.add_session(status="ended")["id"]
+    active = [(await add_session(emu, workers, s)).id for s in ("queued", "running", "running")]
+    done = (await add_session(emu, workers, "ended")).id
     script = EXAMPLES / "manage_sessions.py"
-    env = {**os.environ, "PROTOFACE_API_KEY": API_KEY, "PROTOFACE_API_URL": fake.url}
+    env = {**os.environ, "PROTOFACE_API_KEY": API_KEY, "PROTOFACE_API_URL": emu.url}
 
     process = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -191,8 +208,10 @@ async def test_manage_sessions_example_lists_and_ends_active_sessions(
     stdout, stderr = await asyncio.wait_for(process.communicate(), timeout=60)
 
     assert process.returncode == 0, stderr.decode()
-    assert sorted(fake.ended) == sorted(active)
-    assert done not in fake.ended
+    assert sorted(ended_ids(emu)) == sorted(active)
+    for session_id in active:
+        assert_ended_by_the_client(emu, session_id)
+    assert done not in ended_ids(emu)
     assert "3 session(s)" in stdout.decode()
 
 
@@ -202,13 +221,8 @@ def test_client_survives_a_second_asyncio_run() -> None:
     api = ProtofaceAPI(api_key=API_KEY, api_url=f"http://127.0.0.1:{port}", conn_options=FAST)
 
     async def one_run() -> str:
-        runner = web.AppRunner(FakeProtoface().app())
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", port).start()
-        try:
+        async with Emulator(api_key=API_KEY, port=port, worker_factory=ManualWorkers()):
             return (await api.get_status())["status"]
-        finally:
-            await runner.cleanup()
 
     assert asyncio.run(one_run()) == "operational"
     assert asyncio.run(one_run()) == "operational"  # no aclose() in between
@@ -216,14 +230,14 @@ def test_client_survives_a_second_asyncio_run() -> None:
     assert api._requester.owned_session is None
 
 
-async def test_closed_caller_session_is_a_clear_error(fake: FakeProtoface) -> None:
+async def test_closed_caller_session_is_a_clear_error(emu: Emulator) -> None:
     http = aiohttp.ClientSession()
     await http.close()
-    api = make_api(fake, session=http)
+    api = make_api(emu, session=http)
 
     with pytest.raises(ProtofaceException, match="session passed to ProtofaceAPI"):
         await api.get_status()
-    assert fake.requests == []
+    assert emu.requests.all() == []
 
 
 async def test_a_session_that_is_not_an_aiohttp_session_is_refused_at_construction() -> None:
@@ -233,29 +247,30 @@ async def test_a_session_that_is_not_an_aiohttp_session_is_refused_at_constructi
     assert "str" in str(info.value)
 
 
-async def test_list_sessions_refuses_a_cursor_cycle(fake: FakeProtoface) -> None:
+async def test_list_sessions_refuses_a_cursor_cycle(emu: Emulator) -> None:
     """A -> B -> A: a guard that only compares with the previous cursor loops forever."""
 
-    def page(cursor: str) -> Reply:
-        data = [{"object": "session", "id": f"sess_{cursor}"}]
-        return Reply(json={"object": "list", "data": data, "has_more": True, "next_cursor": cursor})
-
-    fake.script("GET", "/v1/sessions", page("a"), page("b"), page("a"), page("b"), page("a"))
+    for cursor in "ababa":
+        emu.faults.reply(
+            LIST_SESSIONS, json=page(cursor, data=[{"object": "session", "id": f"sess_{cursor}"}])
+        )
     seen: list[str] = []
-    async with make_api(fake) as api:
+    async with make_api(emu) as api:
         with pytest.raises(ProtofaceException, match="same next_cursor"):
             async for session in api.list_sessions():
                 seen.append(session["id"])
 
     assert seen == ["sess_a", "sess_b", "sess_a"]
-    assert len(fake.requests_to("GET", "/v1/sessions")) == 3
+    assert len(emu.requests.matching(LIST_SESSIONS)) == 3
 
 
-async def test_list_sessions_accepts_one_status_as_a_string(fake: FakeProtoface) -> None:
-    wanted = fake.add_session(status="running")["id"]
-    fake.add_session(status="ended")
+async def test_list_sessions_accepts_one_status_as_a_string(
+    emu: Emulator, workers: ManualWorkers
+) -> None:
+    wanted = (await add_session(emu, workers, "running")).id
+    await add_session(emu, workers, "ended")
 
-    async with make_api(fake) as api:
+    async with make_api(emu) as api:
         seen = [s["id"] async for s in api.list_sessions(status="running")]
 
     assert seen == [wanted]
@@ -277,8 +292,8 @@ async def test_a_thousand_concurrent_calls_share_pooled_connections() -> None:
     assert server.connections <= 100  # aiohttp's pool limit, and no new ones for `again`
 
 
-async def test_client_is_usable_after_aclose(fake: FakeProtoface) -> None:
-    api = make_api(fake)
+async def test_client_is_usable_after_aclose(emu: Emulator) -> None:
+    api = make_api(emu)
     async with api:
         await api.get_status()
         async with api:  # nested: the inner exit closes, the next call reopens
@@ -287,4 +302,4 @@ async def test_client_is_usable_after_aclose(fake: FakeProtoface) -> None:
     await api.get_status()
     await api.aclose()
 
-    assert len(fake.requests) == 4
+    assert len(emu.requests) == 4
