@@ -15,14 +15,16 @@ from livekit.plugins.protoface import (
     ProtofaceException,
     ProtofaceValueError,
 )
+from protoface_emulator import Emulator
 
-from .fake_protoface import (
+from .helpers import (
     API_KEY,
+    CREATE,
     FAST,
     LIVEKIT_API_KEY,
     LIVEKIT_API_SECRET,
     LIVEKIT_URL,
-    FakeProtoface,
+    body,
     leftover_tasks,
 )
 
@@ -62,10 +64,10 @@ BAD_SESSION_OPTIONS: list[tuple[str, dict[str, Any], str]] = [
     ids=[f"{p}={v}" for p, _, v in BAD_SESSION_OPTIONS],
 )
 async def test_start_session_refuses_bad_input_without_a_request(
-    fake: FakeProtoface, param: str, options: dict[str, Any], shown: str
+    emu: Emulator, param: str, options: dict[str, Any], shown: str
 ) -> None:
     kwargs: dict[str, Any] = {"avatar_id": "av_stock_001", "transport": TRANSPORT, **options}
-    async with ProtofaceAPI(api_key=API_KEY, api_url=fake.url, conn_options=FAST) as api:
+    async with ProtofaceAPI(api_key=API_KEY, api_url=emu.url, conn_options=FAST) as api:
         with pytest.raises(ProtofaceValueError) as info:
             await api.start_session(**kwargs)
 
@@ -74,7 +76,7 @@ async def test_start_session_refuses_bad_input_without_a_request(
     assert param in str(info.value)
     assert shown in str(info.value)
     assert info.value.param is not None and info.value.param.startswith(param)
-    assert fake.requests == []
+    assert emu.requests.all() == []
 
 
 @pytest.mark.parametrize(
@@ -92,9 +94,15 @@ async def test_avatar_session_refuses_bad_input_at_construction(
     assert shown in str(info.value)
 
 
-async def test_metadata_at_the_limits_is_accepted(fake: FakeProtoface) -> None:
-    metadata = {"customer": "acme", "n": 1, "f": 0.5, "flag": True, "none": None}
-    async with ProtofaceAPI(api_key=API_KEY, api_url=fake.url, conn_options=FAST) as api:
+async def test_metadata_at_the_limits_is_accepted(emu: Emulator) -> None:
+    metadata: dict[str, str | int | float | bool | None] = {
+        "customer": "acme",
+        "n": 1,
+        "f": 0.5,
+        "flag": True,
+        "none": None,
+    }
+    async with ProtofaceAPI(api_key=API_KEY, api_url=emu.url, conn_options=FAST) as api:
         session = await api.start_session(
             avatar_id="av_stock_001",
             transport=TRANSPORT,
@@ -104,22 +112,22 @@ async def test_metadata_at_the_limits_is_accepted(fake: FakeProtoface) -> None:
             metadata=metadata,
         )
 
-    (create,) = fake.requests_to("POST", "/v1/sessions")
-    assert create.body["metadata"] == metadata
-    assert create.body["quality"] == "mock"
-    assert create.body["idle_timeout_seconds"] == 600
-    assert create.body["max_duration_seconds"] == 3600
+    (create,) = emu.requests.matching(CREATE)
+    assert body(create)["metadata"] == metadata
+    assert body(create)["quality"] == "mock"
+    assert body(create)["idle_timeout_seconds"] == 600
+    assert body(create)["max_duration_seconds"] == 3600
     assert session["metadata"] == metadata
 
 
-async def test_none_options_are_omitted_like_the_published_plugin(fake: FakeProtoface) -> None:
-    async with ProtofaceAPI(api_key=API_KEY, api_url=fake.url, conn_options=FAST) as api:
+async def test_none_options_are_omitted_like_the_published_plugin(emu: Emulator) -> None:
+    async with ProtofaceAPI(api_key=API_KEY, api_url=emu.url, conn_options=FAST) as api:
         await api.start_session(
             avatar_id="av_stock_001", transport=TRANSPORT, max_duration_seconds=None
         )
 
-    (create,) = fake.requests_to("POST", "/v1/sessions")
-    assert set(create.body) == {"avatar_id", "transport"}
+    (create,) = emu.requests.matching(CREATE)
+    assert set(body(create)) == {"avatar_id", "transport"}
 
 
 @pytest.mark.parametrize(
@@ -134,14 +142,14 @@ async def test_none_options_are_omitted_like_the_published_plugin(fake: FakeProt
     ],
 )
 async def test_start_session_refuses_bad_livekit_transport(
-    fake: FakeProtoface, transport: Any, param: str
+    emu: Emulator, transport: Any, param: str
 ) -> None:
-    async with ProtofaceAPI(api_key=API_KEY, api_url=fake.url, conn_options=FAST) as api:
+    async with ProtofaceAPI(api_key=API_KEY, api_url=emu.url, conn_options=FAST) as api:
         with pytest.raises(ProtofaceValueError) as info:
             await api.start_session(avatar_id="av_stock_001", transport=transport)
 
     assert info.value.param == param
-    assert fake.requests == []
+    assert emu.requests.all() == []
 
 
 @pytest.mark.parametrize(
@@ -215,9 +223,9 @@ async def test_avatar_session_defaults_none_identity_like_the_published_plugin()
     ["livekit.example.com", "ftp://livekit.example.com", "wss://", "wss://host/?token=x"],
 )
 async def test_start_refuses_bad_livekit_url_without_request_or_task(
-    fake: FakeProtoface, job_room: Any, livekit_url: str
+    emu: Emulator, job_room: Any, livekit_url: str
 ) -> None:
-    avatar = AvatarSession(api_key=API_KEY, api_url=fake.url, conn_options=FAST)
+    avatar = AvatarSession(api_key=API_KEY, api_url=emu.url, conn_options=FAST)
     before = set(asyncio.all_tasks())
 
     with pytest.raises(ProtofaceValueError) as info:
@@ -231,17 +239,17 @@ async def test_start_refuses_bad_livekit_url_without_request_or_task(
 
     assert info.value.param == "livekit_url"
     assert repr(livekit_url) in str(info.value)
-    assert fake.requests == []
+    assert emu.requests.all() == []
     assert leftover_tasks(before) == []
     assert avatar._wait_avatar_join_task is None
     await avatar.aclose()
 
 
 async def test_start_without_livekit_credentials_names_what_is_missing(
-    fake: FakeProtoface, job_room: Any, monkeypatch: pytest.MonkeyPatch
+    emu: Emulator, job_room: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("LIVEKIT_URL", LIVEKIT_URL)
-    avatar = AvatarSession(api_key=API_KEY, api_url=fake.url, conn_options=FAST)
+    avatar = AvatarSession(api_key=API_KEY, api_url=emu.url, conn_options=FAST)
 
     with pytest.raises(ProtofaceException) as info:
         await avatar.start(AgentSession(), job_room)
@@ -249,14 +257,14 @@ async def test_start_without_livekit_credentials_names_what_is_missing(
     assert "LIVEKIT_API_KEY" in str(info.value)
     assert "LIVEKIT_API_SECRET" in str(info.value)
     assert "LIVEKIT_URL" not in str(info.value).split(";")[0]
-    assert fake.requests == []
+    assert emu.requests.all() == []
     await avatar.aclose()
 
 
 async def test_refused_start_can_be_retried(
-    fake: FakeProtoface, job_room: Any, livekit_env: None
+    emu: Emulator, job_room: Any, livekit_env: None
 ) -> None:
-    avatar = AvatarSession(api_key=API_KEY, api_url=fake.url, conn_options=FAST)
+    avatar = AvatarSession(api_key=API_KEY, api_url=emu.url, conn_options=FAST)
     session: AgentSession[None] = AgentSession()
     with pytest.raises(ProtofaceValueError):
         await avatar.start(session, job_room, livekit_url="nope")
@@ -312,46 +320,46 @@ async def test_bad_url_from_the_environment_names_the_variable(
     ids=["websocket", "no-type", "set-value", "nan-value"],
 )
 async def test_transport_protoface_cannot_take_is_refused_before_the_network(
-    fake: FakeProtoface, transport: dict[str, Any], param: str
+    emu: Emulator, transport: dict[str, Any], param: str
 ) -> None:
-    async with ProtofaceAPI(api_key=API_KEY, api_url=fake.url, conn_options=FAST) as api:
+    async with ProtofaceAPI(api_key=API_KEY, api_url=emu.url, conn_options=FAST) as api:
         with pytest.raises(ProtofaceValueError) as info:
             await api.start_session(avatar_id="av_stock_001", transport=transport)
 
     assert info.value.param == param
-    assert fake.requests == []
+    assert emu.requests.all() == []
 
 
-async def test_metadata_size_is_counted_in_utf8_like_the_api(fake: FakeProtoface) -> None:
+async def test_metadata_size_is_counted_in_utf8_like_the_api(emu: Emulator) -> None:
     """3000 'é' are 6 KB of UTF-8 but 18 KB once JSON-escaped; the API counts UTF-8."""
     metadata = {"note": "é" * 3000}
-    async with ProtofaceAPI(api_key=API_KEY, api_url=fake.url, conn_options=FAST) as api:
+    async with ProtofaceAPI(api_key=API_KEY, api_url=emu.url, conn_options=FAST) as api:
         await api.start_session(avatar_id="av_stock_001", transport=TRANSPORT, metadata=metadata)
         with pytest.raises(ProtofaceValueError, match="8192"):
             await api.start_session(
                 avatar_id="av_stock_001", transport=TRANSPORT, metadata={"note": "é" * 4200}
             )
 
-    (create,) = fake.requests_to("POST", "/v1/sessions")
-    assert create.body["metadata"] == metadata
+    (create,) = emu.requests.matching(CREATE)
+    assert body(create)["metadata"] == metadata
 
 
-async def test_idempotency_key_none_means_generate_one(fake: FakeProtoface) -> None:
-    async with ProtofaceAPI(api_key=API_KEY, api_url=fake.url, conn_options=FAST) as api:
+async def test_idempotency_key_none_means_generate_one(emu: Emulator) -> None:
+    async with ProtofaceAPI(api_key=API_KEY, api_url=emu.url, conn_options=FAST) as api:
         await api.start_session(avatar_id="av_stock_001", transport=TRANSPORT, idempotency_key=None)
 
-    (create,) = fake.requests_to("POST", "/v1/sessions")
+    (create,) = emu.requests.matching(CREATE)
     assert create.headers["Idempotency-Key"]
 
 
 @pytest.mark.parametrize("status", [5, ["running", "bogus"], []])
-async def test_list_sessions_refuses_bad_status_filters(fake: FakeProtoface, status: Any) -> None:
-    async with ProtofaceAPI(api_key=API_KEY, api_url=fake.url, conn_options=FAST) as api:
+async def test_list_sessions_refuses_bad_status_filters(emu: Emulator, status: Any) -> None:
+    async with ProtofaceAPI(api_key=API_KEY, api_url=emu.url, conn_options=FAST) as api:
         with pytest.raises(ProtofaceValueError) as info:
             _ = [s async for s in api.list_sessions(status=status)]
 
     assert info.value.param == "status"
-    assert fake.requests == []
+    assert emu.requests.all() == []
 
 
 async def test_avatar_session_without_any_api_key_is_refused_at_construction() -> None:
