@@ -77,8 +77,7 @@ class Resolved:
 
 def resolve(method: str, raw_path: str) -> Resolved:
     """Find the route for `method` on `raw_path` (percent-encoded, no query)."""
-    if not raw_path.startswith("/"):
-        return Resolved(None, {})
+    # A path that is not absolute (`OPTIONS *`) has no segments to match: a 404.
     segments = tuple(unquote(segment) for segment in raw_path.split("/")[1:])
     allowed: set[str] = set()
     for endpoint in ROUTES:

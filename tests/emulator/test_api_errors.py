@@ -806,3 +806,22 @@ async def test_every_route_refuses_unknown_query_parameters(
 ) -> None:
     reply = await call(http, emu, method, f"{path}?colour=blue")
     assert_error(reply, 400, "invalid_request", "unknown_parameter", "colour")
+
+
+async def test_bodies_are_utf8_and_non_ascii_text_survives(
+    emu: Emulator, http: aiohttp.ClientSession
+) -> None:
+    body = session_body(metadata={"город": "Zürich ✓"})
+    created = await call(http, emu, "POST", "/v1/sessions", json_body=body)
+    assert created.status == 201, created.text
+    assert created.json["metadata"] == {"город": "Zürich ✓"}
+    latin1 = json.dumps(session_body(metadata={"k": "Zürich"}), ensure_ascii=False)
+    reply = await call(
+        http,
+        emu,
+        "POST",
+        "/v1/sessions",
+        data=latin1.encode("latin-1"),
+        headers={"Content-Type": "application/json"},
+    )
+    assert_error(reply, 400, "invalid_request", "invalid_json")

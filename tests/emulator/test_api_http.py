@@ -351,3 +351,8 @@ async def test_a_refused_expectation_closes_the_connection(emu: Emulator) -> Non
     reply = raw_reply(await exchange(emu, request))
     assert_error(reply, 401, "authentication", "missing_api_key")
     assert reply.headers["Connection"].lower() == "close"
+
+
+async def test_a_request_for_the_server_itself_is_a_404_envelope(emu: Emulator) -> None:
+    raw = await exchange(emu, _request(emu, "OPTIONS", "*"))
+    assert_error(raw_reply(raw), 404, "not_found", "route_not_found")

@@ -565,3 +565,10 @@ async def test_wait_for_answered_waits_for_the_answer_not_the_arrival(
     [answered] = await emu.requests.wait_for("GET /v1/status", answered=True, timeout=5)
     assert answered is arrived and answered.status == 200
     await slow
+
+
+@pytest.mark.parametrize(
+    ("flag", "handled"), [("yes", True), ("1", True), ("no", False), ("0", False)]
+)
+def test_the_spec_reads_handled_flags(flag: str, handled: bool) -> None:
+    assert Faults().add_spec(f"POST /v1/sessions=error,handled={flag}").handled is handled
