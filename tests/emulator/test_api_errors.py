@@ -825,3 +825,12 @@ async def test_bodies_are_utf8_and_non_ascii_text_survives(
         headers={"Content-Type": "application/json"},
     )
     assert_error(reply, 400, "invalid_request", "invalid_json")
+
+
+@pytest.mark.parametrize(("name", "kept"), [("  Ada  ", "Ada"), ("   ", "Custom Avatar")])
+async def test_an_upload_name_is_trimmed_and_a_blank_one_is_the_default(
+    emu: Emulator, http: aiohttp.ClientSession, name: str, kept: str
+) -> None:
+    reply = await call(http, emu, "POST", "/v1/avatars", data=_form(image=PNG, name=name))
+    assert reply.status == 201, reply.text
+    assert reply.json["name"] == kept and reply.json["runtime_type"] == "avtr1"
