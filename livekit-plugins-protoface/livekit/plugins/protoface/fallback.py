@@ -20,6 +20,7 @@ from .log import logger
 __all__ = ["RoomAudio"]
 
 _PUBLISH_TIMEOUT = 5.0  # publishing can hang on a dying room; report instead of waiting
+_CLOSE_TIMEOUT = 3.0
 
 
 class RoomAudio:
@@ -70,9 +71,15 @@ class RoomAudio:
         if output is None:
             return
         try:
-            await output.aclose()
+            # Bounded: at job shutdown the room may be going away under us, and a
+            # native call on it can then wait forever; shutdown must not.
+            await asyncio.wait_for(output.aclose(), _CLOSE_TIMEOUT)
             sid = published_track_sid(output)
             if sid is not None and self._room.isconnected():
-                await self._room.local_participant.unpublish_track(sid)
+                await asyncio.wait_for(
+                    self._room.local_participant.unpublish_track(sid), _CLOSE_TIMEOUT
+                )
+        except asyncio.TimeoutError:
+            logger.debug("closing the fallback audio output timed out; the room is going away")
         except Exception:
             logger.warning("failed to close the fallback audio output", exc_info=True)
