@@ -167,11 +167,12 @@ class AvatarSession(BaseAvatarSession[EventTypes]):
             avatar_participant_name, "avatar_participant_name", _AVATAR_AGENT_NAME
         )
         _check_options(worker_token_ttl, poll_interval, audio_fallback, recovery)
+        _check_flag(wait_playback_start, "wait_playback_start")
         self._worker_token_ttl = worker_token_ttl
         self._poll_interval = float(poll_interval)
         self._audio_fallback = audio_fallback
         self._policy = RecoveryPolicy() if recovery is True else (recovery or None)
-        self._wait_playback_start = bool(wait_playback_start)
+        self._wait_playback_start = wait_playback_start
         self._api = ProtofaceAPI(api_key=api_key, api_url=api_url, conn_options=conn_options)
 
         self._starting = False
@@ -430,6 +431,11 @@ def _identity_or_default(value: NotGivenOr[str | None], param: str, default: str
     return value
 
 
+def _check_flag(value: object, param: str) -> None:
+    if not isinstance(value, bool):
+        raise ProtofaceValueError(f"{param} must be True or False, got {value!r}", param=param)
+
+
 def _check_options(
     worker_token_ttl: object, poll_interval: object, audio_fallback: object, recovery: object
 ) -> None:
@@ -452,11 +458,7 @@ def _check_options(
             f"poll_interval must be a number of seconds above 0, got {poll_interval!r}",
             param="poll_interval",
         )
-    if not isinstance(audio_fallback, bool):
-        raise ProtofaceValueError(
-            f"audio_fallback must be True or False, got {audio_fallback!r}",
-            param="audio_fallback",
-        )
+    _check_flag(audio_fallback, "audio_fallback")
     if not isinstance(recovery, (bool, RecoveryPolicy)):
         raise ProtofaceValueError(
             f"recovery must be True, False or a RecoveryPolicy, got {recovery!r}",
