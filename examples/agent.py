@@ -56,18 +56,25 @@ async def entrypoint(ctx: JobContext) -> None:
 
     avatar = protoface.AvatarSession(
         avatar_id=os.environ.get("PROTOFACE_AVATAR_ID", protoface.DEFAULT_STOCK_AVATAR_ID),
+        # Per hosted session: a longer call hands over to a successor before it.
         max_duration_seconds=1800,
-        # Protoface ends the session after this long without speech from the agent.
-        idle_timeout_seconds=120,
+        # Only ends a session whose agent died: while the agent listens, the
+        # plugin keeps the session from idling out.
+        idle_timeout_seconds=30,
         metadata={"room": ctx.room.name},
     )
 
     def on_avatar_lost(event: protoface.AvatarLostEvent) -> None:
-        # The plugin already routes the agent's audio back to the room; say so.
+        # The plugin already routes the agent's audio back to the room (and brings
+        # a replacement when the cause is recoverable); say so.
         logger.info("avatar gone (%s); continuing audio-only", event.reason)
         session.say("My video just dropped, but I can still hear you.")
 
+    def on_avatar_restored(event: protoface.AvatarRestoredEvent) -> None:
+        logger.info("avatar back as %s (session %s)", event.avatar_identity, event.session_id)
+
     avatar.on("avatar_lost", on_avatar_lost)
+    avatar.on("avatar_restored", on_avatar_restored)
 
     # Start the avatar first: it takes over the agent's audio output.
     await avatar.start(session, room=ctx.room)
