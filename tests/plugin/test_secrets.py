@@ -15,15 +15,28 @@ from livekit.plugins.protoface import (
     ProtofaceAPI,
     ProtofaceAPIError,
 )
+from protoface_emulator import Emulator
 
-from .fake_protoface import (
+from .helpers import (
     API_KEY,
+    CREATE,
+    END,
     FAST,
+    GET_SESSION,
     LIVEKIT_API_SECRET,
-    FakeProtoface,
+    STATUS,
     LogCapture,
-    Reply,
+    body,
+    echoing,
 )
+
+TRANSPORT = {
+    "type": "livekit",
+    "url": "wss://example.livekit.cloud",
+    "room_name": "room",
+    "worker_token": "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ3b3JrZXIifQ.c2lnbmF0dXJlLXRlc3Q",
+}
+WORKER_TOKEN = TRANSPORT["worker_token"]
 
 
 def rendered(error: BaseException) -> str:
@@ -40,49 +53,54 @@ def rendered(error: BaseException) -> str:
 
 @pytest.mark.usefixtures("livekit_env")
 async def test_secrets_never_appear_in_logs_reprs_or_errors(
-    fake: FakeProtoface, job_room: rtc.Room, all_logs: LogCapture
+    emu: Emulator, job_room: rtc.Room, all_logs: LogCapture
 ) -> None:
     """A full run against a server that echoes what it receives into its errors."""
     errors: list[BaseException] = []
-    fake.script("POST", "/v1/sessions", Reply(status=503, echo=True))  # retried
-    avatar = AvatarSession(api_key=API_KEY, api_url=fake.url, conn_options=FAST)
+    echo = {"X-Request-Id": "req_echo"}
+    emu.faults.reply(CREATE, 503, json=echoing("service_unavailable"), headers=echo)  # retried
+    avatar = AvatarSession(api_key=API_KEY, api_url=emu.url, conn_options=FAST)
     objects: list[object] = [avatar]
 
     await avatar.start(AgentSession(), room=job_room)
     assert avatar.session_id is not None
-    creates = fake.requests_to("POST", "/v1/sessions")
-    worker_token = creates[-1].body["transport"]["worker_token"]
+    creates = emu.requests.matching(CREATE)
+    worker_token = body(creates[-1])["transport"]["worker_token"]
     secrets = [API_KEY, LIVEKIT_API_SECRET, worker_token]
     # Sanity: the server really received (and echoed) them, so a leak would show.
     assert API_KEY in creates[0].headers["Authorization"]
 
     # Failing polls whose errors echo the key and the request, then a failure whose
-    # message quotes the worker token.
-    fake.script("GET", "/v1/sessions/{id}", *[Reply(status=500, echo=True) for _ in range(12)])
-    fake.update_session(
-        avatar.session_id,
-        status="failed",
-        failure={"code": "livekit_auth_failed", "message": f"token {worker_token} refused"},
+    # message quotes the worker token (the emulator's own failures never do, so the
+    # session as it is, failed, is a scripted reply).
+    emu.faults.reply(GET_SESSION, 500, json=echoing(), headers=echo, count=12)
+    session = emu.store.get_session(avatar.session_id)
+    failure = {"code": "livekit_auth_failed", "message": f"token {worker_token} refused"}
+    emu.faults.reply(
+        GET_SESSION,
+        200,
+        json=lambda _: {**session.view(), "status": "failed", "failure": failure},
+        count=1000,
     )
     try:
         await asyncio.wait_for(avatar.wait_for_join(), timeout=20)
     except AvatarSessionFailedError as exc:
         errors.append(exc)
 
-    fake.script("POST", "/v1/sessions/{id}/end", Reply(status=400, echo=True))
+    emu.faults.reply(END, 400, json=echoing(), headers=echo)
     await avatar.aclose()
 
     # A script's view: a refused call and exhausted retries.
     api = ProtofaceAPI(
-        api_key=API_KEY, api_url=fake.url, conn_options=APIConnectOptions(max_retry=1, timeout=2)
+        api_key=API_KEY, api_url=emu.url, conn_options=APIConnectOptions(max_retry=1, timeout=2)
     )
     objects.append(api)
-    fake.script("GET", "/v1/status", Reply(status=401, echo=True))
+    emu.faults.reply(STATUS, 401, json=echoing(), headers=echo)
     try:
         await api.get_status()
     except ProtofaceAPIError as exc:
         errors.append(exc)
-    fake.script("GET", "/v1/status", Reply(status=502, echo=True), Reply(status=502, echo=True))
+    emu.faults.reply(STATUS, 502, json=echoing(), headers=echo, count=2)
     try:
         await api.get_status()
     except APIConnectionError as exc:
@@ -139,27 +157,77 @@ async def test_no_plaintext_warning_for_https_or_loopback(
 
 
 async def test_secret_hidden_behind_json_escapes_in_a_success_body_is_redacted(
-    fake: FakeProtoface,
+    emu: Emulator,
 ) -> None:
     """A server that echoes the worker token with every character \\u-escaped: the
     raw bytes never contain the token, the decoded session would."""
-    token = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ3b3JrZXIifQ.c2lnbmF0dXJlLXRlc3Q"
+    token = WORKER_TOKEN
     escaped = "".join(f"\\u{ord(c):04x}" for c in token)
     raw = (
         '{"id": "sess_1", "object": "session", "status": "queued", '
         f'"transport": {{"type": "livekit", "worker_token": "{escaped}"}}}}'
     )
-    fake.script("POST", "/v1/sessions", Reply(status=201, text=raw))
-    async with ProtofaceAPI(api_key=API_KEY, api_url=fake.url, conn_options=FAST) as api:
-        session = await api.start_session(
-            avatar_id="av_stock_001",
-            transport={
-                "type": "livekit",
-                "url": "wss://example.livekit.cloud",
-                "room_name": "room",
-                "worker_token": token,
-            },
-        )
+    emu.faults.reply(CREATE, 201, body=raw)
+    async with ProtofaceAPI(api_key=API_KEY, api_url=emu.url, conn_options=FAST) as api:
+        session = await api.start_session(avatar_id="av_stock_001", transport=TRANSPORT)
     assert session["id"] == "sess_1"
     assert session["transport"]["worker_token"] == "[redacted]"
     assert token not in repr(session)
+
+
+# -- secrets a server echoes in headers -------------------------------------------
+# The client quotes `X-Request-Id` and a redirect's `Location` in its errors; a
+# careless server (or a proxy) that copies the request into them must not get a
+# secret into an error message, a log line or an exception attribute.
+
+
+@pytest.mark.parametrize(
+    "error_body",
+    [{"detail": "no"}, {"error": {"code": "bad", "message": "no"}}],
+    ids=["no-envelope", "envelope-without-request-id"],
+)
+async def test_a_secret_echoed_in_x_request_id_of_an_error_is_redacted(
+    emu: Emulator, error_body: dict[str, object]
+) -> None:
+    """Nothing in the body names the request, so the header's id is the one quoted."""
+    emu.faults.reply(STATUS, 400, json=error_body, headers={"X-Request-Id": f"req_{API_KEY}"})
+    no_retries = APIConnectOptions(max_retry=0, timeout=2)
+    async with ProtofaceAPI(api_key=API_KEY, api_url=emu.url, conn_options=no_retries) as api:
+        with pytest.raises(ProtofaceAPIError) as info:
+            await api.get_status()
+
+    error = info.value
+    assert error.request_id == "req_[redacted]"
+    assert "req_[redacted]" in error.message
+    assert API_KEY not in rendered(error)
+
+
+async def test_a_worker_token_echoed_in_x_request_id_of_a_2xx_is_redacted(emu: Emulator) -> None:
+    """A create answered 201 with a body that is not a session: the error quotes the
+    request id, which here carries the worker token of that very create."""
+    emu.faults.reply(
+        CREATE,
+        201,
+        body="<html>accepted</html>",
+        headers={"Content-Type": "text/html", "X-Request-Id": f"req_{WORKER_TOKEN}"},
+    )
+    async with ProtofaceAPI(api_key=API_KEY, api_url=emu.url, conn_options=FAST) as api:
+        with pytest.raises(ProtofaceAPIError) as info:
+            await api.start_session(avatar_id="av_stock_001", transport=TRANSPORT)
+
+    error = info.value
+    assert error.request_id == "req_[redacted]"
+    assert "req_[redacted]" in error.message
+    assert WORKER_TOKEN not in rendered(error)
+
+
+async def test_a_secret_echoed_in_a_redirect_location_is_redacted(emu: Emulator) -> None:
+    location = f"https://login.example/?key={API_KEY}&next=/v1/sessions"
+    emu.faults.reply(CREATE, 307, headers={"Location": location})
+    async with ProtofaceAPI(api_key=API_KEY, api_url=emu.url, conn_options=FAST) as api:
+        with pytest.raises(ProtofaceAPIError) as info:
+            await api.start_session(avatar_id="av_stock_001", transport=TRANSPORT)
+
+    error = info.value
+    assert "https://login.example/?key=[redacted]&next=/v1/sessions" in error.message
+    assert API_KEY not in rendered(error)
