@@ -345,9 +345,9 @@ async def test_a_refused_expectation_closes_the_connection(emu: Emulator) -> Non
     # The client never sends the body it announced; the connection cannot be reused
     # without mistaking whatever comes next for that body.
     request = (
-        "POST /v1/sessions HTTP/1.1\r\nHost: e\r\nExpect: 100-continue\r\n"
-        "Content-Type: application/json\r\nContent-Length: 10\r\n\r\n"
-    ).encode()
+        b"POST /v1/sessions HTTP/1.1\r\nHost: e\r\nExpect: 100-continue\r\n"
+        b"Content-Type: application/json\r\nContent-Length: 10\r\n\r\n"
+    )
     reply = raw_reply(await exchange(emu, request))
     assert_error(reply, 401, "authentication", "missing_api_key")
     assert reply.headers["Connection"].lower() == "close"
