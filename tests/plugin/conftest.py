@@ -7,14 +7,12 @@ import os
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
-from aiohttp.test_utils import TestServer
 from livekit import api, rtc
 from livekit.agents.testing import fake_job_context
 
 from protoface_emulator import Emulator
 from protoface_emulator.lifecycle import ManualWorkers
 
-from .fake_protoface import FakeProtoface
 from .helpers import (
     AGENT_IDENTITY,
     API_KEY,
@@ -50,18 +48,6 @@ async def emu(workers: ManualWorkers) -> AsyncIterator[Emulator]:
         api_key=API_KEY, worker_factory=workers, join_timeout=600, avatar_processing_delay=0
     ) as emu:
         yield emu
-
-
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeProtoface]:
-    fake = FakeProtoface()
-    server = TestServer(fake.app(), host="127.0.0.1")
-    await server.start_server()
-    fake.server = server
-    try:
-        yield fake
-    finally:
-        await server.close()
 
 
 @pytest.fixture

@@ -1,7 +1,10 @@
 """A broken or hostile server: malformed HTTP, redirects, huge or deep bodies, trickles.
 
-Each test runs a real server on loopback (`raw_http.RawServer` where aiohttp's
-own server cannot produce the reply) and checks what the client does with it.
+Each test runs a real server on loopback, the emulator with a scripted reply, or
+`raw_http.RawServer` where an HTTP server cannot produce the reply (a broken
+status line or header, bytes trickled or endless, a Content-Length that lies, a
+connection cut mid-body) or the test counts connections, and checks what the
+client does with it.
 """
 
 from __future__ import annotations
@@ -15,8 +18,9 @@ from livekit.agents import APIConnectionError, APIConnectOptions, APITimeoutErro
 
 from livekit.plugins.protoface import ProtofaceAPIError
 from livekit.plugins.protoface.api import MAX_RESPONSE_BYTES, ProtofaceAPI
+from protoface_emulator import Emulator
 
-from .fake_protoface import API_KEY, LIVEKIT_URL, FakeProtoface, LogCapture, Reply, envelope
+from .helpers import API_KEY, CREATE, LIVEKIT_URL, STATUS, LogCapture, envelope
 from .raw_http import RawRequest, raw_server, response
 
 TRANSPORT = {
@@ -76,18 +80,14 @@ async def test_malformed_response_echoing_the_key_does_not_leak_it(
     assert API_KEY not in all_logs.text()
 
 
-async def test_redirects_are_not_followed(fake: FakeProtoface) -> None:
+async def test_redirects_are_not_followed(emu: Emulator) -> None:
     """Following one would resend the bearer key, or turn the create into a GET."""
-    fake.script(
-        "POST",
-        "/v1/sessions",
-        Reply(status=307, headers={"Location": f"{fake.url}/v1/status"}),
-    )
-    async with ProtofaceAPI(api_key=API_KEY, api_url=fake.url, conn_options=CONN) as api:
+    emu.faults.reply(CREATE, 307, headers={"Location": f"{emu.url}/v1/status"})
+    async with ProtofaceAPI(api_key=API_KEY, api_url=emu.url, conn_options=CONN) as api:
         with pytest.raises(ProtofaceAPIError) as info:
             await api.start_session(avatar_id="av_stock_001", transport=TRANSPORT)
 
-    assert [r.route for r in fake.requests] == ["/v1/sessions"]
+    assert [(r.method, r.path) for r in emu.requests] == [("POST", "/v1/sessions")]
     assert info.value.status_code == 307
     assert info.value.retryable is False
     assert "redirect" in info.value.message
@@ -95,18 +95,13 @@ async def test_redirects_are_not_followed(fake: FakeProtoface) -> None:
     assert "api_url" in info.value.message
 
 
-async def test_redirect_loop_is_one_request_and_leaks_nothing() -> None:
-    async def respond(request: RawRequest, writer: asyncio.StreamWriter) -> None:
-        writer.write(response(302, headers={"Location": "/v1/status"}))
-
-    async with (
-        raw_server(respond) as server,
-        ProtofaceAPI(api_key=API_KEY, api_url=server.url, conn_options=CONN) as api,
-    ):
+async def test_redirect_loop_is_one_request_and_leaks_nothing(emu: Emulator) -> None:
+    emu.faults.reply(STATUS, 302, headers={"Location": "/v1/status"}, count=10)
+    async with ProtofaceAPI(api_key=API_KEY, api_url=emu.url, conn_options=CONN) as api:
         with pytest.raises(ProtofaceAPIError) as info:
             await api.get_status()
 
-    assert len(server.requests) == 1
+    assert len(emu.requests) == 1
     assert API_KEY not in chain_text(info.value)
 
 
@@ -163,7 +158,7 @@ async def test_oversized_content_length_is_refused_at_once() -> None:
     assert len(server.requests) == 1
 
 
-async def test_enormous_error_envelope_gives_a_short_error(fake: FakeProtoface) -> None:
+async def test_enormous_error_envelope_gives_a_short_error(emu: Emulator) -> None:
     huge = envelope(
         "invalid_request",
         "c" * 100_000,
@@ -171,8 +166,8 @@ async def test_enormous_error_envelope_gives_a_short_error(fake: FakeProtoface) 
         request_id="r" * 100_000,
         param="p" * 100_000,
     )
-    fake.script("GET", "/v1/status", Reply(status=400, json=huge))
-    async with ProtofaceAPI(api_key=API_KEY, api_url=fake.url, conn_options=CONN) as api:
+    emu.faults.reply(STATUS, 400, json=huge)
+    async with ProtofaceAPI(api_key=API_KEY, api_url=emu.url, conn_options=CONN) as api:
         with pytest.raises(ProtofaceAPIError) as info:
             await api.get_status()
 
@@ -185,13 +180,11 @@ async def test_enormous_error_envelope_gives_a_short_error(fake: FakeProtoface) 
     assert API_KEY not in chain_text(error)
 
 
-async def test_secret_straddling_the_excerpt_boundary_is_redacted(fake: FakeProtoface) -> None:
+async def test_secret_straddling_the_excerpt_boundary_is_redacted(emu: Emulator) -> None:
     """Clipping first would leave half of the key in the excerpt."""
     page = "<html>" + "x" * 480 + API_KEY + "</html>"
-    fake.script(
-        "GET", "/v1/status", Reply(status=403, text=page, headers={"Content-Type": "text/html"})
-    )
-    async with ProtofaceAPI(api_key=API_KEY, api_url=fake.url, conn_options=CONN) as api:
+    emu.faults.reply(STATUS, 403, body=page, headers={"Content-Type": "text/html"})
+    async with ProtofaceAPI(api_key=API_KEY, api_url=emu.url, conn_options=CONN) as api:
         with pytest.raises(ProtofaceAPIError) as info:
             await api.get_status()
 
@@ -201,11 +194,11 @@ async def test_secret_straddling_the_excerpt_boundary_is_redacted(fake: FakeProt
 
 
 async def test_control_characters_from_the_server_cannot_forge_log_lines(
-    fake: FakeProtoface,
+    emu: Emulator,
 ) -> None:
     forged = "oops\nINFO livekit.plugins.protoface all good"
-    fake.script("GET", "/v1/status", Reply(status=400, json=envelope("x", "bad", forged)))
-    async with ProtofaceAPI(api_key=API_KEY, api_url=fake.url, conn_options=CONN) as api:
+    emu.faults.reply(STATUS, 400, json=envelope("x", "bad", forged))
+    async with ProtofaceAPI(api_key=API_KEY, api_url=emu.url, conn_options=CONN) as api:
         with pytest.raises(ProtofaceAPIError) as info:
             await api.get_status()
 
@@ -215,29 +208,25 @@ async def test_control_characters_from_the_server_cannot_forge_log_lines(
 
 @pytest.mark.parametrize("status", [200, 400])
 async def test_deeply_nested_json_is_an_unusable_body_not_a_crash(
-    fake: FakeProtoface, status: int
+    emu: Emulator, status: int
 ) -> None:
     """100 000 levels of `[` made the decoder raise RecursionError out of the client."""
     body = '{"error": ' + "[" * 100_000 + "]" * 100_000 + "}"
-    fake.script(
-        "GET",
-        "/v1/status",
-        Reply(status=status, text=body, headers={"Content-Type": "application/json"}),
-    )
-    async with ProtofaceAPI(api_key=API_KEY, api_url=fake.url, conn_options=CONN) as api:
+    emu.faults.reply(STATUS, status, body=body, headers={"Content-Type": "application/json"})
+    async with ProtofaceAPI(api_key=API_KEY, api_url=emu.url, conn_options=CONN) as api:
         with pytest.raises(ProtofaceAPIError) as info:
             await api.get_status()
 
     assert info.value.status_code == status
     assert info.value.retryable is False
-    assert len(fake.requests) == 1
+    assert len(emu.requests) == 1
 
 
-async def test_nesting_the_decoder_accepts_is_returned_whole(fake: FakeProtoface) -> None:
+async def test_nesting_the_decoder_accepts_is_returned_whole(emu: Emulator) -> None:
     """Redacting a deep (but decodable) body once overflowed the stack."""
     body = '{"status": "operational", "deep": ' + "[" * 900 + "]" * 900 + "}"
-    fake.script("GET", "/v1/status", Reply(text=body, headers={"Content-Type": "application/json"}))
-    async with ProtofaceAPI(api_key=API_KEY, api_url=fake.url, conn_options=CONN) as api:
+    emu.faults.reply(STATUS, body=body, headers={"Content-Type": "application/json"})
+    async with ProtofaceAPI(api_key=API_KEY, api_url=emu.url, conn_options=CONN) as api:
         status = await api.get_status()
 
     assert status["status"] == "operational"
@@ -304,40 +293,33 @@ async def test_create_retried_after_a_broken_answer_reuses_the_key(first_answer:
 
 @pytest.mark.parametrize("retry_after", ["-5", "soon", "1e400", "nan", ""])
 async def test_unusable_retry_after_falls_back_to_backoff(
-    fake: FakeProtoface, retry_after: str, caplog: pytest.LogCaptureFixture
+    emu: Emulator, retry_after: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    fake.script(
-        "GET",
-        "/v1/status",
-        Reply(
-            status=429, json=envelope("rate_limit", "slow"), headers={"Retry-After": retry_after}
-        ),
+    emu.faults.reply(
+        STATUS, 429, json=envelope("rate_limit", "slow"), headers={"Retry-After": retry_after}
     )
-    async with ProtofaceAPI(api_key=API_KEY, api_url=fake.url, conn_options=CONN) as api:
+    async with ProtofaceAPI(api_key=API_KEY, api_url=emu.url, conn_options=CONN) as api:
         with caplog.at_level(logging.WARNING, logger="livekit.plugins.protoface"):
             status = await asyncio.wait_for(api.get_status(), timeout=10)
 
     assert status["status"] == "operational"
-    assert len(fake.requests) == 2
+    assert len(emu.requests) == 2
     assert "retrying in 0.10s" in caplog.text  # the first backoff step, not the header
 
 
-async def test_fractional_retry_after_is_honoured(fake: FakeProtoface) -> None:
-    fake.script(
-        "GET",
-        "/v1/status",
-        Reply(
-            status=503, json=envelope("service_unavailable", "x"), headers={"Retry-After": "0.6"}
-        ),
+async def test_fractional_retry_after_is_honoured(emu: Emulator) -> None:
+    emu.faults.reply(
+        STATUS, 503, json=envelope("service_unavailable", "x"), headers={"Retry-After": "0.6"}
     )
-    async with ProtofaceAPI(api_key=API_KEY, api_url=fake.url, conn_options=CONN) as api:
+    async with ProtofaceAPI(api_key=API_KEY, api_url=emu.url, conn_options=CONN) as api:
         await api.get_status()
 
-    first, second = fake.requests
+    first, second = emu.requests.all()
     assert second.arrived_at - first.arrived_at >= 0.5
 
 
 async def test_sequential_calls_reuse_one_connection() -> None:
+    """On the raw server, which counts the connections it accepted."""
 
     async def respond(request: RawRequest, writer: asyncio.StreamWriter) -> None:
         writer.write(STATUS_OK)
@@ -352,15 +334,10 @@ async def test_sequential_calls_reuse_one_connection() -> None:
     assert server.connections == 1
 
 
-async def test_non_utf8_error_body_is_kept_as_a_readable_excerpt() -> None:
-    async def respond(request: RawRequest, writer: asyncio.StreamWriter) -> None:
-        body = b"\xff\xfe\xfa not utf-8 " + API_KEY.encode()
-        writer.write(response(400, body, headers={"Content-Type": "application/json"}))
-
-    async with (
-        raw_server(respond) as server,
-        ProtofaceAPI(api_key=API_KEY, api_url=server.url, conn_options=CONN) as api,
-    ):
+async def test_non_utf8_error_body_is_kept_as_a_readable_excerpt(emu: Emulator) -> None:
+    body = b"\xff\xfe\xfa not utf-8 " + API_KEY.encode()
+    emu.faults.reply(STATUS, 400, body=body, headers={"Content-Type": "application/json"})
+    async with ProtofaceAPI(api_key=API_KEY, api_url=emu.url, conn_options=CONN) as api:
         with pytest.raises(ProtofaceAPIError) as info:
             await api.get_status()
 

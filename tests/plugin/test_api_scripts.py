@@ -277,6 +277,8 @@ async def test_list_sessions_accepts_one_status_as_a_string(
 
 
 async def test_a_thousand_concurrent_calls_share_pooled_connections() -> None:
+    """On the raw server, which counts the connections it accepted."""
+
     async def respond(request: RawRequest, writer: asyncio.StreamWriter) -> None:
         writer.write(response(200, b'{"status": "operational"}'))
 
