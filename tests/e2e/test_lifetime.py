@@ -14,8 +14,9 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import numpy as np
 import pytest
-from livekit import api
+from livekit import api, rtc
 from livekit.plugins import protoface
 
 from protoface_emulator.lifecycle import WorkerEvents, WorkerHandle, WorkerSpec
@@ -75,6 +76,17 @@ async def viewers(
             for identity in identities
         }
         yield watching
+
+
+def tone(seconds: float, rate: int = 16000) -> list[rtc.AudioFrame]:
+    """A 220 Hz tone at a third of full scale, in 20 ms frames."""
+    per = rate // 50
+    t = np.arange(int(seconds * rate)) / rate
+    samples = (0.3 * 32767 * np.sin(2 * np.pi * 220 * t)).astype(np.int16)
+    return [
+        rtc.AudioFrame(samples[i : i + per].tobytes(), rate, 1, per)
+        for i in range(0, len(samples) - per + 1, per)
+    ]
 
 
 def heard(watching: dict[str, AvatarViewer]) -> float:
@@ -275,7 +287,8 @@ async def test_a_call_longer_than_the_cap_hands_over_without_losing_a_line(
 ) -> None:
     room = room_name("cap")
     cap = 12
-    identities = [AVATAR, f"{AVATAR}-2", f"{AVATAR}-3", f"{AVATAR}-4"]
+    # Each session lives cap - lead = 9 s of the ~26 s call: up to 4 successors.
+    identities = [AVATAR, *(f"{AVATAR}-{n}" for n in range(2, 7))]
     options = {"max_duration_seconds": cap}
     async with (
         viewers(livekit_server, room, identities) as watching,
@@ -287,11 +300,12 @@ async def test_a_call_longer_than_the_cap_hands_over_without_losing_a_line(
         lines, line = 0, 1.0
         started = time.monotonic()
         while time.monotonic() - started < 2.2 * cap:
-            await speak(agent, line)
+            # A steady tone: every frame of it is loud, so what is heard is what was said.
+            await agent.speak(tone(line), timeout=30)
             lines += 1
             await asyncio.sleep(1.0)
         await eventually(
-            lambda: heard(watching) >= 0.6 * lines * line,
+            lambda: heard(watching) >= 0.9 * lines * line,
             timeout=15,
             message=lambda: f"{heard(watching):.1f} s heard of {lines} lines; {events!r}",
         )
@@ -301,9 +315,19 @@ async def test_a_call_longer_than_the_cap_hands_over_without_losing_a_line(
         last = events.handovers[-1]
         assert agent.avatar.session_id == last.session_id
         assert agent.avatar.avatar_identity == last.avatar_identity
+        predecessors = {e.previous_session_id for e in events.handovers}
+
+        async def predecessors_ended() -> bool:
+            running = billed(await statuses(emulator.url, emulator.api_key))
+            return not predecessors & set(running)
+
+        await eventually(predecessors_ended, timeout=15, message="a replaced session still runs")
         now = await statuses(emulator.url, emulator.api_key)
-        assert billed(now) == [last.session_id]
-        assert len(now) == len(agent.avatar.session_ids) == len(events.handovers) + 1
+        # The next handover may already be under way: its successor is the one extra.
+        running = billed(now)
+        assert last.session_id in running and len(running) <= 2, (running, events)
+        assert len(now) == len(agent.avatar.session_ids)
+        assert len(events.handovers) + 1 <= len(now) <= len(events.handovers) + 2
 
 
 # -- 5. the avatar leaves with the conversation --------------------------------------

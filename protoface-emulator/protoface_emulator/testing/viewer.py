@@ -97,11 +97,13 @@ class AvatarViewer:
     snapshots: list[tuple[float, npt.NDArray[np.uint8]]] = field(default_factory=list)
     video_size: tuple[int, int] | None = None
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    _by_track: dict[str, asyncio.Task[None]] = field(default_factory=dict)
     _first_video: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def connect(self, url: str, token: str) -> None:
         """Join the room and start recording the avatar's tracks once they appear."""
         self.room.on("track_subscribed", self._on_track_subscribed)
+        self.room.on("track_unsubscribed", self._on_track_unsubscribed)
         await self.room.connect(url, token)
 
     @property
@@ -263,13 +265,27 @@ class AvatarViewer:
         if participant.identity != self.avatar_identity:
             return
         if track.kind == rtc.TrackKind.KIND_VIDEO:
-            self._spawn(self._record_video(track))
+            self._spawn(track.sid, self._record_video(track))
         elif track.kind == rtc.TrackKind.KIND_AUDIO:
-            self._spawn(self._record_audio(track))
+            self._spawn(track.sid, self._record_audio(track))
 
-    def _spawn(self, coro: Coroutine[None, None, None]) -> None:
+    def _on_track_unsubscribed(
+        self,
+        track: rtc.Track,
+        publication: rtc.RemoteTrackPublication,
+        participant: rtc.RemoteParticipant,
+    ) -> None:
+        # A stream left reading a track that is gone can be handed another
+        # track's frames by the native SDK (seen when an avatar left and a
+        # successor joined): stop reading it, so nothing is counted twice.
+        task = self._by_track.pop(track.sid, None)
+        if task is not None:
+            task.cancel()
+
+    def _spawn(self, sid: str, coro: Coroutine[None, None, None]) -> None:
         task = asyncio.create_task(coro)
         self._tasks.add(task)
+        self._by_track[sid] = task
         task.add_done_callback(self._tasks.discard)
 
     async def _record_video(self, track: rtc.Track) -> None:
