@@ -11,6 +11,7 @@ steady-state window and divided by the number of sessions.
     uv run python benchmarks/worker_cpu.py                      # 1 session, defaults
     uv run python benchmarks/worker_cpu.py --sessions 3 --seconds 30
     uv run python benchmarks/worker_cpu.py --width 384 --height 384 --fps 25
+    uv run python benchmarks/worker_cpu.py --quality mock          # a session quality tier
 
 Results on the 2-core development container (Python 3.11, livekit 1.1.21,
 livekit-agents 1.8.9, livekit-server 1.13.5), percent of one core:
@@ -47,7 +48,7 @@ from livekit.agents.voice.avatar import DataStreamAudioOutput
 
 from protoface_emulator.lifecycle import WorkerSpec
 from protoface_emulator.testing import local_livekit_server
-from protoface_emulator.worker import WorkerOptions, make_worker_factory
+from protoface_emulator.worker import VIDEO_TIERS, WorkerOptions, make_worker_factory
 
 SPEECH_RATE = 16000
 
@@ -57,6 +58,7 @@ class Result:
     """One measurement."""
 
     sessions: int
+    quality: str
     width: int
     height: int
     fps: float
@@ -66,6 +68,7 @@ class Result:
     host_cpu_percent_idle_per_session: float
     livekit_server_cpu_percent: float
     viewer_video_frames_per_second: float
+    host_cpu_percent_by_thread: dict[str, float]
 
 
 def _speech(seconds: float) -> np.ndarray:
@@ -73,6 +76,25 @@ def _speech(seconds: float) -> np.ndarray:
     envelope = 0.5 + 0.5 * np.abs(np.sin(2 * np.pi * 2.5 * t))
     voice = np.sin(2 * np.pi * 180 * t) + 0.4 * np.sin(2 * np.pi * 360 * t)
     return (0.2 * envelope * voice * 32767).astype(np.int16)
+
+
+def _thread_cpu(pid: int) -> dict[str, float]:
+    """CPU seconds of each of a process's threads so far, summed by thread name (Linux)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    by_name: dict[str, float] = {}
+    for task in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{task}/comm") as f:
+                name = f.read().strip()
+            with open(f"/proc/{pid}/task/{task}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # the thread ended
+        # utime and stime are fields 14 and 15; [0] here is field 3.
+        seconds = (int(fields[11]) + int(fields[12])) / ticks
+        name = "python (main)" if task == str(pid) else name.rstrip("0123456789-_ ")
+        by_name[name] = by_name.get(name, 0.0) + seconds
+    return by_name
 
 
 class _NullEvents:
@@ -94,6 +116,7 @@ async def _host(specs: list[dict[str, str]], options: WorkerOptions) -> None:
                 url=spec["url"],
                 room_name=spec["room_name"],
                 identity=spec["identity"],
+                quality=spec["quality"],
                 token=spec["token"],
             ),
             _NullEvents(),
@@ -122,6 +145,7 @@ async def _measure(args: argparse.Namespace) -> Result:
                     "url": server.url,
                     "room_name": room,
                     "identity": f"avatar-{i}",
+                    "quality": args.quality,
                     "token": server.token(
                         f"avatar-{i}",
                         room,
@@ -141,6 +165,7 @@ async def _measure(args: argparse.Namespace) -> Result:
                 str(args.height),
                 "--fps",
                 str(args.fps),
+                *(["--cprofile", args.cprofile] if args.cprofile else []),
             ],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
@@ -216,24 +241,33 @@ async def _measure(args: argparse.Namespace) -> Result:
             cpu_seconds(lk_proc),
             video_frames,
         )
+        threads0 = _thread_cpu(host.pid)
         await asyncio.sleep(args.seconds)
         elapsed = time.monotonic() - start
+        threads1 = _thread_cpu(host.pid)
+        by_thread = {
+            name: round(100 * (seconds - threads0.get(name, 0.0)) / elapsed, 1)
+            for name, seconds in sorted(threads1.items(), key=lambda kv: -kv[1])
+        }
         total = 100 * (cpu_seconds(proc) - cpu0) / elapsed
         lk_total = 100 * (cpu_seconds(lk_proc) - lk0) / elapsed
         fps_seen = (video_frames - frames0) / elapsed / args.sessions
         for t in talkers + tasks:
             t.cancel()
+        tier = _options(args).for_quality(args.quality)
         return Result(
             sessions=args.sessions,
-            width=args.width,
-            height=args.height,
-            fps=args.fps,
+            quality=args.quality,
+            width=tier.video_width,
+            height=tier.video_height,
+            fps=tier.video_fps,
             seconds=round(elapsed, 1),
             host_cpu_percent_total=round(total, 1),
             host_cpu_percent_per_session=round(total / args.sessions, 1),
             host_cpu_percent_idle_per_session=round(idle_percent / args.sessions, 1),
             livekit_server_cpu_percent=round(lk_total, 1),
             viewer_video_frames_per_second=round(fps_seen, 1),
+            host_cpu_percent_by_thread={k: v for k, v in by_thread.items() if v >= 0.1},
         )
     finally:
         for joined in rooms:
@@ -248,6 +282,10 @@ async def _measure(args: argparse.Namespace) -> Result:
         livekit.close()
 
 
+def _options(args: argparse.Namespace) -> WorkerOptions:
+    return WorkerOptions(video_width=args.width, video_height=args.height, video_fps=args.fps)
+
+
 def main() -> None:
     """Run the benchmark (or, with --role host, the worker process it measures)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -258,11 +296,27 @@ def main() -> None:
     parser.add_argument("--width", type=int, default=defaults.video_width)
     parser.add_argument("--height", type=int, default=defaults.video_height)
     parser.add_argument("--fps", type=float, default=defaults.video_fps)
+    parser.add_argument(
+        "--quality",
+        choices=list(VIDEO_TIERS),
+        default="standard",
+        help="the sessions' quality tier (standard: --width/--height/--fps)",
+    )
+    parser.add_argument(
+        "--cprofile", metavar="FILE", help="write a cProfile of the host's Python thread here"
+    )
     args = parser.parse_args()
-    options = WorkerOptions(video_width=args.width, video_height=args.height, video_fps=args.fps)
+    options = _options(args)
     if args.role == "host":
         specs = json.loads(sys.stdin.read())
-        asyncio.run(_host(specs, options))
+        if not args.cprofile:
+            asyncio.run(_host(specs, options))
+            return
+        import cProfile
+
+        with cProfile.Profile() as profile:
+            asyncio.run(_host(specs, options))
+        profile.dump_stats(args.cprofile)
         return
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     result = asyncio.run(_measure(args))

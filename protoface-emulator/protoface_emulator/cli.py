@@ -3,12 +3,16 @@
     protoface-emulator [--host 127.0.0.1] [--port 8790] [--api-key KEY]
                        [--faults SPEC ...] [--faults-seed N]
                        [--max-concurrency N] [--join-timeout SECONDS]
-                       [--worker-factory MODULE:NAME] [--log-level LEVEL]
+                       [--worker-processes N] [--worker-factory MODULE:NAME]
+                       [--log-level LEVEL]
 
 Once it accepts requests it prints `listening on http://HOST:PORT` on stdout
 (after `api key: KEY` when it generated the key). SIGINT or SIGTERM end every
 session, wait for every worker to leave its room, and exit 0. Logs go to stderr
 and never contain the API key or worker tokens.
+
+Avatars render in worker processes, one per core by default
+(`--worker-processes N`; 0 renders in this process, as `Emulator()` does).
 """
 
 from __future__ import annotations
@@ -56,6 +60,18 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _processes(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of processes: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(
+            f"must be 0 (render in the API's process) or more worker processes; got {value}"
+        )
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command's arguments."""
     parser = argparse.ArgumentParser(
@@ -95,6 +111,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds a worker may take to publish its first frame (default %(default)s)",
     )
     parser.add_argument(
+        "--worker-processes",
+        type=_processes,
+        default=None,
+        metavar="N",
+        help="worker processes that render the avatars (default: one per core; "
+        "0: in the API's process)",
+    )
+    parser.add_argument(
         "--worker-factory",
         default=None,
         metavar="MODULE:NAME",
@@ -128,11 +152,22 @@ def load_worker_factory(reference: str) -> WorkerFactory:
     return cast(WorkerFactory, target)
 
 
+def _default_workers(args: argparse.Namespace) -> WorkerFactory | None:
+    """The real worker: a process pool unless `--worker-processes 0` (None: in-process)."""
+    if args.worker_processes == 0:
+        return None
+    from protoface_emulator.workers import ProcessPool
+
+    return ProcessPool(args.worker_processes, log_level=args.log_level)
+
+
 async def _serve(args: argparse.Namespace) -> int:
     api_key: str | None = args.api_key or os.environ.get(API_KEY_ENV) or None
     try:
         worker_factory = (
-            None if args.worker_factory is None else load_worker_factory(args.worker_factory)
+            _default_workers(args)
+            if args.worker_factory is None
+            else load_worker_factory(args.worker_factory)
         )
         emulator = Emulator(
             api_key=api_key,

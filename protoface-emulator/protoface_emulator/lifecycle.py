@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from protoface_emulator.contract import END_REASON_KEY as END_REASON_KEY
 
@@ -40,6 +40,8 @@ class WorkerSpec:
     room_name: str
     identity: str
     audio_source: str = "data_stream"
+    # The session's `quality`: which video tier the worker renders (`worker.VIDEO_TIERS`).
+    quality: str = "standard"
     subscribe_to_identity: str | None = None
     synthetic_audio_if_no_input: bool = False
     # Write-only secret: never logged, never part of repr().
@@ -74,6 +76,23 @@ class WorkerHandle(Protocol):
 
 WorkerFactory = Callable[[WorkerSpec, WorkerEvents], WorkerHandle]
 """Starts a worker in the background and returns its handle at once."""
+
+
+@runtime_checkable
+class ManagedWorkerFactory(Protocol):
+    """A `WorkerFactory` with resources of its own (`workers.ProcessPool`).
+
+    `Emulator` starts it before serving and closes it after every session ended.
+    """
+
+    def __call__(self, spec: WorkerSpec, events: WorkerEvents) -> WorkerHandle:
+        """Start a worker, as a `WorkerFactory` does."""
+
+    async def start(self) -> None:
+        """Get ready for sessions (start processes, say)."""
+
+    async def aclose(self) -> None:
+        """Release everything; called once no session holds a worker."""
 
 
 class ManualWorker:

@@ -24,7 +24,7 @@ from protoface_emulator.app import Api, error_response
 from protoface_emulator.errors import CODE_INTERNAL, CODE_MALFORMED_HTTP, ApiError
 from protoface_emulator.faults import Faults, RequestLog
 from protoface_emulator.ids import new_id
-from protoface_emulator.lifecycle import WorkerFactory
+from protoface_emulator.lifecycle import ManagedWorkerFactory, WorkerFactory
 from protoface_emulator.store import (
     DEFAULT_AVATAR_PROCESSING_SECONDS,
     DEFAULT_JOIN_TIMEOUT_SECONDS,
@@ -120,7 +120,9 @@ class Emulator:
         host: address to listen on.
         port: port to listen on; 0 picks a free one (see `url`).
         worker_factory: starts a worker per session; None means the real LiveKit
-            worker from `protoface_emulator.worker`.
+            worker from `protoface_emulator.worker`, in this process. A
+            `lifecycle.ManagedWorkerFactory` (`workers.ProcessPool`) is started
+            with the emulator and closed after its sessions.
         max_concurrency: the plan's concurrent-session limit (429 beyond it).
         join_timeout: seconds a session may take to publish its first frame
             before it fails with `worker_join_timeout`.
@@ -168,7 +170,8 @@ class Emulator:
             join_timeout_seconds=join_timeout,
             avatar_processing_seconds=avatar_processing_delay,
         )
-        self._store = Store(worker_factory or default_worker_factory(), config)
+        self._worker_factory = worker_factory or default_worker_factory()
+        self._store = Store(self._worker_factory, config)
         self._faults = faults if faults is not None else Faults(seed=fault_seed)
         self._requests = RequestLog()
         self._runner: web.BaseRunner | None = None
@@ -214,6 +217,8 @@ class Emulator:
         """Start serving; `url` is valid afterwards."""
         if self._runner is not None:
             raise RuntimeError("this Emulator is already started")
+        if isinstance(self._worker_factory, ManagedWorkerFactory):
+            await self._worker_factory.start()
         api = Api(self._store, self._api_key, self._faults, self._requests)
         access_log = logging.getLogger("aiohttp.access")
         server = _EnvelopeServer(
@@ -243,6 +248,8 @@ class Emulator:
         if site is not None:
             await site.stop()  # no new connections while sessions wind down
         await self._store.aclose()
+        if isinstance(self._worker_factory, ManagedWorkerFactory):
+            await self._worker_factory.aclose()
         if runner is not None:
             await runner.cleanup()
 

@@ -574,6 +574,7 @@ class Store:
             room_name=transport.room_name,
             identity=transport.worker_identity,
             audio_source=transport.audio_source,
+            quality=request.quality,
             subscribe_to_identity=transport.subscribe_to_identity,
             synthetic_audio_if_no_input=transport.synthetic_audio_if_no_input,
             token=transport.worker_token,

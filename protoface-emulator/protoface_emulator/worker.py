@@ -59,6 +59,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import math
 import os
@@ -99,8 +100,10 @@ __all__ = [
     "ENV_VIDEO_FPS",
     "ENV_VIDEO_HEIGHT",
     "ENV_VIDEO_WIDTH",
+    "VIDEO_TIERS",
     "AvatarWorker",
     "FaceVideoGenerator",
+    "VideoTier",
     "WorkerOptions",
     "make_worker_factory",
     "start_worker",
@@ -133,6 +136,33 @@ _TRACK_SEGMENT_SILENCE = 0.3
 # JWTs (three base64url parts, the first being a JSON header) anywhere in a message.
 _JWT_RE = re.compile(r"eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
 _ACCESS_TOKEN_RE = re.compile(r"(access_token=)[^&\s]+")
+
+
+@dataclass(frozen=True)
+class VideoTier:
+    """The video one session `quality` renders.
+
+    Attributes:
+        width: Frame width in pixels.
+        height: Frame height in pixels.
+        fps: Frames per second.
+    """
+
+    width: int
+    height: int
+    fps: float
+
+
+VIDEO_TIERS: Final[Mapping[str, VideoTier]] = {
+    # Cheapest first. A session's cost is mostly per frame (encoding and the FFI
+    # hop), then per pixel, so the cheap tiers cut the rate as well as the size.
+    "mock": VideoTier(64, 64, 5.0),
+    "lite": VideoTier(160, 160, 15.0),
+    "standard": VideoTier(320, 320, 20.0),
+    "pro": VideoTier(512, 512, 25.0),
+}
+"""What each `quality` renders. `standard` is `WorkerOptions`' own size and rate
+(so `PROTOFACE_EMULATOR_VIDEO_*` and explicit options change it); the others are fixed."""
 
 
 @dataclass(frozen=True)
@@ -210,6 +240,23 @@ class WorkerOptions:
             raise ValueError(
                 f"invalid emulator video settings from the environment: {exc}"
             ) from None
+
+    def for_quality(self, quality: str) -> WorkerOptions:
+        """These options with the video of `quality`'s tier (see `VIDEO_TIERS`).
+
+        `standard` keeps this object's own size and rate.
+
+        Raises:
+            ValueError: `quality` is not one of `VIDEO_TIERS`.
+        """
+        if quality == "standard":
+            return self
+        tier = VIDEO_TIERS.get(quality)
+        if tier is None:
+            raise ValueError(f"quality must be one of {', '.join(VIDEO_TIERS)}, got {quality!r}")
+        return dataclasses.replace(
+            self, video_width=tier.width, video_height=tier.height, video_fps=tier.fps
+        )
 
     def avatar_options(self) -> AvatarOptions:
         """The same settings in the form `AvatarRunner` takes."""
@@ -562,7 +609,7 @@ class AvatarWorker:
     def __init__(self, spec: WorkerSpec, events: WorkerEvents, options: WorkerOptions) -> None:
         self._spec = spec
         self._events = events
-        self._options = options
+        self._options = options.for_quality(spec.quality)
         self._task: asyncio.Task[None] | None = None
         self._closing = False
         self._failed = False
@@ -638,7 +685,7 @@ class AvatarWorker:
                 audio_recv=self._audio_receiver(room),
                 video_gen=generator,
                 options=self._options.avatar_options(),
-                _queue_size_ms=_RUNNER_QUEUE_MS,
+                _queue_size_ms=_queue_size_ms(self._options.video_fps),
             )
             generator.attach_synchronizer(runner.av_sync)
             frames_task = asyncio.create_task(self._report_frames())
@@ -829,6 +876,12 @@ class _Lost(Exception):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+def _queue_size_ms(fps: float) -> int:
+    """The runner's queue bound: at least one frame period (each frame's audio is
+    queued whole), in the multiple of 10 ms the native audio source requires."""
+    return max(_RUNNER_QUEUE_MS, 10 * math.ceil(100 / fps))
 
 
 def start_worker(spec: WorkerSpec, events: WorkerEvents) -> WorkerHandle:
