@@ -885,7 +885,6 @@ async def run(plan: Plan, only: set[str]) -> Json:
             (
                 "lifetime",
                 lambda: measure_lifetime(
-                    one_shot,
                     CLIENTS,
                     livekit,  # type: ignore[arg-type]
                     quick=plan.mode == "quick",

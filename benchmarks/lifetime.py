@@ -16,22 +16,58 @@ with real workers and a real `livekit-server --dev`:
 
 from __future__ import annotations
 
+import asyncio
+import json
 import math
 import time
 import uuid
-from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from protoface_emulator.server import Emulator
 from protoface_emulator.testing import LiveKitServer, mint_token
 
 Json = dict[str, Any]
-OneShot = Callable[[str, Path | str, Path, Json, float], Awaitable[Json]]
+WORK = Path(__file__).resolve().parent / ".work" / "lifetime"
 CLIENT = Path(__file__).resolve().parent / "lifetime_client.py"
 
 # What each plugin is asked for: the published one has none of our options.
 OPTIONS: dict[str, Json] = {"ours": {}, "published": {}}
+
+
+async def run_client(name: str, python: Path | str, job: Json, timeout: float, work: Path) -> Json:
+    """Run one conversation; its result is the JSON line it prints before tearing down.
+
+    A process that printed its result and then died in the native SDK's
+    teardown still measured what it measured: that is kept, and noted.
+    """
+    with _log(work, name) as log:
+        process = await asyncio.create_subprocess_exec(
+            str(python),
+            str(CLIENT),
+            json.dumps(job),
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=log,
+        )
+        try:
+            out, _ = await asyncio.wait_for(process.communicate(), timeout)
+        except asyncio.TimeoutError:
+            process.kill()
+            await process.wait()
+            return {"error": f"{name} took longer than {timeout:.0f} s"}
+    lines = [line for line in out.decode().splitlines() if line.startswith("{")]
+    if not lines:
+        return {"error": f"{name} printed no result (exit {process.returncode}); see {work}"}
+    result: Json = json.loads(lines[-1])
+    if process.returncode != 0:
+        result["teardown_exit"] = process.returncode
+    return result
+
+
+def _log(work: Path, name: str) -> IO[bytes]:
+    work.mkdir(parents=True, exist_ok=True)
+    return (work / f"{name}.log").open("wb")
 
 
 def _job(livekit: LiveKitServer, emu: Emulator, scenario: str, **extra: Any) -> Json:
@@ -63,18 +99,14 @@ def _p50(values: list[float]) -> float | None:
     return round(values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2, 3)
 
 
-async def _leave(
-    one_shot: OneShot, clients: dict[str, Path | str], livekit: LiveKitServer, runs: int
-) -> Json:
+async def _leave(clients: dict[str, Path | str], livekit: LiveKitServer, runs: int) -> Json:
     out: Json = {}
     for name, python in clients.items():
         rows = []
         for index in range(runs):
             async with Emulator() as emu:
                 job = _job(livekit, emu, "leave", options=OPTIONS[name])
-                rows.append(
-                    await one_shot(f"lifetime-leave-{name}-{index}", python, CLIENT, job, 120)
-                )
+                rows.append(await run_client(f"leave-{name}-{index}", python, job, 120, WORK))
         heard = [r["heard_again_s"] for r in rows if r.get("heard_again_s") is not None]
         restored = [r["restored_s"] for r in rows if r.get("restored_s") is not None]
         frames = [
@@ -95,14 +127,12 @@ async def _leave(
     return out
 
 
-async def _steady(
-    one_shot: OneShot, clients: dict[str, Path | str], livekit: LiveKitServer, seconds: float
-) -> Json:
+async def _steady(clients: dict[str, Path | str], livekit: LiveKitServer, seconds: float) -> Json:
     out: Json = {}
     for name, python in clients.items():
         async with Emulator() as emu:
             job = _job(livekit, emu, "steady", options=OPTIONS[name], seconds=seconds)
-            row = await one_shot(f"lifetime-steady-{name}", python, CLIENT, job, seconds + 90)
+            row = await run_client(f"steady-{name}", python, job, seconds + 90, WORK)
             start, end = row.get("window", [0.0, 0.0])
             during = [r for r in emu.requests.all() if start <= r.arrived_at <= end]
         minutes = max((end - start) / 60.0, 1e-9)
@@ -127,7 +157,6 @@ def _by_route(requests: list[Any]) -> dict[str, int]:
 
 
 async def _cap(
-    one_shot: OneShot,
     clients: dict[str, Path | str],
     livekit: LiveKitServer,
     seconds: float,
@@ -140,7 +169,7 @@ async def _cap(
             job = _job(
                 livekit, emu, "cap", options=options, seconds=seconds, line_s=1.5, pause_s=1.5
             )
-            row = await one_shot(f"lifetime-cap-{name}", python, CLIENT, job, seconds + 120)
+            row = await run_client(f"cap-{name}", python, job, seconds + 120, WORK)
             created = len(emu.requests.matching("POST /v1/sessions"))
         start, end = row.get("window", [0.0, 0.0])
         out[name] = {
@@ -154,15 +183,14 @@ async def _cap(
 
 
 async def measure_lifetime(
-    one_shot: OneShot, clients: dict[str, Path | str], livekit: LiveKitServer, *, quick: bool
+    clients: dict[str, Path | str], livekit: LiveKitServer, *, quick: bool
 ) -> Json:
     """All three lifetime measurements, for every plugin in `clients`."""
     started = time.monotonic()
     result: Json = {
-        "leave": await _leave(one_shot, clients, livekit, runs=2 if quick else 5),
-        "steady": await _steady(one_shot, clients, livekit, seconds=40.0 if quick else 120.0),
+        "leave": await _leave(clients, livekit, runs=2 if quick else 5),
+        "steady": await _steady(clients, livekit, seconds=40.0 if quick else 120.0),
         "cap": await _cap(
-            one_shot,
             clients,
             livekit,
             seconds=60.0 if quick else 180.0,

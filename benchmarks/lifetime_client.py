@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 from livekit import api, rtc
-from livekit.agents import Agent, AgentSession
+from livekit.agents import Agent, AgentSession, utils
 from livekit.agents.voice.room_io import RoomOptions
 from livekit.plugins import protoface
 
@@ -247,6 +247,9 @@ async def run(job: Json) -> Json:
             job, {"session": session, "avatar": avatar}, viewer, lk
         )
         result["session_ids"] = list(getattr(avatar, "session_ids", []) or [avatar.session_id])
+        # Out before the teardown: the native SDK has been seen to abort the
+        # process while rooms close, and the measurement is complete by now.
+        print(json.dumps(result), flush=True)
         return result
     finally:
         await session.aclose()
@@ -255,10 +258,17 @@ async def run(job: Json) -> Json:
         await room.disconnect()
 
 
+async def in_http_context(job: Json) -> Json:
+    # The published plugin only works inside a job's HTTP context; ours in both.
+    async with utils.http_context.open():
+        return await run(job)
+
+
 def main() -> int:
     job = json.loads(sys.argv[1])
-    result = asyncio.run(run(job))
-    print(json.dumps(result))
+    result = asyncio.run(in_http_context(job))
+    if "error" in result:
+        print(json.dumps(result), flush=True)
     return 0
 
 
