@@ -4,8 +4,8 @@
 calls it for every parsed request, see `server.py`). It gives the request an id,
 logs it (`RequestLog`), applies an armed fault, authenticates `/v1`, finds the
 route (`urls.py`) and calls its handler. A handler reads what it needs from the
-request, lets `schema.py` check it, makes one store call and returns the view as
-JSON. Every failure, including ones nobody foresaw, leaves as the error envelope
+request (`reading.Call`), lets `schema.py` check it, makes one store call and
+returns the view as JSON. Every failure, including ones nobody foresaw, leaves as the error envelope
 with an `X-Request-Id` header.
 """
 
@@ -21,8 +21,7 @@ from datetime import datetime, timezone
 from functools import partial
 from typing import cast
 
-from aiohttp import BodyPartReader, HttpVersion11, hdrs, web
-from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp import HttpVersion11, hdrs, web
 
 from protoface_emulator.contract import (
     IDEMPOTENCY_KEY_HEADER,
@@ -43,26 +42,20 @@ from protoface_emulator.errors import (
 )
 from protoface_emulator.faults import Fault, Faults, RecordedRequest, RequestLog, gateway_html
 from protoface_emulator.ids import new_id
+from protoface_emulator.reading import Call
 from protoface_emulator.schema import (
-    JSONObject,
     check_bearer,
     check_body_headers,
     check_expectation,
-    check_json_media_type,
-    check_multipart,
     parse_avatar_list_query,
     parse_avatar_upload,
     parse_idempotency_key,
-    parse_json_object,
     parse_no_body,
     parse_no_query,
     parse_session_create,
     parse_session_list_query,
     parse_usage_query,
     request_fingerprint,
-    too_large,
-    undecodable_body,
-    unparseable_multipart,
     validate_pipecat_create,
 )
 from protoface_emulator.store import Store
@@ -257,7 +250,7 @@ class Api:
                 f"No route {request.method} {request.path}; the API lives under /v1.",
             )
         handler = cast(Handler, getattr(self, route.endpoint.handler))
-        return await handler(_Call(request, entry), **route.params)
+        return await handler(Call(request, entry), **route.params)
 
     async def _apply_fault(
         self,
@@ -271,10 +264,14 @@ class Api:
         response: web.StreamResponse | None = None
         if fault.handled:
             response = await self._respond(request, request_id, entry, route)
-        elif request.body_exists and request.content_type != "multipart/form-data":
+        elif (
+            fault.kind != "late"  # a late answer is the API's: it reads the body itself
+            and request.body_exists
+            and request.content_type != "multipart/form-data"
+        ):
             # Read what the API will not, so the request log shows what was sent.
             with contextlib.suppress(ApiError):
-                await _Call(request, entry).body(self._json_limit)
+                await Call(request, entry).body(self._json_limit)
         if fault.delay > 0:
             await asyncio.sleep(fault.delay)
         if fault.kind == "late":
@@ -301,22 +298,22 @@ class Api:
 
     # -- routes ----------------------------------------------------------------------
 
-    async def status(self, call: _Call) -> web.StreamResponse:
+    async def status(self, call: Call) -> web.StreamResponse:
         """`GET /v1/status`."""
         parse_no_query(call.query)
         return _json(self._store.status())
 
-    async def plans(self, call: _Call) -> web.StreamResponse:
+    async def plans(self, call: Call) -> web.StreamResponse:
         """`GET /v1/billing/plans`: a JSON array of plans."""
         parse_no_query(call.query)
         return _json([self._store.plan()])
 
-    async def usage(self, call: _Call) -> web.StreamResponse:
+    async def usage(self, call: Call) -> web.StreamResponse:
         """`GET /v1/usage`."""
         start, end = parse_usage_query(call.query, datetime.now(timezone.utc))
         return _json(self._store.usage(start, end))
 
-    async def list_avatars(self, call: _Call) -> web.StreamResponse:
+    async def list_avatars(self, call: Call) -> web.StreamResponse:
         """`GET /v1/avatars`: stock avatars, then uploads, newest first."""
         query = parse_avatar_list_query(call.query)
         return _json(
@@ -325,25 +322,25 @@ class Api:
             )
         )
 
-    async def get_avatar(self, call: _Call, avatar_id: str) -> web.StreamResponse:
+    async def get_avatar(self, call: Call, avatar_id: str) -> web.StreamResponse:
         """`GET /v1/avatars/{avatar_id}`."""
         parse_no_query(call.query)
         return _json(self._store.get_avatar(avatar_id).view())
 
-    async def create_avatar(self, call: _Call) -> web.StreamResponse:
+    async def create_avatar(self, call: Call) -> web.StreamResponse:
         """`POST /v1/avatars`: multipart `image` (PNG/JPEG), `name`, `runtime_type`."""
         parse_no_query(call.query)
         upload = parse_avatar_upload(await call.form(self._upload_limit))
         avatar = self._store.create_avatar(name=upload.name, runtime_type=upload.runtime_type)
         return _json(avatar.view(), status=201)
 
-    async def delete_avatar(self, call: _Call, avatar_id: str) -> web.StreamResponse:
+    async def delete_avatar(self, call: Call, avatar_id: str) -> web.StreamResponse:
         """`DELETE /v1/avatars/{avatar_id}`: 204; stock avatars are a 403."""
         parse_no_query(call.query)
         self._store.delete_avatar(avatar_id)
         return web.Response(status=204)
 
-    async def create_session(self, call: _Call) -> web.StreamResponse:
+    async def create_session(self, call: Call) -> web.StreamResponse:
         """`POST /v1/sessions`: 201 with the session, `queued`.
 
         A replay under the same `Idempotency-Key` answers 201 again with the same
@@ -363,7 +360,7 @@ class Api:
             response.headers[IDEMPOTENT_REPLAYED_HEADER] = "true"
         return response
 
-    async def list_sessions(self, call: _Call) -> web.StreamResponse:
+    async def list_sessions(self, call: Call) -> web.StreamResponse:
         """`GET /v1/sessions`: newest first, cursor paginated."""
         query = parse_session_list_query(call.query)
         return _json(
@@ -372,18 +369,18 @@ class Api:
             )
         )
 
-    async def get_session(self, call: _Call, session_id: str) -> web.StreamResponse:
+    async def get_session(self, call: Call, session_id: str) -> web.StreamResponse:
         """`GET /v1/sessions/{session_id}`."""
         parse_no_query(call.query)
         return _json(self._store.get_session(session_id).view())
 
-    async def end_session(self, call: _Call, session_id: str) -> web.StreamResponse:
+    async def end_session(self, call: Call, session_id: str) -> web.StreamResponse:
         """`POST /v1/sessions/{session_id}/end`: idempotent; returns the session."""
         parse_no_query(call.query)
         parse_no_body(await call.json(self._json_limit, optional=True))
         return _json((await self._store.end_session(session_id)).view())
 
-    async def create_pipecat_session(self, call: _Call) -> web.StreamResponse:
+    async def create_pipecat_session(self, call: Call) -> web.StreamResponse:
         """`POST /v1/pipecat/sessions`: validated, then refused (not emulated)."""
         parse_no_query(call.query)
         parse_idempotency_key(call.headers.getall(IDEMPOTENCY_KEY_HEADER, []))
@@ -404,80 +401,3 @@ async def _send_continue(request: web.BaseRequest) -> None:
     """
     await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
     request.writer.output_size = 0
-
-
-class _Call:
-    """One request as the handlers see it: its query, headers and body, read once."""
-
-    def __init__(self, request: web.BaseRequest, entry: RecordedRequest) -> None:
-        self._request = request
-        self._entry = entry
-        self.query = request.query
-        self.headers = request.headers
-
-    async def body(self, limit: int) -> bytes:
-        """The body, decompressed, at most `limit` bytes; logged in the request log."""
-        request = self._request
-        check_body_headers(
-            request.headers.get(hdrs.CONTENT_ENCODING), request.content_length, limit
-        )
-        data = bytearray()
-        try:
-            async for chunk in request.content.iter_any():
-                data += chunk
-                if len(data) > limit:
-                    raise too_large(limit)
-        except (HttpProcessingError, web.RequestPayloadError):
-            # Bad gzip/deflate or chunk framing surfaces only while the body is read.
-            raise undecodable_body() from None
-        self._entry.body = bytes(data)
-        return self._entry.body
-
-    async def json(self, limit: int, *, optional: bool = False) -> JSONObject:
-        """The body as a JSON object; with `optional`, an empty body is `{}`."""
-        raw = await self.body(limit)
-        if not raw.strip():
-            if optional:
-                return {}
-        else:
-            request = self._request
-            check_json_media_type(
-                request.headers.get(hdrs.CONTENT_TYPE), request.content_type, request.charset
-            )
-        return parse_json_object(raw)
-
-    async def form(self, limit: int) -> list[tuple[str, str | bytes]]:
-        """A multipart body's parts: text parts decoded, file parts as bytes."""
-        request = self._request
-        check_multipart(request.headers.get(hdrs.CONTENT_TYPE), request.content_type)
-        check_body_headers(
-            request.headers.get(hdrs.CONTENT_ENCODING), request.content_length, limit
-        )
-        parts: list[tuple[str, str | bytes]] = []
-        size = 0
-        try:
-            reader = await request.multipart()
-            while (part := await reader.next()) is not None:
-                if not isinstance(part, BodyPartReader):
-                    raise unparseable_multipart("nested multipart parts are not accepted")
-                data = bytearray()
-                while chunk := await part.read_chunk():
-                    size += len(chunk)
-                    if size > limit:
-                        raise too_large(limit)
-                    data += chunk
-                if part.name is None:
-                    raise unparseable_multipart("a part has no name")
-                value = bytes(part.decode(bytes(data)))
-                # As aiohttp's own form reader: a part with a filename is a file; one
-                # without is text unless it declares a non-text type.
-                content_type = part.headers.get(hdrs.CONTENT_TYPE, "text/plain")
-                if not part.filename and content_type.startswith("text/"):
-                    parts.append((part.name, value.decode(part.get_charset(default="utf-8"))))
-                else:
-                    parts.append((part.name, value))
-        except ApiError:
-            raise
-        except Exception as exc:  # aiohttp's multipart reader raises assorted types
-            raise unparseable_multipart(exc) from None
-        return parts

@@ -572,3 +572,19 @@ async def test_wait_for_answered_waits_for_the_answer_not_the_arrival(
 )
 def test_the_spec_reads_handled_flags(flag: str, handled: bool) -> None:
     assert Faults().add_spec(f"POST /v1/sessions=error,handled={flag}").handled is handled
+
+
+async def test_a_late_fault_that_holds_the_request_back_still_creates(
+    emu: Emulator, http: aiohttp.ClientSession
+) -> None:
+    """handled=False: nothing exists until the delay is over, then the real answer."""
+    emu.faults.add("POST /v1/sessions", "late", delay=0.3, handled=False)
+    pending = asyncio.ensure_future(
+        call(http, emu, "POST", "/v1/sessions", json_body=session_body())
+    )
+    await emu.requests.wait_for("POST /v1/sessions")
+    assert not list(emu.store.iter_sessions())
+    reply = await pending
+    assert reply.status == 201, reply.text
+    [logged] = emu.requests.matching("POST /v1/sessions")
+    assert logged.json() == session_body()
