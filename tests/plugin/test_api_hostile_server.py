@@ -193,6 +193,22 @@ async def test_secret_straddling_the_excerpt_boundary_is_redacted(emu: Emulator)
     assert API_KEY[:12] not in chain_text(info.value)
 
 
+async def test_secret_straddling_a_quoted_fields_limit_is_redacted(emu: Emulator) -> None:
+    """The envelope's message (300 characters quoted) and the X-Request-Id header (200)
+    end in the key, past their limits: clipping before redacting would quote its
+    first half (the header has no other redaction; the body is redacted whole too)."""
+    body = {"error": {"type": "invalid_request", "code": "bad", "message": "m" * 280 + API_KEY}}
+    emu.faults.reply(STATUS, 400, json=body, headers={"X-Request-Id": "r" * 180 + API_KEY})
+    async with ProtofaceAPI(api_key=API_KEY, api_url=emu.url, conn_options=CONN) as api:
+        with pytest.raises(ProtofaceAPIError) as info:
+            await api.get_status()
+
+    error = info.value
+    assert "m" * 280 + "[redacted]" in error.message
+    assert error.request_id == "r" * 180 + "[redacted]"
+    assert API_KEY[:8] not in chain_text(error)
+
+
 async def test_control_characters_from_the_server_cannot_forge_log_lines(
     emu: Emulator,
 ) -> None:
