@@ -21,6 +21,9 @@ Measurements (see RESULTS.md for the numbers and the method in full):
 - `lifetime`: the avatar leaving (agent heard again, avatar restored), API
   requests per session-minute in steady state, a call longer than its cap
   (`lifetime.py`).
+- `scale_curve`: N concurrent watched sessions against the emulator command,
+  the load generator in its own process: viewer fps, emulator CPU (all its
+  processes), API latency, failures (`scale_curve.py`).
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ from lifetime import measure_lifetime
 from livekit.agents import __version__ as agents_version
 from livekit.rtc import __version__ as rtc_version
 from report import write_markdown
+from scale_curve import measure_scale_curve
 
 from livekit.plugins.protoface.version import __version__ as ours_version
 from protoface_emulator.faults import Fault, Faults
@@ -839,6 +843,29 @@ def targets(results: Json) -> Json:
             },
             "met": gap is not None and gap <= 1.0 and bool(cap.get("video_until_end")),
         }
+    curve = results.get("scale_curve")
+    if curve and "error" not in curve:
+        rows = {(r.get("quality"), r.get("sessions")): r for r in curve["rows"]}
+        held = curve["largest_held"]
+        s16 = rows.get(("standard", 16)) or {}
+        out["16_standard_sessions_at_18_fps_p99_under_20ms"] = {
+            "value": {
+                "largest_standard_held": held.get("standard"),
+                "status_p99_ms_at_16": s16.get("status_p99_ms"),
+            },
+            "limit": 20,
+            "met": held.get("standard", 0) >= 16 and (s16.get("status_p99_ms") or 1e9) <= 20,
+        }
+        out["64_mock_sessions"] = {
+            "value": held.get("mock"),
+            "met": (held.get("mock") or 0) >= 64,
+        }
+        idle, s8 = curve.get("status_p99_idle_ms"), (rows.get(("standard", 8)) or {})
+        p99_8 = s8.get("status_p99_ms")
+        out["api_p99_with_8_sessions_within_2x_of_none"] = {
+            "value": {"none_ms": idle, "eight_ms": p99_8},
+            "met": idle is not None and p99_8 is not None and p99_8 <= 2 * idle,
+        }
     return out
 
 
@@ -875,7 +902,7 @@ async def run(plan: Plan, only: set[str]) -> Json:
     livekit: LiveKitServer | None = None
     servers = contextlib.ExitStack()
     try:
-        if only & {"faults", "e2e", "lifetime"}:
+        if only & {"faults", "e2e", "lifetime", "scale_curve"}:
             livekit = servers.enter_context(local_livekit_server())
         phases: list[tuple[str, Any]] = [
             ("latency", lambda: measure_latency(plan)),
@@ -890,6 +917,13 @@ async def run(plan: Plan, only: set[str]) -> Json:
                     quick=plan.mode == "quick",
                 ),
             ),
+            (
+                "scale_curve",
+                lambda: measure_scale_curve(
+                    livekit,  # type: ignore[arg-type]
+                    quick=plan.mode == "quick",
+                ),
+            ),
         ]
         keys = {
             "latency": "start_latency",
@@ -897,6 +931,7 @@ async def run(plan: Plan, only: set[str]) -> Json:
             "faults": "faults",
             "e2e": "e2e",
             "lifetime": "lifetime",
+            "scale_curve": "scale_curve",
         }
         for name, measure in phases:
             if name not in only:
@@ -938,6 +973,7 @@ SECTIONS = {
     "faults": "faults",
     "e2e": "e2e",
     "lifetime": "lifetime",
+    "scale_curve": "scale_curve",
 }
 
 
@@ -974,13 +1010,14 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="fewer samples: under 5 minutes")
     parser.add_argument(
         "--only",
-        default="latency,scale,faults,e2e,lifetime",
-        help="comma-separated subset of latency,scale,faults,e2e,lifetime (default: all)",
+        default="latency,scale,faults,e2e,lifetime,scale_curve",
+        help="comma-separated subset of latency,scale,faults,e2e,lifetime,scale_curve "
+        "(default: all)",
     )
     parser.add_argument("--out", type=Path, default=HERE, help="where results.json/RESULTS.md go")
     args = parser.parse_args()
     only = {part.strip() for part in args.only.split(",") if part.strip()}
-    unknown = only - {"latency", "scale", "faults", "e2e", "lifetime"}
+    unknown = only - set(SECTIONS)
     if unknown:
         parser.error(f"unknown measurement(s): {', '.join(sorted(unknown))}")
     plan = QUICK if args.quick else FULL

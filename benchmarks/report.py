@@ -719,6 +719,43 @@ def _lifetime(results: Json) -> list[str]:
     return lines
 
 
+def _scale_curve(results: Json) -> list[str]:
+    curve = results.get("scale_curve")
+    if not curve:
+        return []
+    if "error" in curve:
+        return ["## The scale curve", "", f"Failed: {curve['error']}", ""]
+    lines = [
+        "## The scale curve",
+        "",
+        "N concurrent watched sessions against the `protoface-emulator` command (its "
+        "default pool of worker processes), a fresh emulator per row; the load generator "
+        "(N agents speaking 2 s out of every 3, N viewers decoding the video) in its own "
+        f"process, on the same {curve.get('cores')} cores. Over a {curve['window_s']:g} s "
+        "window: each viewer's frame rate, the CPU of the emulator and all its worker "
+        "processes (one core = 100), `GET /v1/status` every 50 ms. *Held*: every viewer "
+        "at ≥ 90 % of the tier's rate (18 fps for `standard`) and no failed session.",
+        "",
+        "| quality | N | viewer fps min / median | emulator CPU total / per session "
+        "| API p50 / p99 (ms) | failed | held |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in curve["rows"]:
+        if "error" in r:
+            lines.append(f"| {r['quality']} | {r['sessions']} | failed: {r['error']} | | | | |")
+            continue
+        lines.append(
+            f"| {r['quality']} | {r['sessions']} "
+            f"| {_fmt(r['viewer_fps_min'])} / {_fmt(r['viewer_fps_median'])} "
+            f"| {_fmt(r['emulator_cpu_percent'])} / {_fmt(r['emulator_cpu_percent_per_session'])} "
+            f"| {_fmt(r['status_p50_ms'])} / {_fmt(r['status_p99_ms'])} "
+            f"| {r['failed_sessions']} | {'yes' if r['held'] else 'no'} |"
+        )
+    held = ", ".join(f"`{q}` {n}" for q, n in curve["largest_held"].items())
+    lines += ["", f"Largest N held: {held}.", ""]
+    return lines
+
+
 def write_markdown(results: Json, path: Path) -> None:
     """Write RESULTS.md for `results`."""
     lines = (
@@ -729,6 +766,7 @@ def write_markdown(results: Json, path: Path) -> None:
         + _faults(results)
         + _e2e(results)
         + _lifetime(results)
+        + _scale_curve(results)
         + _bounds(results)
         + _findings(results)
     )

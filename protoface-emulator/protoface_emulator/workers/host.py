@@ -97,7 +97,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="a protoface-emulator worker process")
     parser.add_argument("--options", help="WorkerOptions fields as JSON")
     parser.add_argument("--log-level", default="info")
+    parser.add_argument("--nice", type=int, default=0, help="added to this process's niceness")
     args = parser.parse_args()
+    if args.nice:
+        os.nice(args.nice)
     # The protocol gets the real stdout; anything else written to fd 1 goes to stderr.
     out = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)

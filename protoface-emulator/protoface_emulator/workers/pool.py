@@ -230,6 +230,9 @@ class ProcessPool:
             by default each process reads `WorkerOptions.from_env()`.
         env: The processes' environment; this process's by default.
         log_level: The processes' log level name (`info`, `debug`, ...).
+        nice: Added to the processes' niceness (Unix): when the cores are
+            saturated the API's process is served first, so its latency holds
+            while the avatars lose frames.
 
     Raises:
         ValueError: `processes` is below 1.
@@ -242,6 +245,7 @@ class ProcessPool:
         options: Mapping[str, Any] | None = None,
         env: Mapping[str, str] | None = None,
         log_level: str = "info",
+        nice: int = 5,
     ) -> None:
         size = default_pool_size() if processes is None else processes
         if size < 1:
@@ -251,6 +255,8 @@ class ProcessPool:
             )
         self.size = size
         argv = [sys.executable, "-m", "protoface_emulator.workers.host", "--log-level", log_level]
+        if nice and hasattr(os, "nice"):
+            argv += ["--nice", str(nice)]
         if options is not None:
             argv += ["--options", json.dumps(dict(options))]
         self._argv = argv
