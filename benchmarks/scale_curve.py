@@ -35,12 +35,13 @@ from typing import Any
 import psutil
 
 from protoface_emulator.testing import LiveKitServer, start_emulator_process
+from protoface_emulator.worker import VIDEO_TIERS
 
 Json = dict[str, Any]
 HERE = Path(__file__).resolve()
 SPEECH_RATE = 16000
 HELD_FRACTION = 0.9
-TIER_FPS = {"mock": 5.0, "lite": 15.0, "standard": 20.0, "pro": 25.0}
+TIER_FPS = {q: t.fps for q, t in VIDEO_TIERS.items()}
 
 FULL_PLAN: list[tuple[str, int]] = [("standard", n) for n in (0, 1, 2, 4, 8, 16)] + [
     ("mock", n) for n in (32, 64)

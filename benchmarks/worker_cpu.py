@@ -106,6 +106,23 @@ class _NullEvents:
         print(f"worker failed: {code}: {message}", file=sys.stderr, flush=True)
 
 
+def _override_publish_options(overrides: dict[str, bool]) -> None:
+    """An experiment: publish every track with `overrides` (e.g. simulcast=False)."""
+    original = rtc.LocalParticipant.publish_track
+
+    async def publish_track(
+        self: rtc.LocalParticipant,
+        track: rtc.LocalTrack,
+        options: rtc.TrackPublishOptions | None = None,
+    ) -> rtc.LocalTrackPublication:
+        options = options or rtc.TrackPublishOptions()
+        for name, value in overrides.items():
+            setattr(options, name, value)
+        return await original(self, track, options)
+
+    rtc.LocalParticipant.publish_track = publish_track  # type: ignore[method-assign]
+
+
 async def _host(specs: list[dict[str, str]], options: WorkerOptions) -> None:
     """The child process: run the workers until SIGTERM."""
     factory = make_worker_factory(options)
@@ -166,6 +183,7 @@ async def _measure(args: argparse.Namespace) -> Result:
                 "--fps",
                 str(args.fps),
                 *(["--cprofile", args.cprofile] if args.cprofile else []),
+                *(["--publish", args.publish] if args.publish else []),
             ],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
@@ -305,8 +323,17 @@ def main() -> None:
     parser.add_argument(
         "--cprofile", metavar="FILE", help="write a cProfile of the host's Python thread here"
     )
+    parser.add_argument(
+        "--publish",
+        metavar="NAME=0|1,...",
+        help="experiment: override TrackPublishOptions fields, e.g. simulcast=0,red=0,dtx=1",
+    )
     args = parser.parse_args()
     options = _options(args)
+    if args.role == "host" and args.publish:
+        _override_publish_options(
+            {k: v == "1" for k, v in (part.split("=") for part in args.publish.split(","))}
+        )
     if args.role == "host":
         specs = json.loads(sys.stdin.read())
         if not args.cprofile:

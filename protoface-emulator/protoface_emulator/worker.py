@@ -31,25 +31,18 @@ splits it into segments at 0.3 s of silence; there is no playback protocol
 since nobody sends one. `synthetic_audio_if_no_input` is accepted and ignored:
 the worker publishes its (silent, idle) face once the agent is in the room.
 
-Defaults and CPU. 320x320 at 20 fps, audio 24 kHz mono. 20 fps because
-LiveKit's default encoding for a video this small caps the sent rate at 20 fps
-(a 25 fps source reaches viewers at 20 anyway). Measured with
-`benchmarks/worker_cpu.py` on the 2-core development machine against a local
-`livekit-server --dev`, counting the CPU time of the process hosting the
-workers (all threads, so LiveKit's native VP8 encoder included) while a viewer
-watches each avatar and its agent speaks 2 s out of every 3:
-
-    320x320 @ 20 fps, 1 session     4.4-5.7 % of one core (idle face: 3.6-4.8 %)
-    320x320 @ 20 fps, 3 sessions   13.1 % in total (4.4 % each)
-    320x320 @ 20 fps, 5 sessions   22.5 % in total (4.5 % each)
-    384x384 @ 25 fps, 1 session     5.4 %
-    512x512 @ 25 fps, 1 session     7.8 %
-
-livekit-server itself used 1.7-6.3 % for 1-5 sessions. Drawing is negligible:
-a frame costs about 30 us while speaking and 16 us idle (the face and every
-mouth shape are drawn once, then pasted); the rest is WebRTC encoding and the
-Python/FFI plumbing, which scale with pixels x fps. Override the size and rate
-with `WorkerOptions` or `PROTOFACE_EMULATOR_VIDEO_WIDTH` / `_HEIGHT` / `_FPS`.
+Video and CPU. A session's `quality` picks its video (`VIDEO_TIERS`): `mock`
+64x64 @ 5 fps, `lite` 160x160 @ 15, `standard` 320x320 @ 20 (the default, and
+what `WorkerOptions` / `PROTOFACE_EMULATOR_VIDEO_WIDTH` / `_HEIGHT` / `_FPS`
+set), `pro` 512x512 @ 20; audio 24 kHz mono. No tier goes past 20 fps because
+LiveKit's default encoding for video this small sends at most 20 (a 25 fps
+source reaches viewers at 20 anyway). Each tier's measured cost, and where a
+session's CPU goes, are in the emulator README ("The avatar worker"), measured
+with `benchmarks/worker_cpu.py`. In short: drawing is negligible (the face and
+every mouth shape are drawn once per size, then pasted; a frame costs tens of
+microseconds); the cost is libwebrtc's per-session media pipeline (VP8 and
+Opus encoders, audio capture ticks, the network thread) and the Python/FFI
+plumbing that hands it each frame.
 
 The worker token is a secret: it is never logged, and LiveKit's connect errors
 (which quote the token back) are redacted before they are reported or logged.
@@ -159,7 +152,9 @@ VIDEO_TIERS: Final[Mapping[str, VideoTier]] = {
     "mock": VideoTier(64, 64, 5.0),
     "lite": VideoTier(160, 160, 15.0),
     "standard": VideoTier(320, 320, 20.0),
-    "pro": VideoTier(512, 512, 25.0),
+    # 20, not more: LiveKit's default encoding for this size sends at most 20 fps,
+    # so frames drawn beyond it would be encoded for nobody.
+    "pro": VideoTier(512, 512, 20.0),
 }
 """What each `quality` renders. `standard` is `WorkerOptions`' own size and rate
 (so `PROTOFACE_EMULATOR_VIDEO_*` and explicit options change it); the others are fixed."""
