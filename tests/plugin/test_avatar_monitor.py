@@ -31,7 +31,15 @@ from livekit.plugins.protoface.output import AvatarAudioOutput
 from protoface_emulator import Emulator
 from protoface_emulator.lifecycle import ManualWorkers
 
-from .helpers import API_KEY, FAST, GET_SESSION, envelope, leftover_tasks
+from .helpers import (
+    API_KEY,
+    END,
+    FAST,
+    GET_SESSION,
+    assert_ended_by_the_client,
+    envelope,
+    leftover_tasks,
+)
 
 pytestmark = pytest.mark.usefixtures("livekit_env")
 
@@ -266,6 +274,8 @@ async def test_other_participants_leaving_is_ignored(
     await asyncio.wait_for(avatar.wait_for_join(), timeout=5)
 
     avatar_left(job_room, identity="some-user")
+    # Past the grace the monitor gives an avatar that left (2 s), with polls going on.
+    await asyncio.sleep(2.5)
     polls = len(emu.requests.matching(GET_SESSION))
     await emu.requests.wait_for(GET_SESSION, count=polls + 5, timeout=10)
 
@@ -374,3 +384,93 @@ async def test_aclose_while_monitoring_leaves_no_task(
     polls = len(emu.requests.matching(GET_SESSION))
     await asyncio.sleep(0.2)
     assert len(emu.requests.matching(GET_SESSION)) == polls
+
+
+async def test_a_session_reported_with_its_first_frame_counts_as_joined(
+    emu: Emulator, job_room: rtc.Room
+) -> None:
+    """`first_frame_at` alone (the status still `starting`) means the avatar publishes."""
+    avatar = await started(emu, job_room)
+    session_id = avatar.session_id
+    assert session_id is not None
+    emu.faults.reply(
+        GET_SESSION,
+        200,
+        json=lambda _: {
+            **emu.store.get_session(session_id).view(),
+            "status": "starting",
+            "first_frame_at": "2026-01-01T00:00:01.000Z",
+        },
+        count=100_000,
+    )
+
+    await asyncio.wait_for(avatar.wait_for_join(), timeout=5)
+    await avatar.aclose()
+
+
+async def test_a_session_that_vanished_is_lost_as_not_found(
+    emu: Emulator, workers: ManualWorkers, job_room: rtc.Room
+) -> None:
+    avatar = await started(emu, job_room, poll_interval=0.05)
+    events = lost_events(avatar)
+    session_id = avatar.session_id
+    assert session_id is not None
+    first_frame(workers, session_id)
+    await asyncio.wait_for(avatar.wait_for_join(), timeout=5)
+
+    emu.faults.reply(
+        GET_SESSION, 404, json=envelope("not_found", "session_not_found"), count=100_000
+    )
+    event = await asyncio.wait_for(events.get(), timeout=5)
+
+    assert event.reason == "session_not_found"
+    await avatar.aclose()
+
+
+async def test_the_reason_recorded_just_after_the_avatar_left_is_the_one_reported(
+    emu: Emulator, workers: ManualWorkers, job_room: rtc.Room
+) -> None:
+    """The room says the avatar left before Protoface records why: the monitor gives
+    the session a moment instead of reporting a bare `avatar_left_room`."""
+    avatar = await started(emu, job_room, poll_interval=60)
+    events = lost_events(avatar)
+    session_id = avatar.session_id
+    assert session_id is not None
+    first_frame(workers, session_id)
+    await asyncio.wait_for(avatar.wait_for_join(), timeout=5)
+
+    avatar_left(job_room)
+    polls = len(emu.requests.matching(GET_SESSION))
+    # Read at once (still running), then the worker's report lands.
+    await emu.requests.wait_for(GET_SESSION, count=polls + 1, answered=True, timeout=5)
+    workers.worker(session_id).fail("worker_lost", "left the room")
+    event = await asyncio.wait_for(events.get(), timeout=10)
+
+    assert event.reason == "worker_lost"
+    await avatar.aclose()
+
+
+async def test_an_end_that_failed_when_the_avatar_was_lost_is_retried_at_close(
+    emu: Emulator, workers: ManualWorkers, job_room: rtc.Room
+) -> None:
+    """The avatar left a session still running: it is ended at once; that end fails
+    (every attempt), so aclose() tries again, and the billed session does end."""
+    avatar = await started(emu, job_room, poll_interval=60)
+    events = lost_events(avatar)
+    session_id = avatar.session_id
+    assert session_id is not None
+    first_frame(workers, session_id)
+    await asyncio.wait_for(avatar.wait_for_join(), timeout=5)
+    attempts = FAST.max_retry + 1
+    refused = emu.faults.reply(END, 500, json=envelope("internal", "boom"), count=attempts)
+
+    avatar_left(job_room)
+    await asyncio.wait_for(events.get(), timeout=10)
+    await emu.requests.wait_for(END, count=attempts, answered=True, timeout=10)
+    assert refused.fired == attempts
+    assert emu.store.get_session(session_id).status == "running"
+
+    await avatar.aclose()
+
+    assert len(emu.requests.matching(END)) == attempts + 1
+    assert_ended_by_the_client(emu, session_id)

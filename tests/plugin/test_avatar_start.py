@@ -12,6 +12,7 @@ import jwt
 import pytest
 from livekit import api, rtc
 from livekit.agents import AgentSession, APIConnectOptions, APIStatusError
+from livekit.agents.voice import CloseEvent, CloseReason
 from livekit.agents.voice.avatar import DataStreamAudioOutput
 from livekit.plugins import protoface
 
@@ -460,3 +461,55 @@ async def test_cancel_during_the_retry_wait_ends_whatever_was_created(
     assert_ended_by_the_client(emu, created)
     assert avatar.session_id is None
     assert leftover_tasks(before) == []
+
+
+async def test_a_second_cancel_during_the_recovery_replay_still_ends_the_session(
+    emu: Emulator, job_room: rtc.Room
+) -> None:
+    """A job cancelling twice (a shutdown that times out): the replay that learns the
+    session's id must outlive the second cancel, or the billed session runs on."""
+    emu.faults.reply(
+        CREATE,
+        503,
+        json=envelope("service_unavailable", "busy"),
+        headers={"Retry-After": "5"},
+        handled=True,
+    )
+    emu.faults.add(CREATE, "late", delay=0.5)  # the replay, answered late
+    avatar = make_avatar(emu)
+
+    start = asyncio.create_task(avatar.start(AgentSession(), room=job_room))
+    await emu.requests.wait_for(CREATE, answered=True, timeout=5)
+    await asyncio.sleep(0.2)  # in the Retry-After wait
+    start.cancel()
+    await emu.requests.wait_for(CREATE, count=2, timeout=5)  # the replay is in flight
+    start.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await start
+
+    (created,) = session_ids(emu)
+    await eventually(lambda: ended_ids(emu) == [created])
+    assert_ended_by_the_client(emu, created)
+    await avatar.aclose()
+
+
+async def test_the_agent_session_closing_ends_the_hosted_session(
+    emu: Emulator, job_room: rtc.Room
+) -> None:
+    """A job that hands the caller over closes its AgentSession, not the job.
+
+    Stand-in: the AgentSession never ran (no model here), so its `close` event is
+    emitted by the test, as `AgentSession.aclose()` would.
+    """
+    session: AgentSession[None] = AgentSession()
+    avatar = make_avatar(emu)
+    await avatar.start(session, room=job_room)
+    session_id = avatar.session_id
+    assert session_id is not None
+
+    session.emit("close", CloseEvent(reason=CloseReason.USER_INITIATED))
+
+    await eventually(lambda: ended_ids(emu) == [session_id])
+    assert_ended_by_the_client(emu, session_id)
+    await avatar.aclose()
+    assert ended_ids(emu) == [session_id]
