@@ -41,6 +41,8 @@ logger = logging.getLogger("protoface_emulator.workers")
 # How long a closed worker may take to report that it left its room. The store
 # abandons a close after 10 s anyway; the worker bounds its own cleanup at 5 s.
 _CLOSE_TIMEOUT = 8.0
+# How long `start()` waits for the processes to be ready (imports take seconds).
+_READY_TIMEOUT = 60.0
 # How long a worker process may take to exit once its stdin is closed.
 _EXIT_TIMEOUT = 10.0
 
@@ -272,16 +274,22 @@ class ProcessPool:
         return list(self._processes)
 
     async def start(self) -> None:
-        """Start every worker process in the background; sessions may come at once.
+        """Start every worker process and wait (bounded) until each is ready.
 
-        A session placed on a process still starting waits for it (about a second).
+        A worker process imports LiveKit and livekit-agents first, seconds of CPU;
+        waiting here keeps the first session as quick as later ones, as with the
+        in-process worker (whose import happens before the emulator serves). Past
+        `_READY_TIMEOUT` it stops waiting: sessions then wait for their process.
         """
         self._fill()
-
-    async def wait_ready(self) -> None:
-        """Wait until every worker process is ready for sessions."""
-        self._fill()
-        await asyncio.gather(*(p.ready for p in self._processes))
+        waiting = [p.ready for p in self._processes]
+        _, pending = await asyncio.wait(waiting, timeout=_READY_TIMEOUT)
+        if pending:
+            logger.warning(
+                "%d worker process(es) not ready after %.0f s; serving anyway",
+                len(pending),
+                _READY_TIMEOUT,
+            )
 
     def __call__(self, spec: WorkerSpec, events: WorkerEvents) -> WorkerHandle:
         """Place a session's worker on the least loaded process; returns at once.
