@@ -13,6 +13,8 @@ import asyncio
 import contextlib
 import os
 import signal
+import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -149,3 +151,19 @@ async def test_closing_the_emulator_ends_the_sessions_and_stops_its_processes(
         assert record.status == "ended"
         await asyncio.to_thread(worker_process.wait, DEADLINE)
         assert not worker_process.is_running()
+
+
+def test_a_pool_needs_at_least_one_process() -> None:
+    with pytest.raises(ValueError, match="at least 1 worker process, got 0"):
+        ProcessPool(processes=0)
+
+
+def test_the_command_refuses_a_negative_number_of_worker_processes() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "protoface_emulator.cli", "--worker-processes", "-1"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert "--worker-processes" in done.stderr and "got -1" in done.stderr
