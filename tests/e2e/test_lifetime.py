@@ -241,7 +241,9 @@ async def test_protoface_killed_then_back_on_the_same_port(
     livekit_server: LiveKitServer, emulator_command: list[EmulatorProcess]
 ) -> None:
     """SIGKILL takes the API and every worker at once; the same port comes back empty."""
-    first = start_emulator_process(args=["--log-level", "warning"])
+    # A generous join bound: on a busy machine a worker can take well over 15 s.
+    args = ["--log-level", "warning", "--join-timeout", "90"]
+    first = start_emulator_process(args=args)
     emulator_command.append(first)
     port = first.url.rsplit(":", 1)[1]
     room = room_name("outage")
@@ -253,7 +255,7 @@ async def test_protoface_killed_then_back_on_the_same_port(
         viewer_in(livekit_server, room, agent.identity) as agent_view,
     ):
         events = Events(agent.avatar)
-        await agent.avatar.wait_for_join(timeout=30)
+        await agent.avatar.wait_for_join(timeout=90)
         await speak(agent, 1.0)
         first.process.kill()
         first.process.wait(timeout=10)
@@ -263,7 +265,7 @@ async def test_protoface_killed_then_back_on_the_same_port(
         await speak(agent, 1.5)
         await agent_view.wait_for_audio(0.5, timeout=15)  # audio-only meanwhile
 
-        again = start_emulator_process(api_key=first.api_key, args=["--port", port])
+        again = start_emulator_process(api_key=first.api_key, args=[*args, "--port", port])
         emulator_command.append(again)
         await eventually(lambda: bool(events.restored), timeout=90, message=lambda: repr(events))
         assert events.restored[0].avatar_identity == successor
