@@ -42,7 +42,7 @@ from typing import IO, Any
 import aiohttp
 from aiohttp import web
 
-from protoface_emulator.testing.launch import EmulatorProcess, start_emulator_process
+from protoface_emulator.testing.launch import EmulatorProcess, start_emulator_process, stop_process
 from protoface_emulator.testing.livekit_dev import (
     LiveKitServer,
     LiveKitServerMissing,
@@ -97,13 +97,7 @@ class AgentProcess:
 
     def stop(self, timeout: float = 20.0) -> None:
         """SIGTERM (the worker drains its jobs, which end their hosted sessions), then kill."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=5)
+        stop_process(self.process, timeout)
 
 
 def start_agent(agent_file: Path, env: dict[str, str], *, verbose: bool) -> AgentProcess:

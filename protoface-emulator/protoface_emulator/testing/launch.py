@@ -14,11 +14,11 @@ import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import IO
+from typing import IO, Any
 
 from protoface_emulator.server import generate_api_key
 
-__all__ = ["EmulatorProcess", "start_emulator_process"]
+__all__ = ["EmulatorProcess", "start_emulator_process", "stop_process"]
 
 
 @dataclass
@@ -31,13 +31,18 @@ class EmulatorProcess:
 
     def stop(self, timeout: float = 20.0) -> None:
         """SIGTERM, then wait for it; kill it if it will not go."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=5)
+        stop_process(self.process, timeout)
+
+
+def stop_process(process: subprocess.Popen[Any], timeout: float = 20.0) -> None:
+    """SIGTERM `process`, wait up to `timeout` seconds, then kill it if it will not go."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=5)
 
 
 def start_emulator_process(
