@@ -4,7 +4,10 @@
                        [--faults SPEC ...] [--faults-seed N]
                        [--max-concurrency N] [--join-timeout SECONDS]
                        [--worker-processes N] [--worker-factory MODULE:NAME]
+                       [--dispatch [--agent-name NAME] [--dispatch-port PORT]
+                        [--dispatch-public-url ws://HOST:PORT]]
                        [--log-level LEVEL]
+    protoface-emulator worker [--agent-name NAME] [--capacity N] [--name HOST]
 
 Once it accepts requests it prints `listening on http://HOST:PORT` on stdout
 (after `api key: KEY` when it generated the key). SIGINT or SIGTERM end every
@@ -13,6 +16,12 @@ and never contain the API key or worker tokens.
 
 Avatars render in worker processes, one per core by default
 (`--worker-processes N`; 0 renders in this process, as `Emulator()` does).
+With `--dispatch` they render on worker hosts instead: `protoface-emulator worker`
+processes on any number of machines, registered with the developer's own
+livekit-server, each session one job placed by LiveKit's agent dispatch. Both
+sides read that server from `--livekit-url`, `--livekit-api-key` and
+`--livekit-api-secret`, or `$LIVEKIT_URL`, `$LIVEKIT_API_KEY`, `$LIVEKIT_API_SECRET`
+(the environment keeps the secret out of `ps`).
 """
 
 from __future__ import annotations
@@ -32,6 +41,8 @@ from typing import cast
 from protoface_emulator.lifecycle import WorkerFactory
 from protoface_emulator.server import Emulator
 from protoface_emulator.store import DEFAULT_JOIN_TIMEOUT_SECONDS, DEFAULT_MAX_CONCURRENCY
+from protoface_emulator.workers.agent_worker import DEFAULT_CAPACITY
+from protoface_emulator.workers.dispatch import DEFAULT_AGENT_NAME
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8790
@@ -70,6 +81,66 @@ def _processes(text: str) -> int:
             f"must be 0 (render in the API's process) or more worker processes; got {value}"
         )
     return value
+
+
+def _capacity(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of avatars: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"a worker host runs at least 1 avatar; got {value}")
+    return value
+
+
+def _add_livekit_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--livekit-url", default=None, help="the livekit-server (default: $LIVEKIT_URL)"
+    )
+    parser.add_argument(
+        "--livekit-api-key", default=None, help="its API key (default: $LIVEKIT_API_KEY)"
+    )
+    parser.add_argument(
+        "--livekit-api-secret",
+        default=None,
+        help="its API secret (default: $LIVEKIT_API_SECRET; prefer the environment)",
+    )
+    parser.add_argument(
+        "--agent-name",
+        default=DEFAULT_AGENT_NAME,
+        help="the agent name worker hosts register and jobs go to (default %(default)s)",
+    )
+
+
+def _livekit(args: argparse.Namespace) -> tuple[str, str, str]:
+    return (
+        args.livekit_url or os.environ.get("LIVEKIT_URL", ""),
+        args.livekit_api_key or os.environ.get("LIVEKIT_API_KEY", ""),
+        args.livekit_api_secret or os.environ.get("LIVEKIT_API_SECRET", ""),
+    )
+
+
+def build_worker_parser() -> argparse.ArgumentParser:
+    """The arguments of `protoface-emulator worker`."""
+    parser = argparse.ArgumentParser(
+        prog="protoface-emulator worker",
+        description="A worker host: renders the avatars an emulator started with --dispatch "
+        "sends through LiveKit's agent dispatch.",
+    )
+    _add_livekit_arguments(parser)
+    parser.add_argument(
+        "--capacity",
+        type=_capacity,
+        default=DEFAULT_CAPACITY,
+        help="avatars this host renders at once (default %(default)s)",
+    )
+    parser.add_argument(
+        "--name", default=None, help="how the emulator names this host (default: hostname:pid)"
+    )
+    parser.add_argument(
+        "--log-level", default="info", choices=["debug", "info", "warning", "error"]
+    )
+    return parser
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -126,6 +197,24 @@ def build_parser() -> argparse.ArgumentParser:
         "(for API tests and benchmarks without a LiveKit server)",
     )
     parser.add_argument(
+        "--dispatch",
+        action="store_true",
+        help="render on `protoface-emulator worker` hosts through LiveKit's agent dispatch",
+    )
+    _add_livekit_arguments(parser)
+    parser.add_argument(
+        "--dispatch-port",
+        type=_port,
+        default=0,
+        help="port worker hosts report to (default: a free one; it travels in each job)",
+    )
+    parser.add_argument(
+        "--dispatch-public-url",
+        default=None,
+        metavar="ws://HOST:PORT",
+        help="where worker hosts reach that port, when not at --host:--dispatch-port",
+    )
+    parser.add_argument(
         "--log-level",
         default="info",
         choices=["debug", "info", "warning", "error"],
@@ -153,7 +242,24 @@ def load_worker_factory(reference: str) -> WorkerFactory:
 
 
 def _default_workers(args: argparse.Namespace) -> WorkerFactory | None:
-    """The real worker: a process pool unless `--worker-processes 0` (None: in-process)."""
+    """The real worker: a process pool unless `--worker-processes 0` (None: in-process)
+    or `--dispatch` (LiveKit's agent dispatch to worker hosts)."""
+    if args.dispatch:
+        if args.worker_processes is not None:
+            raise ValueError("--dispatch renders on worker hosts; drop --worker-processes")
+        from protoface_emulator.workers.dispatch import AgentDispatch
+
+        url, key, secret = _livekit(args)
+        return AgentDispatch(
+            url,
+            key,
+            secret,
+            agent_name=args.agent_name,
+            host=args.host,
+            port=args.dispatch_port,
+            public_url=args.dispatch_public_url,
+            pickup_timeout=min(20.0, args.join_timeout),
+        )
     if args.worker_processes == 0:
         return None
     from protoface_emulator.workers import ProcessPool
@@ -213,16 +319,48 @@ async def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _work(args: argparse.Namespace) -> int:
+    from protoface_emulator.workers.agent_worker import WorkerHost
+
+    url, key, secret = _livekit(args)
+    try:
+        host = WorkerHost(
+            url, key, secret, agent_name=args.agent_name, capacity=args.capacity, name=args.name
+        )
+    except ValueError as exc:
+        print(f"protoface-emulator worker: {exc}", file=sys.stderr)
+        return 2
+    run = asyncio.ensure_future(host.run())
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(signum, run.cancel)
+    try:
+        await run
+    except asyncio.CancelledError:
+        logger.info("worker host %s: leaving", host.name)
+    except Exception as exc:  # registration refused, server unreachable after retries
+        print(f"protoface-emulator worker: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        await host.aclose()
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the emulator until SIGINT/SIGTERM; returns the exit status."""
-    args = build_parser().parse_args(argv)
+    """Run the emulator (or, with `worker`, a worker host) until SIGINT/SIGTERM."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    working = argv[:1] == ["worker"]
+    args = (
+        build_worker_parser().parse_args(argv[1:]) if working else build_parser().parse_args(argv)
+    )
     logging.basicConfig(
         stream=sys.stderr,
         level=getattr(logging, args.log_level.upper()),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:
-        return asyncio.run(_serve(args))
+        return asyncio.run(_work(args) if working else _serve(args))
     except KeyboardInterrupt:
         return 0
 

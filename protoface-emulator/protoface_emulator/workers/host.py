@@ -22,7 +22,7 @@ from typing import IO, Any
 
 from protoface_emulator.lifecycle import FAILURE_WORKER_CRASHED, WorkerHandle
 from protoface_emulator.worker import WorkerOptions, make_worker_factory
-from protoface_emulator.workers.protocol import decode, encode, spec_from_wire
+from protoface_emulator.workers.protocol import EventWriter, decode, encode, spec_from_wire
 
 logger = logging.getLogger("protoface_emulator.workers.host")
 
@@ -32,32 +32,6 @@ def _write(out: IO[bytes], message: dict[str, Any]) -> None:
     with contextlib.suppress(OSError, ValueError):
         out.write(encode(message))
         out.flush()
-
-
-class _PipeEvents:
-    """`WorkerEvents` of one worker, written to the pool as protocol lines."""
-
-    def __init__(self, out: IO[bytes], key: int) -> None:
-        self._out = out
-        self._key = key
-
-    def _send(self, event: str, **fields: Any) -> None:
-        _write(self._out, {"key": self._key, "event": event, **fields})
-
-    def on_connecting(self) -> None:
-        self._send("connecting")
-
-    def on_first_frame(self) -> None:
-        self._send("first_frame")
-
-    def on_audio(self) -> None:
-        self._send("audio")
-
-    def on_frames(self, count: int) -> None:
-        self._send("frames", count=count)
-
-    def on_failed(self, code: str, message: str) -> None:
-        self._send("failed", code=code, message=message)
 
 
 async def serve(options: WorkerOptions, out: IO[bytes]) -> None:
@@ -78,7 +52,7 @@ async def serve(options: WorkerOptions, out: IO[bytes]) -> None:
         message = decode(line)
         key = int(message["key"])
         if message["op"] == "start":
-            events = _PipeEvents(out, key)
+            events = EventWriter(lambda message: _write(out, message), key)
             try:
                 workers[key] = factory(spec_from_wire(message["spec"]), events)
             except Exception as exc:

@@ -32,7 +32,7 @@ from protoface_emulator.lifecycle import (
     WorkerHandle,
     WorkerSpec,
 )
-from protoface_emulator.workers.protocol import decode, encode, spec_to_wire
+from protoface_emulator.workers.protocol import apply_event, decode, encode, spec_to_wire
 
 __all__ = ["ProcessPool", "WorkerProcess", "default_pool_size"]
 
@@ -186,18 +186,7 @@ class WorkerProcess:
         worker = self._workers.get(int(message.get("key", -1)))
         if worker is None:
             return
-        events = worker.events
-        if event == "connecting":
-            events.on_connecting()
-        elif event == "first_frame":
-            events.on_first_frame()
-        elif event == "audio":
-            events.on_audio()
-        elif event == "frames":
-            events.on_frames(int(message["count"]))
-        elif event == "failed":
-            events.on_failed(str(message["code"]), str(message["message"]))
-        elif event == "closed":
+        if apply_event(worker.events, message):
             del self._workers[int(message["key"])]
             if not worker.closed.done():
                 worker.closed.set_result(None)
