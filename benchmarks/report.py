@@ -734,20 +734,28 @@ def _scale_curve(results: Json) -> list[str]:
         f"process, on the same {curve.get('cores')} cores. Over a {curve['window_s']:g} s "
         "window: each viewer's frame rate, the CPU of the emulator and all its worker "
         "processes (one core = 100), `GET /v1/status` every 50 ms. *Held*: every viewer "
-        "at ≥ 90 % of the tier's rate (18 fps for `standard`) and no failed session.",
+        "at ≥ 90 % of the tier's rate (18 fps for `standard`) and no failed session. "
+        "Beside it, in the same window, what else used the cores: livekit-server, the load "
+        f"generator, and the whole machine (of {100 * (curve.get('cores') or 1)}).",
         "",
         "| quality | N | viewer fps min / median | emulator CPU total / per session "
+        "| livekit-server / load generator / machine CPU "
         "| API p50 / p99 (ms) | failed | held |",
-        "|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in curve["rows"]:
         if "error" in r:
-            lines.append(f"| {r['quality']} | {r['sessions']} | failed: {r['error']} | | | | |")
+            lines.append(f"| {r['quality']} | {r['sessions']} | failed: {r['error']} | | | | | |")
             continue
+        others = (
+            f"{_fmt(r.get('livekit_cpu_percent'))} / {_fmt(r.get('load_generator_cpu_percent'))} "
+            f"/ {_fmt(r.get('machine_cpu_percent'))}"
+        )
         lines.append(
             f"| {r['quality']} | {r['sessions']} "
             f"| {_fmt(r['viewer_fps_min'])} / {_fmt(r['viewer_fps_median'])} "
             f"| {_fmt(r['emulator_cpu_percent'])} / {_fmt(r['emulator_cpu_percent_per_session'])} "
+            f"| {others} "
             f"| {_fmt(r['status_p50_ms'])} / {_fmt(r['status_p99_ms'])} "
             f"| {r['failed_sessions']} | {'yes' if r['held'] else 'no'} |"
         )

@@ -67,6 +67,16 @@ def _cpu_seconds(root: psutil.Process) -> dict[int, float]:
     return out
 
 
+def _busy_seconds() -> float:
+    """CPU seconds the whole machine spent not idle, over all cores, so far."""
+    t = psutil.cpu_times()
+    return float(sum(t) - t.idle - getattr(t, "iowait", 0.0))
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 1)
+
+
 # -- the load generator (its own process) ------------------------------------------
 
 
@@ -255,6 +265,16 @@ async def measure_point(livekit: LiveKitServer, quality: str, n: int, seconds: f
         assert load.stdin is not None and load.stdout is not None
         load.stdin.write(json.dumps(job).encode())
         load.stdin.close()
+        # Beside the emulator, what else shares the cores in the window: the SFU,
+        # the load generator (N agents, N viewers decoding), and the machine as a whole.
+        others = {
+            "livekit": psutil.Process(livekit.process.pid),
+            "load": psutil.Process(load.pid),
+        }
+        others0: dict[str, float] = {}
+        others_cpu: dict[str, float] = {}
+        machine0: float = 0.0
+        machine_cpu: float | None = None
         cpu0: dict[int, float] = {}
         began = 0.0
         cpu_total: float | None = None
@@ -268,6 +288,8 @@ async def measure_point(livekit: LiveKitServer, quality: str, n: int, seconds: f
                 message = json.loads(line)
                 if message.get("event") == "window_start":
                     began, cpu0 = time.monotonic(), _cpu_seconds(root)
+                    others0 = {k: sum(_cpu_seconds(p).values()) for k, p in others.items()}
+                    machine0 = _busy_seconds()
                     prober = asyncio.ensure_future(
                         _probe_status(emulator.url, emulator.api_key, latencies, probe_errors)
                     )
@@ -278,6 +300,11 @@ async def measure_point(livekit: LiveKitServer, quality: str, n: int, seconds: f
                     cpu1 = _cpu_seconds(root)
                     used = sum(cpu1[p] - cpu0.get(p, 0.0) for p in cpu1)
                     cpu_total = 100 * used / elapsed
+                    others_cpu = {
+                        k: 100 * (sum(_cpu_seconds(p).values()) - others0[k]) / elapsed
+                        for k, p in others.items()
+                    }
+                    machine_cpu = 100 * (_busy_seconds() - machine0) / elapsed
                 else:
                     result = message
             await load.wait()
@@ -297,6 +324,10 @@ async def measure_point(livekit: LiveKitServer, quality: str, n: int, seconds: f
         "emulator_cpu_percent_per_session": (
             None if cpu_total is None or n == 0 else round(cpu_total / n, 1)
         ),
+        "livekit_cpu_percent": _rounded(others_cpu.get("livekit")),
+        "load_generator_cpu_percent": _rounded(others_cpu.get("load")),
+        "machine_cpu_percent": _rounded(machine_cpu),
+        "machine_cpu_capacity": 100 * (os.cpu_count() or 1),
         "status_p50_ms": _percentile(latencies, 0.5),
         "status_p99_ms": _percentile(latencies, 0.99),
         "status_probes": len(latencies),
