@@ -182,3 +182,64 @@ async def test_reads_answer_and_creates_are_503_while_the_emulator_shuts_down() 
             await emu.aclose()
     assert emu.store.get_session(session_id).status == "ended"
     assert all(w.closed for w in slow.started)
+
+
+# --- the limits at their edges ------------------------------------------------------
+
+
+def _metadata_of_size(size: int) -> dict[str, str]:
+    """`{"m": "xxx..."}` whose compact JSON is exactly `size` bytes."""
+    overhead = len('{"m":""}')
+    return {"m": "x" * (size - overhead)}
+
+
+async def test_metadata_of_exactly_the_limit_is_accepted_and_one_byte_more_is_not(
+    emu: Emulator, http: aiohttp.ClientSession
+) -> None:
+    from protoface_emulator.contract import METADATA_MAX_BYTES
+
+    assert METADATA_MAX_BYTES == 8192
+    at_limit = _metadata_of_size(METADATA_MAX_BYTES)
+    accepted = await call(
+        http, emu, "POST", "/v1/sessions", json_body=session_body(metadata=at_limit)
+    )
+    assert accepted.status == 201, accepted.json
+    assert accepted.json["metadata"]["m"] == at_limit["m"]
+    over = _metadata_of_size(METADATA_MAX_BYTES + 1)
+    refused = await call(http, emu, "POST", "/v1/sessions", json_body=session_body(metadata=over))
+    assert_error(refused, 400, "invalid_request", "metadata_too_large", "metadata")
+    assert "8193 bytes" in refused.json["error"]["message"]
+
+
+async def test_an_idempotency_key_of_255_characters_is_accepted_and_256_is_not(
+    emu: Emulator, http: aiohttp.ClientSession
+) -> None:
+    longest = "k" * 255
+    first = await call(
+        http,
+        emu,
+        "POST",
+        "/v1/sessions",
+        json_body=session_body(),
+        headers={"Idempotency-Key": longest},
+    )
+    assert first.status == 201, first.json
+    again = await call(
+        http,
+        emu,
+        "POST",
+        "/v1/sessions",
+        json_body=session_body(),
+        headers={"Idempotency-Key": longest},
+    )
+    assert again.json["id"] == first.json["id"]  # the same key replays the same session
+    refused = await call(
+        http,
+        emu,
+        "POST",
+        "/v1/sessions",
+        json_body=session_body(),
+        headers={"Idempotency-Key": "k" * 256},
+    )
+    assert refused.status == 400, refused.json
+    assert "255" in refused.json["error"]["message"]

@@ -7,11 +7,12 @@ import os
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
-from livekit import api, rtc
+from livekit import rtc
 from livekit.agents.testing import fake_job_context
 
 from protoface_emulator import Emulator
 from protoface_emulator.lifecycle import ManualWorkers
+from protoface_emulator.testing import mint_token
 
 from .helpers import (
     AGENT_IDENTITY,
@@ -60,11 +61,8 @@ def job_room() -> Iterator[rtc.Room]:
     """
     room = rtc.Room()
     with fake_job_context(room=room, agent_identity=AGENT_IDENTITY) as job_ctx:
-        job_ctx._info.token = (
-            api.AccessToken(LIVEKIT_API_KEY, LIVEKIT_API_SECRET)
-            .with_identity(AGENT_IDENTITY)
-            .with_grants(api.VideoGrants(room_join=True, room=ROOM_NAME))
-            .to_jwt()
+        job_ctx._info.token = mint_token(
+            LIVEKIT_API_KEY, LIVEKIT_API_SECRET, AGENT_IDENTITY, ROOM_NAME, kind="agent"
         )
         yield room
 
