@@ -258,7 +258,8 @@ def _default_workers(args: argparse.Namespace) -> WorkerFactory | None:
             host=args.host,
             port=args.dispatch_port,
             public_url=args.dispatch_public_url,
-            pickup_timeout=min(20.0, args.join_timeout),
+            # A job no host took fails the session before the join timeout would, saying why.
+            pickup_timeout=min(20.0, 2 * args.join_timeout / 3),
         )
     if args.worker_processes == 0:
         return None

@@ -26,7 +26,7 @@ from test_workers_pool import DEADLINE, status_of, watched_session
 
 from protoface_emulator.lifecycle import FAILURE_JOIN_TIMEOUT, FAILURE_WORKER_CRASHED, WorkerSpec
 from protoface_emulator.server import Emulator
-from protoface_emulator.testing import LiveKitServer, eventually
+from protoface_emulator.testing import LiveKitServer, eventually, start_emulator_process
 from protoface_emulator.workers.dispatch import AgentDispatch
 from protoface_emulator.workers.protocol import job_metadata, read_job_metadata
 
@@ -169,7 +169,42 @@ async def test_sessions_spread_over_two_hosts_and_a_killed_host_fails_only_its_o
     # The host's logs name sessions and rooms, never the worker tokens or the secret.
     assert livekit_server.api_secret not in log
     assert "eyJ" not in log  # no JWT
+    # Our jobs never connect as the job's own participant, on purpose: no warning says so.
+    assert "room connection was not established" not in log
     assert "left" in log
+
+
+async def test_the_command_with_dispatch_renders_on_a_worker_host(
+    livekit_server: LiveKitServer,
+) -> None:
+    """The `protoface-emulator --dispatch` command, as a user runs it, with one host."""
+    agent_name = "protoface-avatar-command"
+    env = {
+        "LIVEKIT_URL": livekit_server.url,
+        "LIVEKIT_API_KEY": livekit_server.api_key,
+        "LIVEKIT_API_SECRET": livekit_server.api_secret,
+    }
+    with hosts(livekit_server, agent_name, "host-c", capacity=1) as (host,):
+        await registered(host)
+        emulator = start_emulator_process(
+            args=["--dispatch", "--agent-name", agent_name, "--join-timeout", "60"],
+            env=env,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            async with (
+                aiohttp.ClientSession() as http,
+                watched_session(livekit_server, emulator, http) as session,  # type: ignore[arg-type]
+            ):
+                await session.viewer.wait_for_video(timeout=DEADLINE * 2)
+                assert await status_of(http, emulator, session.session_id) == "running"  # type: ignore[arg-type]
+        finally:
+            emulator.stop()
+        await eventually(
+            lambda: "job for" in host.log and "avatar left" in host.log,
+            timeout=DEADLINE,
+            message=lambda: host.log[-2000:],
+        )
 
 
 async def test_a_job_no_host_takes_fails_its_session_with_what_to_start(

@@ -46,6 +46,22 @@ _FLUSH_TIMEOUT = 5.0
 _CONNECT_TIMEOUT = 10.0
 
 
+class _NoJobConnectWarning(logging.Filter):
+    """Drops livekit-agents' warnings that a job never called `ctx.connect()`.
+
+    Our jobs never do, on purpose: the avatar joins with the session's worker
+    token, not as the job's own participant (which would be one more agent in the
+    customer's room). The warnings would say something is wrong when nothing is.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = str(record.msg)
+        return not (
+            message.startswith("The room connection was not established")
+            or message.startswith("The job task completed without establishing a connection")
+        )
+
+
 class WorkerHost:
     """One worker host: a LiveKit Agents `AgentServer` whose jobs are avatar workers.
 
@@ -132,6 +148,7 @@ class WorkerHost:
     async def run(self) -> None:
         """Register with LiveKit and run jobs until cancelled or `aclose()`d."""
         self._server = self.build_server()
+        logging.getLogger("livekit.agents").addFilter(_NoJobConnectWarning())
         logger.info(
             "worker host %s: agent %r on %s, up to %d avatars",
             self.name,
