@@ -435,12 +435,11 @@ class FaceVideoGenerator(VideoGenerator):
             generation = self._generation
             chunk = self._take_period()
             level = audio_level(chunk) if chunk is not None else 0.0
-            rgba = self._renderer.render(level)
             yield rtc.VideoFrame(
                 options.video_width,
                 options.video_height,
-                rtc.VideoBufferType.RGBA,
-                rgba.tobytes(),
+                rtc.VideoBufferType.I420,
+                self._renderer.render_i420(level),
             )
             self._frames_published += 1
             if self._on_frame_published is not None:

@@ -170,3 +170,50 @@ def test_audio_level_reads_int16_and_float_samples_alike() -> None:
     assert audio_level(ints) == pytest.approx(audio_level(floats), abs=1e-3)
     stereo = np.repeat(ints, 2)  # interleaved channels
     assert audio_level(stereo) == pytest.approx(audio_level(ints), abs=1e-6)
+
+
+# --- I420 frames: what the worker hands to LiveKit ------------------------------------
+
+
+def test_i420_frames_are_the_rgba_frames_as_livekit_would_convert_them() -> None:
+    """Our conversion against LiveKit's own (libyuv, through the FFI): same luma,
+    chroma within one level, for each look a session shows."""
+    from livekit import rtc
+
+    ours_renderer = FaceRenderer(W, H, FPS, blink=False)
+    rgba_renderer = FaceRenderer(W, H, FPS, blink=False)
+    y_size = W * H
+    for level in (0.0, 0.4, 1.0, 0.0):
+        ours = np.frombuffer(ours_renderer.render_i420(level), np.uint8).astype(np.int16)
+        rgba = rgba_renderer.render(level)
+        converted = rtc.VideoFrame(W, H, rtc.VideoBufferType.RGBA, rgba.tobytes()).convert(
+            rtc.VideoBufferType.I420
+        )
+        theirs = np.frombuffer(bytes(converted.data), np.uint8).astype(np.int16)
+        assert ours.size == theirs.size == y_size * 3 // 2
+        assert np.array_equal(ours[:y_size], theirs[:y_size])
+        assert int(np.abs(ours[y_size:] - theirs[y_size:]).max()) <= 1
+
+
+def test_i420_frames_are_shared_per_look_between_renderers_of_a_size() -> None:
+    first, second = FaceRenderer(W, H, FPS, blink=False), FaceRenderer(W, H, FPS, blink=False)
+    closed = first.render_i420(0.0)
+    assert second.render_i420(0.0) is closed
+    opened = first.render_i420(1.0)
+    assert opened is not closed and opened != closed
+    assert second.render_i420(1.0) is opened
+
+
+def test_advance_reports_the_look_render_would_draw() -> None:
+    renderer = FaceRenderer(W, H, FPS, blink=False)
+    assert renderer.advance(0.0) == (0, False)
+    assert renderer.advance(1.0) == (MOUTH_STEPS, False)
+    step, eyes_closed = renderer.advance(0.0)  # the release: still partly open
+    assert 0 < step < MOUTH_STEPS and not eyes_closed
+
+
+def test_an_odd_frame_size_is_refused_for_i420_with_the_size_named() -> None:
+    from protoface_emulator.face import rgba_to_i420
+
+    with pytest.raises(ValueError, match="33x32"):
+        rgba_to_i420(np.zeros((32, 33, 4), np.uint8))

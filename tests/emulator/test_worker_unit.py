@@ -81,7 +81,9 @@ async def take_until_end(it: AsyncIterator[Item], limit: int = 10_000) -> list[I
 
 
 def mouth(frame: rtc.VideoFrame) -> npt.NDArray[np.int16]:
-    rgba = np.frombuffer(frame.data, dtype=np.uint8).reshape(frame.height, frame.width, 4)
+    """The mouth box of a yielded (I420) frame, as RGB."""
+    converted = frame.convert(rtc.VideoBufferType.RGBA)
+    rgba = np.frombuffer(converted.data, dtype=np.uint8).reshape(frame.height, frame.width, 4)
     x0, y0, x1, y1 = mouth_box(frame.width, frame.height)
     return rgba[y0:y1, x0:x1, :3].astype(np.int16)
 
@@ -96,9 +98,9 @@ def videos(items: list[Item]) -> list[rtc.VideoFrame]:
 
 
 def closed_mouth() -> npt.NDArray[np.int16]:
-    rgba = FaceRenderer(OPTIONS.video_width, OPTIONS.video_height, OPTIONS.video_fps).render(0.0)
-    x0, y0, x1, y1 = mouth_box(OPTIONS.video_width, OPTIONS.video_height)
-    return rgba[y0:y1, x0:x1, :3].astype(np.int16)
+    w, h = OPTIONS.video_width, OPTIONS.video_height
+    i420 = FaceRenderer(w, h, OPTIONS.video_fps).render_i420(0.0)
+    return mouth(rtc.VideoFrame(w, h, rtc.VideoBufferType.I420, i420))
 
 
 CLOSED = closed_mouth()
@@ -117,7 +119,7 @@ async def test_idle_generator_yields_closed_mouth_video_only() -> None:
     assert all(isinstance(i, rtc.VideoFrame) for i in items)
     frames = videos(items)
     assert all((f.width, f.height) == (320, 320) for f in frames)
-    assert all(f.type == rtc.VideoBufferType.RGBA for f in frames)
+    assert all(f.type == rtc.VideoBufferType.I420 for f in frames)
     assert all(np.array_equal(mouth(f), CLOSED) for f in frames)
 
 
