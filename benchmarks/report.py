@@ -734,13 +734,14 @@ def _scale_curve(results: Json) -> list[str]:
         f"process, on the same {curve.get('cores')} cores. Over a {curve['window_s']:g} s "
         "window: each viewer's frame rate, the CPU of the emulator and all its worker "
         "processes (one core = 100), `GET /v1/status` every 50 ms. *Held*: every viewer "
-        "at ≥ 90 % of the tier's rate (18 fps for `standard`) and no failed session. "
+        "at ≥ 90 % of the tier's rate (18 fps for `standard`) and no session lost (*lost*: "
+        "failed, not created, or no longer running when the window closed). "
         "Beside it, in the same window, what else used the cores: livekit-server, the load "
         f"generator, and the whole machine (of {100 * (curve.get('cores') or 1)}).",
         "",
         "| quality | N | viewer fps min / median | emulator CPU total / per session "
         "| livekit-server / load generator / machine CPU "
-        "| API p50 / p99 (ms) | failed | held |",
+        "| API p50 / p99 (ms) | lost | held |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for r in curve["rows"]:

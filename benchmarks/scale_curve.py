@@ -10,7 +10,8 @@ processes at the window's edges. N = 0 gives the API's latency with nothing
 rendering.
 
 Per N: viewer fps min and median, emulator CPU in total and per session (one
-core = 100), API p50/p99 during the window, failed sessions. A row is *held*
+core = 100), API p50/p99 during the window, and lost sessions: failed, not
+created, or no longer running when the window closed. A row is *held*
 when every viewer got at least 90 % of the tier's frame rate (18 fps for
 `standard`) and no session failed.
 
@@ -166,16 +167,21 @@ async def _load(job: Json) -> Json:
                 )
             )
 
-        # Join a few at a time, as a fleet of agents would ramp up.
+        # Join a few at a time, as a fleet of agents would ramp up; each agent
+        # starts talking as soon as it has joined (its output waits for the
+        # avatar's video), so no session sits idle while the rest ramp up and ends
+        # on its idle timeout.
+        talkers: list[asyncio.Task[None]] = []
         for first in range(0, n, 4):
             await asyncio.gather(*(join(i) for i in range(first, min(n, first + 4))))
+            talkers.extend(
+                asyncio.ensure_future(talk(out, 3.0 * (len(talkers) + k) / max(1, n)))
+                for k, out in enumerate(outputs[len(talkers) :])
+            )
         # Wait (bounded) for every avatar's video at its viewer.
         deadline = time.monotonic() + 30 + n
         while time.monotonic() < deadline and any(f == 0 for f in frames):  # noqa: ASYNC110 - counters, not events
             await asyncio.sleep(0.2)
-        talkers = [
-            asyncio.ensure_future(talk(out, 3.0 * i / max(1, n))) for i, out in enumerate(outputs)
-        ]
         await asyncio.sleep(4.0)  # warm-up: encoders ramp up, first segments
 
         print(json.dumps({"event": "window_start"}), flush=True)
@@ -311,7 +317,11 @@ async def measure_point(livekit: LiveKitServer, quality: str, n: int, seconds: f
     finally:
         emulator.stop()
     fps = result.get("fps", [])
-    failed = sum(result.get("failures", {}).values()) + len(result.get("create_errors", []))
+    # Failed, never created, or no longer running when the window closed (ended on
+    # a timeout, say): each is a session the load test lost.
+    created = sum(result.get("statuses", {}).values())
+    running = result.get("statuses", {}).get("running", 0)
+    failed = len(result.get("create_errors", [])) + (created - running)
     tier_fps = TIER_FPS[quality]
     fps_min = round(min(fps), 1) if fps else None
     return {
