@@ -95,6 +95,13 @@ def _fmt(value: object, unit: str = "") -> str:
     return f"{text} {unit}".strip()
 
 
+def _held(row: dict) -> str:
+    """A scale-curve row's verdict; the N = 0 baseline has no viewer to hold."""
+    if not row["sessions"]:
+        return "baseline"
+    return "yes" if row["held"] else "no"
+
+
 def _ms(seconds: object) -> str:
     return "n/a" if not isinstance(seconds, (int, float)) else f"{seconds * 1000:.0f} ms"
 
@@ -758,7 +765,7 @@ def _scale_curve(results: Json) -> list[str]:
             f"| {_fmt(r['emulator_cpu_percent'])} / {_fmt(r['emulator_cpu_percent_per_session'])} "
             f"| {others} "
             f"| {_fmt(r['status_p50_ms'])} / {_fmt(r['status_p99_ms'])} "
-            f"| {r['failed_sessions']} | {'yes' if r['held'] else 'no'} |"
+            f"| {r['failed_sessions']} | {_held(r)} |"
         )
     held = ", ".join(f"`{q}` {n}" for q, n in curve["largest_held"].items())
     lines += ["", f"Largest N held: {held}.", ""]
