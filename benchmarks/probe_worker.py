@@ -114,14 +114,27 @@ _sent_first: set[str] = set()
 _closed_mouths: dict[tuple[int, int], npt.NDArray[np.int16]] = {}
 
 
+def _rgba(frame: rtc.VideoFrame) -> npt.NDArray[np.uint8]:
+    """The frame as an RGBA array (the worker hands LiveKit I420 frames)."""
+    if frame.type != rtc.VideoBufferType.RGBA:
+        frame = frame.convert(rtc.VideoBufferType.RGBA)
+    return np.frombuffer(frame.data, dtype=np.uint8).reshape(frame.height, frame.width, 4)
+
+
 def _mouth_open(frame: rtc.VideoFrame) -> bool:
     size = (frame.width, frame.height)
     x0, y0, x1, y1 = mouth_box(*size)
     closed = _closed_mouths.get(size)
     if closed is None:
-        face = FaceRenderer(frame.width, frame.height, 25, blink=False).render(0.0)
+        closed_frame = rtc.VideoFrame(
+            frame.width,
+            frame.height,
+            rtc.VideoBufferType.I420,
+            FaceRenderer(frame.width, frame.height, 25, blink=False).render_i420(0.0),
+        )
+        face = _rgba(closed_frame)
         closed = _closed_mouths[size] = face[y0:y1, x0:x1, :3].astype(np.int16)
-    rgba = np.frombuffer(frame.data, dtype=np.uint8).reshape(frame.height, frame.width, 4)
+    rgba = _rgba(frame)
     mouth = rgba[y0:y1, x0:x1, :3].astype(np.int16)
     return float(np.mean(np.abs(mouth - closed))) > MOUTH_OPEN_THRESHOLD
 

@@ -26,7 +26,6 @@ import contextlib
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 import uuid
@@ -40,6 +39,7 @@ from protoface_emulator.worker import VIDEO_TIERS
 
 Json = dict[str, Any]
 HERE = Path(__file__).resolve()
+WORK = HERE.parent / ".work"  # the emulator's log per row, as bench.py keeps its processes'
 SPEECH_RATE = 16000
 HELD_FRACTION = 0.9
 TIER_FPS = {q: t.fps for q, t in VIDEO_TIERS.items()}
@@ -133,7 +133,14 @@ async def _load(job: Json) -> Json:
             agent_id, avatar_id = f"agent-{i}", f"avatar-{i}"
             agent, viewer = rtc.Room(), rtc.Room()
             rooms.extend([agent, viewer])
-            await agent.connect(lk["url"], token(agent_id, room, kind="agent"))
+            # The agent sends speech and takes playback RPCs; like an agent that
+            # does not watch its own avatar, it subscribes to nothing (so the load
+            # generator decodes each avatar's video once, at its viewer).
+            await agent.connect(
+                lk["url"],
+                token(agent_id, room, kind="agent"),
+                rtc.RoomOptions(auto_subscribe=False),
+            )
 
             def subscribed(track: rtc.Track, *_: Any) -> None:
                 tasks.append(asyncio.ensure_future(watch(i, track)))
@@ -242,10 +249,11 @@ async def _probe_status(url: str, api_key: str, latencies: list[float], errors: 
 
 async def measure_point(livekit: LiveKitServer, quality: str, n: int, seconds: float) -> Json:
     """One row of the curve: a fresh emulator, N sessions, one window."""
-    emulator = start_emulator_process(
-        args=["--log-level", "warning", "--join-timeout", str(30 + n)],
-        stderr=subprocess.DEVNULL,
-    )
+    WORK.mkdir(parents=True, exist_ok=True)
+    with (WORK / f"scale_curve-{quality}-{n}-emulator.log").open("wb") as log:
+        emulator = start_emulator_process(
+            args=["--log-level", "warning", "--join-timeout", str(30 + n)], stderr=log
+        )
     try:
         root = psutil.Process(emulator.process.pid)
         job = {
@@ -259,15 +267,16 @@ async def measure_point(livekit: LiveKitServer, quality: str, n: int, seconds: f
             },
             "emulator": {"url": emulator.url, "api_key": emulator.api_key},
         }
-        load = await asyncio.create_subprocess_exec(
-            sys.executable,
-            str(HERE),
-            "--role",
-            "load",
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.DEVNULL,
-        )
+        with (WORK / f"scale_curve-{quality}-{n}-load.log").open("wb") as load_log:
+            load = await asyncio.create_subprocess_exec(
+                sys.executable,
+                str(HERE),
+                "--role",
+                "load",
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=load_log,
+            )
         assert load.stdin is not None and load.stdout is not None
         load.stdin.write(json.dumps(job).encode())
         load.stdin.close()
