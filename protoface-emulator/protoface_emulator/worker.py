@@ -2,7 +2,7 @@
 
 `start_worker` (a `lifecycle.WorkerFactory`) joins the customer's room with the
 session's worker token and identity, receives the agent's speech over LiveKit
-data streams (`DataStreamAudioReceiver`), and publishes a talking face and the
+data streams (`notices.AgentAudioReceiver`), and publishes a talking face and the
 lip-synced speech on the agent's behalf through livekit-agents' `AvatarRunner`.
 The token carries the `lk.publish_on_behalf` attribute, so the agent's room I/O
 treats these tracks as the agent's own. What happens in the room is reported to
@@ -10,7 +10,7 @@ the store through `WorkerEvents`; nothing here knows HTTP or billing.
 
 How the pieces fit:
 
-    agent --data stream--> DataStreamAudioReceiver --> AvatarRunner --> FaceVideoGenerator
+    agent --data stream--> AgentAudioReceiver --> AvatarRunner --> FaceVideoGenerator
     FaceVideoGenerator --video frame + that frame period's audio--> AvatarRunner
     AvatarRunner --AVSynchronizer--> published video + audio tracks --> viewers
     AvatarRunner --lk.playback_started / lk.playback_finished RPCs--> agent
@@ -73,7 +73,6 @@ from livekit.agents.voice.avatar import (
     AudioSegmentEnd,
     AvatarOptions,
     AvatarRunner,
-    DataStreamAudioReceiver,
     VideoGenerator,
 )
 
@@ -88,6 +87,7 @@ from .lifecycle import (
     WorkerHandle,
     WorkerSpec,
 )
+from .notices import AgentAudioReceiver
 
 __all__ = [
     "ENV_VIDEO_FPS",
@@ -764,7 +764,7 @@ class AvatarWorker:
             )
         # Listen to the agent we publish for (named in our token) rather than to
         # whichever agent joins first.
-        return DataStreamAudioReceiver(room, sender_identity=on_behalf)
+        return AgentAudioReceiver(room, on_behalf)
 
     async def _until_lost(self, aw: Coroutine[Any, Any, None]) -> None:
         """Await `aw`, unless the room is lost first (raises `_Lost`)."""

@@ -11,6 +11,7 @@ the viewer receives wait for it with generous deadlines, never after a fixed sle
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 import uuid
 from collections.abc import AsyncIterator
@@ -32,6 +33,7 @@ from protoface_emulator.lifecycle import (
     WorkerHandle,
     WorkerSpec,
 )
+from protoface_emulator.notices import RPC_PLAYBACK_FINISHED
 from protoface_emulator.testing import AvatarViewer, LiveKitServer, eventually
 from protoface_emulator.testing.livekit_dev import ParticipantKind
 from protoface_emulator.worker import WorkerOptions, make_worker_factory
@@ -266,6 +268,52 @@ async def test_clear_buffer_silences_the_avatar_and_reports_the_interruption(
         assert not again.interrupted
         assert again.playback_position == pytest.approx(1.0, abs=0.15)
     assert "failed" not in s.events.names()
+
+
+async def test_a_playback_notice_the_agent_never_takes_does_not_end_the_avatar(
+    livekit_server: LiveKitServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """livekit-agents' receiver closes its audio after three failed notices, and the
+    avatar left the call with it (seen on a saturated machine as `worker_crashed`:
+    "RpcError: Connection timeout"). Here the agent stops handling
+    `lk.playback_finished`: the notice is given up, and the avatar keeps speaking."""
+    caplog.set_level(logging.WARNING, logger="protoface_emulator.notices")
+    async with scene(livekit_server) as s:
+        await asyncio.wait_for(s.events.first_frame.wait(), timeout=15)
+        await s.viewer.wait_first_video(timeout=10)
+        # A first utterance as usual: the agent's output is set up and hears back.
+        await s.say(speech(1.0))
+        first = await asyncio.wait_for(s.output.wait_for_playout(), timeout=30)
+        assert not first.interrupted
+
+        s.agent.local_participant.unregister_rpc_method(RPC_PLAYBACK_FINISHED)
+        await s.say(speech(1.0))
+
+        def gave_up() -> bool:
+            return any(RPC_PLAYBACK_FINISHED in r.getMessage() for r in caplog.records)
+
+        await eventually(gave_up, timeout=30, message="the avatar never gave the notice up")
+        assert "failed" not in s.events.names(), s.events.calls
+
+        # Still in the call, still lip-syncing.
+        loop = asyncio.get_running_loop()
+        again_from = loop.time()
+        await s.say(speech(1.5))
+        await s.viewer.wait_for_mouth_open(timeout=30, since=again_from)
+        await s.viewer.wait_until(
+            lambda: (
+                sum(
+                    a.duration
+                    for a in s.viewer.audio
+                    if a.received_at >= again_from and a.level > 0.05
+                )
+                >= 1.0
+            ),
+            timeout=30,
+            what="a second of the third utterance",
+        )
+        assert s.worker_identity in await s.participants()
+    assert "failed" not in s.events.names(), s.events.calls
 
 
 async def test_aclose_takes_the_worker_out_of_the_room_and_is_idempotent(
