@@ -348,6 +348,13 @@ def _faults(results: Json) -> list[str]:
             f"{_ms(c['start_s_p50'])}; wait before retrying a create: {wait_text or 'n/a'}."
         )
     lines.append("")
+    for lost in f.get("rounds_lost", []):
+        lines.append(
+            f"- Round {lost['round']} of {lost['client']} is not counted: its client process "
+            f"died ({lost['error']})."
+        )
+    if f.get("rounds_lost"):
+        lines.append("")
     lines += _faults_story(f)
     return lines
 

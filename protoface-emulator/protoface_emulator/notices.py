@@ -10,7 +10,9 @@ call should not lose its avatar because one notice was late.
 `AgentAudioReceiver` takes the audio from a `DataStreamAudioReceiver` and sends
 the notices itself, in order, each retried with backoff for up to `patience`
 seconds; one the agent never takes is dropped with a warning, and the avatar goes
-on. An agent that has left, or that does not handle the method, is not retried.
+on. An agent that has left, or that does not handle the method, is not retried;
+`lk.playback_started` is optional (an agent that does not wait for playback to
+start never registers it), so once refused it is not sent to that agent again.
 """
 
 from __future__ import annotations
@@ -40,10 +42,9 @@ NOTICE_PATIENCE: Final = 30.0
 
 _FIRST_RETRY = 0.1
 _MAX_RETRY = 2.0
+_UNSUPPORTED: Final = rtc.RpcError.ErrorCode.UNSUPPORTED_METHOD
 # Errors that another attempt cannot mend.
-_FINAL_CODES: Final = frozenset(
-    {rtc.RpcError.ErrorCode.UNSUPPORTED_METHOD, rtc.RpcError.ErrorCode.RECIPIENT_DISCONNECTED}
-)
+_FINAL_CODES: Final = frozenset({_UNSUPPORTED, rtc.RpcError.ErrorCode.RECIPIENT_DISCONNECTED})
 
 
 class AgentAudioReceiver(AudioReceiver):
@@ -68,6 +69,9 @@ class AgentAudioReceiver(AudioReceiver):
         self._notices: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
         self._sender: asyncio.Task[None] | None = None
         self._warned: set[str] = set()
+        # The agent does not handle lk.playback_started (it is optional: an agent
+        # that does not wait for playback to start never registers it).
+        self._no_started = False
 
     async def start(self) -> None:
         """Wait for the agent, then receive its audio and send its notices."""
@@ -85,8 +89,9 @@ class AgentAudioReceiver(AudioReceiver):
         )
 
     def notify_playback_started(self) -> None:
-        """Queue `lk.playback_started` for the agent."""
-        self._notices.put_nowait((RPC_PLAYBACK_STARTED, ""))
+        """Queue `lk.playback_started` for the agent, unless it does not take them."""
+        if not self._no_started:
+            self._notices.put_nowait((RPC_PLAYBACK_STARTED, ""))
 
     def notify_playback_finished(self, playback_position: float, interrupted: bool) -> None:
         """Queue `lk.playback_finished` (position and whether it was interrupted)."""
@@ -127,6 +132,10 @@ class AgentAudioReceiver(AudioReceiver):
                 )
                 return
             except rtc.RpcError as exc:
+                if method == RPC_PLAYBACK_STARTED and exc.code == _UNSUPPORTED:
+                    self._no_started = True
+                    logger.debug("agent %s does not take %s; not sent again", agent, method)
+                    return
                 final = exc.code in _FINAL_CODES
                 if final or time.monotonic() + delay > give_up_at:
                     self._give_up(agent, method, attempts, exc)

@@ -33,7 +33,7 @@ from protoface_emulator.lifecycle import (
     WorkerHandle,
     WorkerSpec,
 )
-from protoface_emulator.notices import RPC_PLAYBACK_FINISHED
+from protoface_emulator.notices import RPC_PLAYBACK_FINISHED, RPC_PLAYBACK_STARTED
 from protoface_emulator.testing import AvatarViewer, LiveKitServer, eventually
 from protoface_emulator.testing.livekit_dev import ParticipantKind
 from protoface_emulator.worker import WorkerOptions, make_worker_factory
@@ -286,6 +286,8 @@ async def test_a_playback_notice_the_agent_never_takes_does_not_end_the_avatar(
         first = await asyncio.wait_for(s.output.wait_for_playout(), timeout=30)
         assert not first.interrupted
 
+        # lk.playback_started is optional: an agent without it gets no warning.
+        s.agent.local_participant.unregister_rpc_method(RPC_PLAYBACK_STARTED)
         s.agent.local_participant.unregister_rpc_method(RPC_PLAYBACK_FINISHED)
         await s.say(speech(1.0))
 
@@ -314,6 +316,9 @@ async def test_a_playback_notice_the_agent_never_takes_does_not_end_the_avatar(
         )
         assert s.worker_identity in await s.participants()
     assert "failed" not in s.events.names(), s.events.calls
+    warned = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert not any(RPC_PLAYBACK_STARTED in m for m in warned), warned
+    assert sum(RPC_PLAYBACK_FINISHED in m for m in warned) == 1, warned  # once, not per utterance
 
 
 async def test_aclose_takes_the_worker_out_of_the_room_and_is_idempotent(
