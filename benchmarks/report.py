@@ -747,13 +747,14 @@ def _scale_curve(results: Json) -> list[str]:
         "(N agents speaking 2 s out of every 3, N viewers decoding the video) in its own "
         f"process, on the same {curve.get('cores')} cores. Over a {curve['window_s']:g} s "
         "window: each viewer's frame rate, the CPU of the emulator and all its worker "
-        "processes (one core = 100), `GET /v1/status` every 50 ms. *Held*: every viewer "
+        "processes (one core = 100; the API's own process, without its workers, apart), "
+        "`GET /v1/status` every 50 ms from a process of its own. *Held*: every viewer "
         "at ≥ 90 % of the tier's rate (18 fps for `standard`) and no session lost (*lost*: "
         "failed, not created, or no longer running when the window closed). "
         "Beside it, in the same window, what else used the cores: livekit-server, the load "
         f"generator, and the whole machine (of {100 * (curve.get('cores') or 1)}).",
         "",
-        "| quality | N | viewer fps min / median | emulator CPU total / per session "
+        "| quality | N | viewer fps min / median | emulator CPU total / per session / API process "
         "| livekit-server / load generator / machine CPU "
         "| API p50 / p99 (ms) | lost | held |",
         "|---|---|---|---|---|---|---|---|",
@@ -770,6 +771,7 @@ def _scale_curve(results: Json) -> list[str]:
             f"| {r['quality']} | {r['sessions']} "
             f"| {_fmt(r['viewer_fps_min'])} / {_fmt(r['viewer_fps_median'])} "
             f"| {_fmt(r['emulator_cpu_percent'])} / {_fmt(r['emulator_cpu_percent_per_session'])} "
+            f"/ {_fmt(r.get('api_process_cpu_percent'))} "
             f"| {others} "
             f"| {_fmt(r['status_p50_ms'])} / {_fmt(r['status_p99_ms'])} "
             f"| {r['failed_sessions']} | {_held(r)} |"

@@ -293,6 +293,7 @@ async def measure_point(livekit: LiveKitServer, quality: str, n: int, seconds: f
         cpu0: dict[int, float] = {}
         began = 0.0
         cpu_total: float | None = None
+        api_cpu: float | None = None
         result: Json = {}
         latencies: list[float] = []
         probe_errors: list[str] = []
@@ -315,6 +316,8 @@ async def measure_point(livekit: LiveKitServer, quality: str, n: int, seconds: f
                     cpu1 = _cpu_seconds(root)
                     used = sum(cpu1[p] - cpu0.get(p, 0.0) for p in cpu1)
                     cpu_total = 100 * used / elapsed
+                    # The API's own process (the command's), without its worker processes.
+                    api_cpu = 100 * (cpu1.get(root.pid, 0.0) - cpu0.get(root.pid, 0.0)) / elapsed
                     others_cpu = {
                         k: 100 * (sum(_cpu_seconds(p).values()) - others0[k]) / elapsed
                         for k, p in others.items()
@@ -340,6 +343,7 @@ async def measure_point(livekit: LiveKitServer, quality: str, n: int, seconds: f
         "viewer_fps_median": round(statistics.median(fps), 1) if fps else None,
         "tier_fps": tier_fps,
         "emulator_cpu_percent": None if cpu_total is None else round(cpu_total, 1),
+        "api_process_cpu_percent": _rounded(api_cpu),
         "emulator_cpu_percent_per_session": (
             None if cpu_total is None or n == 0 else round(cpu_total / n, 1)
         ),
