@@ -135,7 +135,7 @@ async def _load(job: Json) -> Json:
             rooms.extend([agent, viewer])
             # The agent sends speech and takes playback RPCs; like an agent that
             # does not watch its own avatar, it subscribes to nothing (so the load
-            # generator decodes each avatar's video once, at its viewer).
+            # generator receives each avatar's media once, at its viewer).
             await agent.connect(
                 lk["url"],
                 token(agent_id, room, kind="agent"),
