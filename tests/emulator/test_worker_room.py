@@ -11,6 +11,7 @@ the viewer receives wait for it with generous deadlines, never after a fixed sle
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import socket
 import uuid
@@ -319,6 +320,40 @@ async def test_a_playback_notice_the_agent_never_takes_does_not_end_the_avatar(
     warned = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     assert not any(RPC_PLAYBACK_STARTED in m for m in warned), warned
     assert sum(RPC_PLAYBACK_FINISHED in m for m in warned) == 1, warned  # once, not per utterance
+
+
+async def test_a_playback_notice_is_retried_until_the_agent_takes_it(
+    livekit_server: LiveKitServer,
+) -> None:
+    """An agent that fails `lk.playback_finished` four times, then answers: the fifth
+    attempt delivers it, with the segment's position (livekit-agents' receiver
+    gives up after three and takes the avatar out of the call)."""
+    async with scene(livekit_server) as s:
+        await asyncio.wait_for(s.events.first_frame.wait(), timeout=15)
+        await s.viewer.wait_first_video(timeout=10)
+        await s.say(speech(1.0))
+        first = await asyncio.wait_for(s.output.wait_for_playout(), timeout=30)
+        assert not first.interrupted
+
+        payloads: list[str] = []
+        delivered = asyncio.Event()
+
+        def flaky(data: rtc.RpcInvocationData) -> str:
+            payloads.append(data.payload)
+            if len(payloads) <= 4:
+                raise rtc.RpcError(rtc.RpcError.ErrorCode.APPLICATION_ERROR, "busy")
+            delivered.set()
+            return "ok"
+
+        s.agent.local_participant.unregister_rpc_method(RPC_PLAYBACK_FINISHED)
+        s.agent.local_participant.register_rpc_method(RPC_PLAYBACK_FINISHED, flaky)
+        await s.say(speech(1.0))
+        await asyncio.wait_for(delivered.wait(), timeout=30)
+        assert len(payloads) == 5 and len(set(payloads)) == 1, payloads
+        notice = json.loads(payloads[-1])
+        assert notice["interrupted"] is False
+        assert notice["playback_position"] == pytest.approx(1.0, abs=0.15)
+    assert "failed" not in s.events.names(), s.events.calls
 
 
 async def test_aclose_takes_the_worker_out_of_the_room_and_is_idempotent(
