@@ -101,7 +101,7 @@ class AgentAudioReceiver(AudioReceiver):
     def __aiter__(self) -> AsyncIterator[rtc.AudioFrame | AudioSegmentEnd]:
         """The agent's audio frames and segment ends."""
         if self._audio is None:
-            raise RuntimeError("AgentAudioReceiver.start() must be awaited before iterating")
+            raise RuntimeError("AgentAudioReceiver is not started (or already closed)")
         return self._audio.__aiter__()
 
     async def aclose(self) -> None:
@@ -111,8 +111,9 @@ class AgentAudioReceiver(AudioReceiver):
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sender
             self._sender = None
-        if self._audio is not None:
-            await self._audio.aclose()
+        audio, self._audio = self._audio, None
+        if audio is not None:
+            await audio.aclose()
 
     async def _send_notices(self, agent: str) -> None:
         while True:

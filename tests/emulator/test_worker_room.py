@@ -124,6 +124,15 @@ class Scene:
             )
         self.output.flush()
 
+    async def first_utterance_heard_back(self) -> None:
+        """Wait for the avatar's video, then play one second of speech and wait for
+        the agent to hear back it finished: the agent's output is set up."""
+        await asyncio.wait_for(self.events.first_frame.wait(), timeout=15)
+        await self.viewer.wait_first_video(timeout=10)
+        await self.say(speech(1.0))
+        first = await asyncio.wait_for(self.output.wait_for_playout(), timeout=30)
+        assert not first.interrupted
+
     async def participants(self) -> list[str]:
         """Identities in the room, as the server sees them."""
         async with self.server.api() as lk:
@@ -280,12 +289,7 @@ async def test_a_playback_notice_the_agent_never_takes_does_not_end_the_avatar(
     `lk.playback_finished`: the notice is given up, and the avatar keeps speaking."""
     caplog.set_level(logging.WARNING, logger="protoface_emulator.notices")
     async with scene(livekit_server) as s:
-        await asyncio.wait_for(s.events.first_frame.wait(), timeout=15)
-        await s.viewer.wait_first_video(timeout=10)
-        # A first utterance as usual: the agent's output is set up and hears back.
-        await s.say(speech(1.0))
-        first = await asyncio.wait_for(s.output.wait_for_playout(), timeout=30)
-        assert not first.interrupted
+        await s.first_utterance_heard_back()
 
         # lk.playback_started is optional: an agent without it gets no warning.
         s.agent.local_participant.unregister_rpc_method(RPC_PLAYBACK_STARTED)
@@ -329,11 +333,7 @@ async def test_a_playback_notice_is_retried_until_the_agent_takes_it(
     attempt delivers it, with the segment's position (livekit-agents' receiver
     gives up after three and takes the avatar out of the call)."""
     async with scene(livekit_server) as s:
-        await asyncio.wait_for(s.events.first_frame.wait(), timeout=15)
-        await s.viewer.wait_first_video(timeout=10)
-        await s.say(speech(1.0))
-        first = await asyncio.wait_for(s.output.wait_for_playout(), timeout=30)
-        assert not first.interrupted
+        await s.first_utterance_heard_back()
 
         payloads: list[str] = []
         delivered = asyncio.Event()
