@@ -14,7 +14,8 @@ Installing `protoface-emulator` registers it (the `pytest11` entry point
   `LIVEKIT_API_KEY`, `LIVEKIT_API_SECRET`; restored afterwards).
   Override `protoface_emulator_options` to pass `Emulator(**options)`.
 - `avatar_viewer` (function): an `AvatarViewer` already in a fresh room
-  (`avatar_viewer.room_name`), recording what the avatar shows and says.
+  (`avatar_viewer.room_name`), recording what the avatar shows and says, through
+  replacements and handovers (every participant speaking for an agent).
 
 The async fixtures are `pytest_asyncio` fixtures, so they work in both
 `asyncio_mode = "auto"` and `"strict"` (in strict mode, mark the tests
@@ -133,12 +134,16 @@ if pytest_asyncio is not None:
 
     @pytest_asyncio.fixture
     async def avatar_viewer(livekit_server: LiveKitServer) -> AsyncIterator[AvatarViewer]:
-        """A viewer already in a fresh room, watching the plugin's default avatar identity.
+        """A viewer already in a fresh room, following whichever avatar speaks for the agent.
 
         Put the agent in `avatar_viewer.room_name`; then `wait_for_video()`,
         `wait_for_mouth_open()`, `wait_for_mouth_closed()`, `wait_for_audio(seconds)`
         wait for what the avatar shows and says, and `video` / `audio` hold every
-        frame received. It leaves the room after the test.
+        frame received, each naming its avatar's `identity`. It records every
+        participant publishing on an agent's behalf (`lk.publish_on_behalf`), so
+        replacements and successors (`protoface-avatar-agent-2`, ...) are seen as a
+        person in the room sees them; `wait_for_new_avatar()` waits for one. It
+        leaves the room after the test.
         """
         from protoface_emulator.testing.viewer import viewer_in
 
