@@ -331,7 +331,9 @@ class Api:
         """`POST /v1/avatars`: multipart `image` (PNG/JPEG), `name`, `runtime_type`."""
         parse_no_query(call.query)
         upload = parse_avatar_upload(await call.form(self._upload_limit))
-        avatar = self._store.create_avatar(name=upload.name, runtime_type=upload.runtime_type)
+        avatar = self._store.create_avatar(
+            name=upload.name, runtime_type=upload.runtime_type, image=upload.image
+        )
         return _json(avatar.view(), status=201)
 
     async def delete_avatar(self, call: Call, avatar_id: str) -> web.StreamResponse:

@@ -44,6 +44,11 @@ class WorkerSpec:
     quality: str = "standard"
     subscribe_to_identity: str | None = None
     synthetic_audio_if_no_input: bool = False
+    # The session's avatar: which look the worker draws (`face.style_for`).
+    avatar_id: str = "av_stock_001"
+    # An uploaded avatar's image file as base64 text (so the spec stays JSON for
+    # worker processes and dispatched jobs); None for a stock avatar.
+    avatar_image: str | None = field(default=None, repr=False)
     # Write-only secret: never logged, never part of repr().
     token: str = field(default="", repr=False)
 

@@ -589,6 +589,8 @@ class AvatarCreate:
 
     name: str
     runtime_type: str
+    # The uploaded file: the avatar's workers show it (face.style_for).
+    image: bytes = field(default=b"", repr=False)
 
 
 _AVATAR_FORM_FIELDS = ("image", "name", "runtime_type")
@@ -636,7 +638,7 @@ def parse_avatar_upload(form: Sequence[tuple[str, str | bytes]]) -> AvatarCreate
             f"runtime_type must be one of {', '.join(AVATAR_RUNTIME_TYPES)}; got {runtime_type!r}.",
             "runtime_type",
         )
-    return AvatarCreate(name=name, runtime_type=runtime_type)
+    return AvatarCreate(name=name, runtime_type=runtime_type, image=data)
 
 
 def _form_text(fields: Mapping[str, str | bytes], name: str) -> str | None:

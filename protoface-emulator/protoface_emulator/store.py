@@ -18,6 +18,7 @@ list and usage calls walk the sessions.
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 from collections import OrderedDict
 from collections.abc import Iterator
@@ -150,6 +151,8 @@ class AvatarRecord:
     default_custom_instructions: str | None = None
     failure_reason: str | None = None
     ready_timer: asyncio.TimerHandle | None = field(default=None, repr=False)
+    # The uploaded image file (None for stock avatars); its workers show it.
+    image: bytes | None = field(default=None, repr=False)
 
     def view(self) -> AvatarView:
         """The avatar resource."""
@@ -427,8 +430,13 @@ class Store:
             "next_cursor": page[-1].id if has_more and page else None,
         }
 
-    def create_avatar(self, *, name: str, runtime_type: str) -> AvatarRecord:
-        """Accept an upload as `processing`; it becomes `ready` after a short delay."""
+    def create_avatar(
+        self, *, name: str, runtime_type: str, image: bytes | None = None
+    ) -> AvatarRecord:
+        """Accept an upload as `processing`; it becomes `ready` after a short delay.
+
+        `image` is the uploaded file; sessions of this avatar show it.
+        """
         avatar = AvatarRecord(
             id=new_id("av"),
             name=name,
@@ -436,6 +444,7 @@ class Store:
             is_demo=False,
             runtime_type=runtime_type,
             created_at=_now(),
+            image=image or None,
         )
         self._custom[avatar.id] = avatar
         avatar.ready_timer = asyncio.get_running_loop().call_later(
@@ -582,6 +591,10 @@ class Store:
             subscribe_to_identity=transport.subscribe_to_identity,
             synthetic_audio_if_no_input=transport.synthetic_audio_if_no_input,
             token=transport.worker_token,
+            avatar_id=avatar.id,
+            avatar_image=None
+            if avatar.image is None
+            else base64.b64encode(avatar.image).decode("ascii"),
         )
         logger.info("session %s created (room %r)", record.id, transport.room_name)
         try:

@@ -76,7 +76,7 @@ from livekit.agents.voice.avatar import (
     VideoGenerator,
 )
 
-from .face import FaceRenderer, audio_level
+from .face import FaceRenderer, audio_level, style_from_wire
 from .lifecycle import (
     FAILURE_LIVEKIT_AUTH,
     FAILURE_LIVEKIT_UNREACHABLE,
@@ -668,8 +668,17 @@ class AvatarWorker:
                 return
             logger.info("avatar worker joined as %s", spec.identity, extra=log_extra)
 
+            options = self._options
+            renderer = FaceRenderer(
+                options.video_width,
+                options.video_height,
+                options.video_fps,
+                # Each avatar its own look, drawn once per worker process and size.
+                style=style_from_wire(spec.avatar_id, spec.avatar_image),
+            )
             generator = FaceVideoGenerator(
-                self._options,
+                options,
+                renderer=renderer,
                 on_audio=self._on_audio,
                 on_frame_published=self._on_frame_published,
             )
