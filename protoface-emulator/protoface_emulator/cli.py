@@ -8,6 +8,7 @@
                         [--dispatch-public-url ws://HOST:PORT]]
                        [--log-level LEVEL]
     protoface-emulator worker [--agent-name NAME] [--capacity N] [--name HOST]
+    protoface-emulator install-livekit-server [--dir DIR] [--tag TAG] [--force]
 
 Once it accepts requests it prints `listening on http://HOST:PORT` on stdout
 (after `api key: KEY` when it generated the key). SIGINT or SIGTERM end every
@@ -22,6 +23,10 @@ livekit-server, each session one job placed by LiveKit's agent dispatch. Both
 sides read that server from `--livekit-url`, `--livekit-api-key` and
 `--livekit-api-secret`, or `$LIVEKIT_URL`, `$LIVEKIT_API_KEY`, `$LIVEKIT_API_SECRET`
 (the environment keeps the secret out of `ps`).
+
+`install-livekit-server` finds livekit-server as the test kit would, or builds
+the pinned release with `go install` into a per-user directory the kit then
+finds (`protoface_emulator.livekit_binary`); it prints the binary's path.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import cast
 
 from protoface_emulator.lifecycle import WorkerFactory
@@ -348,9 +354,55 @@ async def _work(args: argparse.Namespace) -> int:
     return 0
 
 
+def build_install_parser() -> argparse.ArgumentParser:
+    """The arguments of `protoface-emulator install-livekit-server`."""
+    from protoface_emulator.livekit_binary import PINNED_TAG, user_bin_dir
+
+    parser = argparse.ArgumentParser(
+        prog="protoface-emulator install-livekit-server",
+        description="Find livekit-server as the test kit and the playground do, or build the "
+        f"pinned release ({PINNED_TAG}) with `go install`; print the binary's path on stdout.",
+    )
+    parser.add_argument(
+        "--dir",
+        type=Path,
+        default=None,
+        help=f"install into DIR (default {user_bin_dir()}, where the kit looks)",
+    )
+    parser.add_argument(
+        "--tag",
+        default=PINNED_TAG,
+        help="the livekit-server release to build (default %(default)s, the tested one)",
+    )
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="build into DIR even when LIVEKIT_SERVER_BIN or PATH has a livekit-server",
+    )
+    return parser
+
+
+def _install_livekit_server(argv: Sequence[str]) -> int:
+    from protoface_emulator.livekit_binary import LiveKitInstallError, install_livekit_server
+
+    args = build_install_parser().parse_args(argv)
+    try:
+        binary = install_livekit_server(args.dir, tag=args.tag, use_existing=not args.force)
+    except LiveKitInstallError as exc:
+        print(f"protoface-emulator install-livekit-server: {exc}", file=sys.stderr)
+        return 1
+    print(binary, flush=True)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the emulator (or, with `worker`, a worker host) until SIGINT/SIGTERM."""
+    """Run the emulator (or, with `worker`, a worker host) until SIGINT/SIGTERM.
+
+    `install-livekit-server` installs livekit-server instead (and returns).
+    """
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["install-livekit-server"]:
+        return _install_livekit_server(argv[1:])
     working = argv[:1] == ["worker"]
     args = (
         build_worker_parser().parse_args(argv[1:]) if working else build_parser().parse_args(argv)

@@ -16,6 +16,7 @@ from protoface_emulator.testing import LiveKitServer
 pytest_plugins = ["pytester"]
 
 MISSING = "/nonexistent/livekit-server"
+NOT_FOUND = "*livekit-server not found*protoface-emulator install-livekit-server*"
 
 
 def _without_ci(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -39,7 +40,7 @@ def test_a_missing_livekit_server_skips_with_the_way_to_install_it(
     pytester.makepyfile("def test_needs_a_server(livekit_server):\n    pass\n")
     result = pytester.runpytest_subprocess("-rs")
     result.assert_outcomes(skipped=1)
-    result.stdout.fnmatch_lines(["*livekit-server not found*scripts/install-livekit-server*"])
+    result.stdout.fnmatch_lines([NOT_FOUND])
     result.stdout.fnmatch_lines(["*LIVEKIT_SERVER_BIN*"])
 
 
@@ -51,7 +52,7 @@ def test_a_missing_livekit_server_fails_under_ci(
     pytester.makepyfile("def test_needs_a_server(livekit_server):\n    pass\n")
     result = pytester.runpytest_subprocess()
     result.assert_outcomes(errors=1)
-    result.stdout.fnmatch_lines(["*livekit-server not found*scripts/install-livekit-server*"])
+    result.stdout.fnmatch_lines([NOT_FOUND])
 
 
 STRICT_MODE_TEST = """

@@ -1,16 +1,16 @@
 """A real `livekit-server --dev` on loopback, and the tokens its participants use.
 
-One place knows how: find the binary, pick free ports, keep every socket on
-127.0.0.1, wait until it answers, stop it leaving nothing behind, and mint
-participant tokens for it. The `livekit_server` fixture, the offline demo and the
-benchmarks all start their server and mint their tokens here.
+One place knows how: find the binary (`protoface_emulator.livekit_binary`), pick
+free ports, keep every socket on 127.0.0.1, wait until it answers, stop it
+leaving nothing behind, and mint participant tokens for it. The `livekit_server`
+fixture, the offline demo and the benchmarks all start their server and mint
+their tokens here.
 """
 
 from __future__ import annotations
 
 import os
 import secrets
-import shutil
 import socket
 import subprocess
 import tempfile
@@ -26,6 +26,8 @@ from typing import Literal
 
 from livekit import api as lkapi
 
+from protoface_emulator.livekit_binary import INSTALL_HINT, find_livekit_server
+
 __all__ = [
     "DEV_API_KEY",
     "INSTALL_HINT",
@@ -39,11 +41,6 @@ __all__ = [
 ]
 
 DEV_API_KEY = "devkey"
-
-INSTALL_HINT = (
-    "run scripts/install-livekit-server (or set LIVEKIT_SERVER_BIN to a livekit-server "
-    "binary, or put livekit-server on PATH)"
-)
 
 ParticipantKind = Literal["standard", "agent", "ingress", "egress", "sip"]
 """The participant kinds a LiveKit token can carry."""
@@ -96,24 +93,6 @@ def mint_token(
 
 class LiveKitServerMissing(RuntimeError):
     """No livekit-server binary could be found (see `INSTALL_HINT`)."""
-
-
-def find_livekit_server() -> str | None:
-    """Locate livekit-server: $LIVEKIT_SERVER_BIN, PATH, then `.tools/bin` in the
-    current directory or one of its parents (where scripts/install-livekit-server
-    puts it)."""
-    explicit = os.environ.get("LIVEKIT_SERVER_BIN")
-    if explicit:
-        return explicit if os.access(explicit, os.X_OK) else None
-    on_path = shutil.which("livekit-server")
-    if on_path:
-        return on_path
-    here = Path.cwd().resolve()
-    for folder in (here, *here.parents):
-        local = folder / ".tools" / "bin" / "livekit-server"
-        if os.access(local, os.X_OK):
-            return str(local)
-    return None
 
 
 _START_ATTEMPTS = 4
@@ -201,7 +180,7 @@ def start_livekit_server(
     """Start `livekit-server --dev` bound to 127.0.0.1 on free ports and wait for it.
 
     Raises:
-        LiveKitServerMissing: no binary was found (run scripts/install-livekit-server).
+        LiveKitServerMissing: no binary was found (the message says how to get one).
         RuntimeError: the server exited or did not answer within `ready_timeout`.
     """
     binary = binary or find_livekit_server()

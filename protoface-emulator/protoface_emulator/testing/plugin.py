@@ -64,10 +64,12 @@ def in_ci() -> bool:
 def livekit_server() -> Iterator[LiveKitServer]:
     """A real `livekit-server --dev` on 127.0.0.1 with free ports, shared by the session.
 
-    The binary comes from `LIVEKIT_SERVER_BIN`, `PATH`, or `.tools/bin` in the
-    working directory or a parent (where `scripts/install-livekit-server` puts
-    it). Missing: the test is skipped, or fails under `CI=true` (a real-room test
-    that cannot find its server must not pass quietly).
+    The binary comes from `LIVEKIT_SERVER_BIN`, `PATH`, `.tools/bin` in the
+    working directory or a parent (this repository's copy), or the per-user
+    directory `protoface-emulator install-livekit-server` installs into
+    (`protoface_emulator.livekit_binary`). Missing: the test is skipped, or fails
+    under `CI=true` (a real-room test that cannot find its server must not pass
+    quietly), saying how to get it.
     """
     from protoface_emulator.testing.livekit_dev import (
         INSTALL_HINT,
