@@ -12,9 +12,10 @@ Environment:
     PROTOFACE_AVATAR_ID      optional, defaults to the stock avatar
     AGENT_STT / AGENT_LLM / AGENT_TTS   optional LiveKit Inference model strings
 
-Run it as a worker and open the room in the LiveKit Agents Playground:
+Run it as LiveKit Agents recommends, then open a room in the LiveKit Agents
+Playground (or any LiveKit frontend):
 
-    uv run python examples/agent.py dev
+    python -m livekit.agents start --dev examples/agent.py     # or: lk agent dev
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import asyncio
 import logging
 import os
 
-from livekit.agents import Agent, AgentSession, JobContext, WorkerOptions, cli
+from livekit.agents import Agent, AgentServer, AgentSession, JobContext
 from livekit.plugins import protoface
 
 logger = logging.getLogger("protoface-example")
@@ -44,10 +45,12 @@ class Assistant(Agent):
         self.session.generate_reply(instructions="Greet the user and offer your help.")
 
 
-async def entrypoint(ctx: JobContext) -> None:
-    """Connect, put the avatar in the room, then start the conversation."""
-    await ctx.connect()
+server = AgentServer()
 
+
+@server.rtc_session()
+async def entrypoint(ctx: JobContext) -> None:
+    """Put the avatar in the room, then start the conversation (which connects)."""
     session: AgentSession[None] = AgentSession(
         stt=os.environ.get("AGENT_STT", "deepgram/nova-3"),
         llm=os.environ.get("AGENT_LLM", "openai/gpt-4.1-mini"),
@@ -87,7 +90,3 @@ async def entrypoint(ctx: JobContext) -> None:
         logger.error("the avatar could not join (%s); continuing audio-only", exc.failure_code)
     except asyncio.TimeoutError:
         logger.warning("the avatar has not joined after 30 s; still waiting in the background")
-
-
-if __name__ == "__main__":
-    cli.run_app(WorkerOptions(entrypoint_fnc=entrypoint))

@@ -1,0 +1,42 @@
+"""The quickstart, offline: no Protoface account, no cloud, no STT/LLM/TTS keys.
+
+The agent puts a Protoface avatar in every room it is sent to and, once the
+avatar has joined, says one pre-recorded line through it (`session.say` with
+audio: no text-to-speech). Run a local LiveKit server and the emulator, then
+the agent, as LiveKit Agents recommends:
+
+    livekit-server --dev &
+    protoface-emulator --api-key dev-key &
+    export LIVEKIT_URL=ws://127.0.0.1:7880 LIVEKIT_API_KEY=devkey LIVEKIT_API_SECRET=secret
+    export PROTOFACE_API_URL=http://127.0.0.1:8790 PROTOFACE_API_KEY=dev-key
+    python -m livekit.agents start --dev examples/quickstart_offline.py
+
+Join any room on that server (a LiveKit frontend, or `scripts/playground`) and
+the avatar greets you. It needs `protoface-emulator`, which brings the audio
+helpers used here.
+"""
+
+from pathlib import Path
+
+from livekit.agents import Agent, AgentServer, AgentSession, JobContext
+from livekit.plugins import protoface
+
+from protoface_emulator.testing import play, speech, wav_frames
+
+# The recorded line beside this file; a copy of this file elsewhere says a
+# synthetic syllable-like line instead, which moves the mouth just the same.
+LINE = Path(__file__).resolve().parent / "assets" / "hello.wav"
+
+server = AgentServer()
+
+
+@server.rtc_session()
+async def entrypoint(ctx: JobContext) -> None:
+    session: AgentSession[None] = AgentSession()  # no models: it only says its line
+    avatar = protoface.AvatarSession(avatar_id="av_stock_001")
+    await avatar.start(session, room=ctx.room)  # before session.start(): it takes the audio
+    await session.start(agent=Agent(instructions="You greet people."), room=ctx.room)
+
+    await avatar.wait_for_join(timeout=30)  # raises AvatarSessionFailedError early
+    frames = wav_frames(LINE) if LINE.exists() else speech(3.0)
+    session.say("Hello! I am your Protoface avatar, running offline.", audio=play(frames))
