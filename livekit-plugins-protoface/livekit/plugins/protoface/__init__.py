@@ -11,6 +11,8 @@ its own in scripts. The modules, in the order data flows through them:
   own track, the replacement policy, the worker's LiveKit token;
 - `api`: `ProtofaceAPI`, one method per endpoint; `requester` (the request
   loop), `retry` (the policy), `redact` (secrets out of errors);
+- `usage` (`AvatarUsage`: what the avatars cost and did) and `telemetry`
+  (OpenTelemetry spans and metrics through livekit-agents' providers);
 - `types` (the contract: options, resources, constants), `validation`,
   `errors`, `events`, and `compat` (every livekit-agents internal we touch).
 """
@@ -24,9 +26,15 @@ from .errors import (
     ProtofaceRetryAfterTooLongError,
     ProtofaceValueError,
 )
-from .events import AvatarHandoverEvent, AvatarLostEvent, AvatarRestoredEvent
+from .events import (
+    AvatarHandoverEvent,
+    AvatarLostEvent,
+    AvatarRestoredEvent,
+    AvatarSwitchedEvent,
+)
 from .recovery import RecoveryPolicy
 from .types import SessionOptions
+from .usage import AvatarUsage
 from .version import __version__
 
 __all__ = [
@@ -37,6 +45,8 @@ __all__ = [
     "AvatarRestoredEvent",
     "AvatarSession",
     "AvatarSessionFailedError",
+    "AvatarSwitchedEvent",
+    "AvatarUsage",
     "ProtofaceAPI",
     "ProtofaceAPIError",
     "ProtofaceException",

@@ -35,19 +35,28 @@ from livekit.agents import (
     NotGivenOr,
     utils,
 )
+from livekit.agents.voice import AgentStateChangedEvent
 from livekit.agents.voice.avatar import AvatarSession as BaseAvatarSession
 
 from .api import ProtofaceAPI
 from .errors import ProtofaceException, ProtofaceValueError
-from .events import AvatarHandoverEvent, AvatarLostEvent, AvatarRestoredEvent, EventTypes
+from .events import (
+    AvatarHandoverEvent,
+    AvatarLostEvent,
+    AvatarRestoredEvent,
+    AvatarSwitchedEvent,
+    EventTypes,
+)
 from .fallback import RoomAudio
 from .hosted import SAMPLE_RATE, Hosted, Launcher
 from .lifetime import Lifetime
 from .log import logger
 from .output import AvatarAudioOutput
 from .recovery import RecoveryPolicy
+from .telemetry import AvatarTelemetry
 from .tokens import worker_tokens_for
 from .types import DEFAULT_STOCK_AVATAR_ID, END_REASON_METADATA_KEY, MetadataValue, SessionOptions
+from .usage import AvatarUsage, UsageRecorder
 from .validation import check_nonblank
 
 __all__ = [
@@ -59,6 +68,8 @@ __all__ = [
     "AvatarLostEvent",
     "AvatarRestoredEvent",
     "AvatarSession",
+    "AvatarSwitchedEvent",
+    "AvatarUsage",
     "RecoveryPolicy",
 ]
 
@@ -87,7 +98,10 @@ class AvatarSession(BaseAvatarSession[EventTypes]):
         `"avatar_lost"` (`AvatarLostEvent`) when it is gone after joining;
         `"avatar_restored"` (`AvatarRestoredEvent`) when a replacement speaks
         again; `"avatar_handover"` (`AvatarHandoverEvent`) when a successor took
-        over before the session cap.
+        over before the session cap; `"avatar_switched"`
+        (`AvatarSwitchedEvent`) when `switch()` put a new avatar in place;
+        `"avatar_usage"` (`AvatarUsage`) once, when the conversation ended
+        (see `usage`).
 
     Args:
         avatar_id: Protoface avatar id to render. Defaults to the stock
@@ -183,6 +197,9 @@ class AvatarSession(BaseAvatarSession[EventTypes]):
         self._lifetime: Lifetime | None = None
         self._launcher: Launcher | None = None
         self._closing: asyncio.Future[None] | None = None
+        # What the conversation's avatars did and cost (usage.py), once started.
+        self._recorder: UsageRecorder | None = None
+        self._final_usage: AvatarUsage | None = None
 
     def __repr__(self) -> str:
         return (
@@ -210,6 +227,25 @@ class AvatarSession(BaseAvatarSession[EventTypes]):
         """
         current = self._lifetime.current if self._lifetime is not None else None
         return current.session_id if current is not None else None
+
+    @property
+    def usage(self) -> AvatarUsage:
+        """What this conversation's avatars did and cost so far (a frozen snapshot).
+
+        Billable seconds are read from Protoface after each session ended, so
+        they are complete only once the conversation ended (`aclose()`), and
+        final only when `billable_seconds_final` says so (Protoface's usage is
+        eventually consistent). The same value is emitted as `"avatar_usage"`
+        and logged in one INFO line when the conversation ends.
+        """
+        if self._final_usage is not None:
+            return self._final_usage
+        recorder = self._recorder
+        if recorder is None:
+            return AvatarUsage()
+        if self._launcher is not None:
+            recorder.sessions_started(len(self._launcher.created))
+        return recorder.usage()
 
     @property
     def session_ids(self) -> list[str]:
@@ -325,6 +361,10 @@ class AvatarSession(BaseAvatarSession[EventTypes]):
         self, agent_session: AgentSession[Any], room: rtc.Room, launcher: Launcher
     ) -> None:
         self._launcher = launcher
+        telemetry = AvatarTelemetry(
+            avatar_id=self._options.avatar_id, quality=self._options.quality
+        )
+        self._recorder = UsageRecorder(telemetry)
         hosted: Hosted | None = None
         try:
             await super().start(agent_session, room)
@@ -339,7 +379,7 @@ class AvatarSession(BaseAvatarSession[EventTypes]):
             await asyncio.shield(self._release_attach(launcher, hosted))
             raise
         self._lifetime = Lifetime(
-            self.emit,
+            self._on_lifetime_event,
             launcher,
             hosted,
             output=output,
@@ -350,11 +390,61 @@ class AvatarSession(BaseAvatarSession[EventTypes]):
         )
         self._lifetime.start()
         agent_session.on("close", self._on_agent_session_closed)
+        agent_session.on("agent_state_changed", self._on_agent_state_changed)
+        self.on("metrics_collected", self._on_metrics_collected)
+        self._watch_first_join(self._lifetime)
+
+    def _on_lifetime_event(self, event: EventTypes, payload: object) -> None:
+        # The books first, so a handler reading `usage` already sees the event.
+        recorder = self._recorder
+        if recorder is not None:
+            if isinstance(payload, AvatarLostEvent):
+                recorder.lost(payload)
+            elif isinstance(payload, AvatarRestoredEvent):
+                recorder.restored(payload)
+            elif isinstance(payload, AvatarHandoverEvent):
+                recorder.handed_over(payload)
+            elif isinstance(payload, AvatarSwitchedEvent):
+                recorder.switched(payload)
+        self.emit(event, payload)
+
+    def _watch_first_join(self, lifetime: Lifetime) -> None:
+        def settled(joined: asyncio.Future[None]) -> None:
+            recorder = self._recorder
+            if recorder is None or joined.cancelled():
+                return
+            exc = joined.exception()
+            session_id = lifetime.current.session_id
+            if exc is None:
+                recorder.joined(session_id)
+            else:
+                reason = getattr(exc, "failure_code", None) or type(exc).__name__
+                recorder.join_failed(session_id, str(reason))
+
+        asyncio.ensure_future(lifetime.first_join()).add_done_callback(settled)
+
+    def _on_agent_state_changed(self, ev: AgentStateChangedEvent) -> None:
+        if self._recorder is not None:
+            self._recorder.speaking(ev.new_state == "speaking")
+
+    def _on_metrics_collected(self, metrics: object) -> None:
+        # The base class reports each utterance's playback latency as an
+        # `AvatarMetrics` (type "avatar_metrics"), which livekit-agents does not
+        # export by name: read the two public fields.
+        latency = getattr(metrics, "playback_latency", None)
+        if (
+            self._recorder is not None
+            and getattr(metrics, "type", None) == "avatar_metrics"
+            and isinstance(latency, (int, float))
+            and latency > 0
+        ):
+            self._recorder.playback_latency(float(latency))
 
     async def _release_attach(self, launcher: Launcher, hosted: Hosted | None) -> None:
         if hosted is not None:
             await launcher.retire(hosted, end=True)
         await launcher.aclose()
+        await self._close_books(launcher)
         self._launcher = None
         await BaseAvatarSession.aclose(self)
         await self._api.aclose()
@@ -412,12 +502,36 @@ class AvatarSession(BaseAvatarSession[EventTypes]):
         agent_session = self._agent_session
         if agent_session is not None:
             agent_session.off("close", self._on_agent_session_closed)
+            agent_session.off("agent_state_changed", self._on_agent_state_changed)
         if lifetime is not None:
             await lifetime.aclose()
         if launcher is not None:
             await launcher.aclose()
+            await self._close_books(launcher)
         await BaseAvatarSession.aclose(self)
         await self._api.aclose()
+
+    async def _close_books(self, launcher: Launcher) -> None:
+        """Read what the ended sessions billed; report the usage once (event, log, telemetry)."""
+        recorder = self._recorder
+        if recorder is None or self._final_usage is not None:
+            return
+        try:
+            usage = await recorder.finish(self._api, launcher.created)
+        except Exception:
+            logger.exception("could not total the protoface avatar's usage")
+            return
+        self._final_usage = usage
+        logger.info(
+            "protoface avatar usage: %s",
+            usage.describe(),
+            extra={
+                "sessions_started": usage.sessions_started,
+                "billable_seconds": usage.billable_seconds,
+                "billable_seconds_final": usage.billable_seconds_final,
+            },
+        )
+        self.emit("avatar_usage", usage)
 
 
 def _given(value: NotGivenOr[Any]) -> Any:

@@ -5,9 +5,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-__all__ = ["AvatarHandoverEvent", "AvatarLostEvent", "AvatarRestoredEvent", "EventTypes"]
+__all__ = [
+    "AvatarHandoverEvent",
+    "AvatarLostEvent",
+    "AvatarRestoredEvent",
+    "AvatarSwitchedEvent",
+    "EventTypes",
+]
 
-EventTypes = Literal["avatar_lost", "avatar_restored", "avatar_handover"]
+EventTypes = Literal[
+    "avatar_lost", "avatar_restored", "avatar_handover", "avatar_switched", "avatar_usage"
+]
 
 
 @dataclass(frozen=True)
@@ -75,3 +83,29 @@ class AvatarHandoverEvent:
     avatar_identity: str
     previous_session_id: str
     previous_identity: str
+
+
+@dataclass(frozen=True)
+class AvatarSwitchedEvent:
+    """Emitted as `"avatar_switched"` when `AvatarSession.switch()` put a new avatar in place.
+
+    The new session joined and published video while the previous one still
+    spoke; the agent's speech moved to it between utterances, then the previous
+    session was ended. From now on replacements and handovers use the new
+    options.
+
+    Attributes:
+        session_id: The new Protoface session id.
+        avatar_identity: The new avatar participant's identity.
+        avatar_id: The avatar it renders.
+        previous_session_id: The session switched away from (now ended).
+        previous_identity: Its participant identity.
+        previous_avatar_id: The avatar it rendered.
+    """
+
+    session_id: str
+    avatar_identity: str
+    avatar_id: str
+    previous_session_id: str
+    previous_identity: str
+    previous_avatar_id: str
