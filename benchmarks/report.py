@@ -95,7 +95,7 @@ def _fmt(value: object, unit: str = "") -> str:
     return f"{text} {unit}".strip()
 
 
-def _held(row: dict) -> str:
+def _held(row: Json) -> str:
     """A scale-curve row's verdict; the N = 0 baseline has no viewer to hold."""
     if not row["sessions"]:
         return "baseline"
@@ -122,12 +122,11 @@ def _ok(section: Json | None) -> bool:
 
 def _header(results: Json) -> list[str]:
     m = results.get("machine", {})
-    v = results.get("versions", {})
     durations = results.get("phase_durations_s", {})
     return [
         "# Benchmarks: livekit-plugins-protoface (ours) vs the published 1.8.9",
         "",
-        f"**{results.get('mode', '?')} run**, {results.get('date', '?')}, took "
+        f"{_this_run(results)}, {results.get('date', '?')}, took "
         f"{_fmt(results.get('duration_s'), 's')} "
         f"({', '.join(f'{k} {v} s' for k, v in durations.items())}); processes left at exit: "
         f"{results.get('processes_left', 'n/a')}.",
@@ -136,11 +135,7 @@ def _header(results: Json) -> list[str]:
         f"({m.get('physical_cores')} physical), {m.get('ram_gb')} GiB RAM, {m.get('os')}, "
         f"Python {m.get('python')}; load average at start {m.get('load_average_at_start')}.",
         "",
-        f"Versions: ours {v.get('ours')} (workspace), published {v.get('published')} (PyPI, "
-        f"in `benchmarks/.venv-published`), livekit-agents {v.get('livekit_agents')} "
-        f"(published env: {v.get('livekit_agents_published_env')}), livekit (rtc) "
-        f"{v.get('livekit_rtc')}, aiohttp in the published env {v.get('aiohttp_published_env')} "
-        f"(pinned to the workspace's), livekit-server {v.get('livekit_server')}.",
+        _versions(results),
         "",
         "Reproduce from the repository root, after the README's set-up: `benchmarks/run` (full, "
         "under 30 minutes on 2 cores) or `benchmarks/run --quick` (under 5). It installs the "
@@ -154,14 +149,75 @@ def _header(results: Json) -> list[str]:
     ]
 
 
-def _measured_when(results: Json) -> list[str]:
-    """When each section was measured: a run of a subset (`--only`) keeps the others."""
-    stamps = [
-        f"{key} {section['measured'].get('mode')} run {section['measured'].get('date')}"
+def _sections_of_this_run(results: Json) -> list[str]:
+    """The sections the latest run measured (a run of a subset keeps the others)."""
+    date = results.get("date")
+    return [
+        key
+        for key, section in results.items()
+        if isinstance(section, dict)
+        and isinstance(section.get("measured"), dict)
+        and section["measured"].get("date") == date
+    ]
+
+
+def _all_sections(results: Json) -> list[str]:
+    return [
+        key
         for key, section in results.items()
         if isinstance(section, dict) and isinstance(section.get("measured"), dict)
     ]
-    return [f"Sections measured: {'; '.join(stamps)}.", ""] if stamps else []
+
+
+def _this_run(results: Json) -> str:
+    """What the latest run was: every section, or the ones it re-measured."""
+    mode = results.get("mode", "?")
+    mine, every = _sections_of_this_run(results), _all_sections(results)
+    if not every or set(mine) == set(every):
+        return f"**A {mode} run of every section**"
+    return (
+        f"**A {mode} run of {', '.join(mine) or 'no section'} only** (the other sections are "
+        "kept from earlier runs, below)"
+    )
+
+
+def _versions(results: Json) -> str:
+    """The versions measured, with the published env's from the run that recorded them.
+
+    A run of a subset that did not start the published client records no versions
+    for its environment; the latency section's hello (kept from the run that
+    measured it) does.
+    """
+    v = dict(results.get("versions", {}))
+    latency = results.get("start_latency") or {}
+    hello = (latency.get("hello") or {}).get("published") or {}
+    when = (latency.get("measured") or {}).get("date")
+    source = ""
+    if v.get("livekit_agents_published_env") is None and hello:
+        v["livekit_agents_published_env"] = hello.get("livekit_agents_version")
+        v["aiohttp_published_env"] = hello.get("aiohttp_version")
+        source = f" (the published env's versions as recorded by the run of {when})"
+
+    def ver(key: str) -> str:
+        return str(v[key]) if v.get(key) is not None else "not recorded"
+
+    return (
+        f"Versions: ours {ver('ours')} (workspace), published {ver('published')} (PyPI, "
+        f"in `benchmarks/.venv-published`), livekit-agents {ver('livekit_agents')} "
+        f"(published env: {ver('livekit_agents_published_env')}), livekit (rtc) "
+        f"{ver('livekit_rtc')}, aiohttp in the published env {ver('aiohttp_published_env')} "
+        f"(pinned to the workspace's), livekit-server {ver('livekit_server')}{source}."
+    )
+
+
+def _measured_when(results: Json) -> list[str]:
+    """When each section was measured: a run of a subset (`--only`) keeps the others."""
+    stamps = [
+        f"{key}: {section['measured'].get('mode')} run of {section['measured'].get('date')}"
+        for key, section in results.items()
+        if isinstance(section, dict) and isinstance(section.get("measured"), dict)
+    ]
+    return [f"Sections, and the run that measured each: {'; '.join(stamps)}.", ""] if stamps else []
 
 
 def _targets(results: Json) -> list[str]:
@@ -188,20 +244,41 @@ def _targets(results: Json) -> list[str]:
             "a call past its cap keeps its avatar (video gap at most 1 s)",
             "call_past_the_cap_keeps_its_avatar",
         ),
+        (
+            "16 `standard` sessions at ≥ 18 fps with the API's p99 under 20 ms (scale curve)",
+            "16_standard_sessions_at_18_fps_p99_under_20ms",
+        ),
+        ("64 `mock` sessions held (scale curve)", "64_mock_sessions"),
+        (
+            "the API's p99 with 8 sessions rendering at most twice that with none (scale curve)",
+            "api_p99_with_8_sessions_within_2x_of_none",
+        ),
     ]
     lines = ["## Targets (ours)", "", "| target | measured | |", "|---|---|---|"]
-    for label, key in rows:
-        if key in t:
-            lines.append(f"| {label} | {_value(t[key]['value'])} | {_met(t[key]['met'])} |")
-    missed = [label for label, key in rows if key in t and not t[key]["met"]]
+    labels = {key: label for label, key in rows}
+    # Every target the results hold, the known ones first in their order, then any
+    # other (a new section's) under its key: a missed target is never left out.
+    keys = [key for _, key in rows if key in t] + [key for key in t if key not in labels]
+    for key in keys:
+        label = labels.get(key) or _target_label(key, t[key])
+        lines.append(f"| {label} | {_value(t[key]['value'])} | {_met(t[key]['met'])} |")
+    missed = [key for key in keys if not t[key]["met"]]
     lines.append("")
     if missed:
         lines += [
-            "Missed targets are explained, with their profile, under "
-            "[What bounds the missed targets](#what-bounds-the-missed-targets).",
+            f"{len(missed)} of {len(keys)} targets missed; they are explained, with their "
+            "profile, under [What bounds the missed targets](#what-bounds-the-missed-targets).",
             "",
         ]
     return lines
+
+
+def _target_label(key: str, target: Json) -> str:
+    """A readable label for a target `report.py` has no wording for."""
+    label = key.replace("_", " ")
+    if "limit" in target:
+        label += f" (limit {target['limit']})"
+    return label
 
 
 def _latency(results: Json) -> list[str]:
@@ -506,6 +583,54 @@ def _profile_block(title: str, profile: str | None, keep: int = 14) -> list[str]
     return [title, "", "```", *rows[start : start + keep + 1], "```", ""]
 
 
+def _secrets_held(held: object) -> str:
+    """The secrets a long-lived client held at the end, when the run recorded them.
+
+    Newer plugins redact each request's worker token with that request and hold
+    none, so the run records nothing: say nothing rather than "None".
+    """
+    if not isinstance(held, int):
+        return ""
+    return f"; by the end the long-lived client held {held} secrets to redact"
+
+
+def _scale_curve_bounds(results: Json) -> list[str]:
+    """What the scale curve's missed targets measured, read from its rows."""
+    t = results.get("targets", {})
+    curve = results.get("scale_curve")
+    keys = (
+        "16_standard_sessions_at_18_fps_p99_under_20ms",
+        "64_mock_sessions",
+        "api_p99_with_8_sessions_within_2x_of_none",
+    )
+    if not _ok(curve) or all(t.get(k, {}).get("met", True) for k in keys):
+        return []
+    assert curve is not None
+    cores = curve.get("cores") or 1
+    lines = ["### The scale curve", ""]
+    for r in curve["rows"]:
+        if "error" in r or not r["sessions"] or r["held"]:
+            continue
+        lines.append(
+            f"- {r['sessions']} `{r['quality']}`: viewers at {_fmt(r['viewer_fps_min'])} fps "
+            f"at worst ({_fmt(r['viewer_fps_median'])} median), {r['failed_sessions']} lost; "
+            f"the emulator used {_fmt(r['emulator_cpu_percent'])} % of a core, livekit-server "
+            f"{_fmt(r.get('livekit_cpu_percent'))} %, the load generator "
+            f"{_fmt(r.get('load_generator_cpu_percent'))} %: the whole machine "
+            f"{_fmt(r.get('machine_cpu_percent'))} of {100 * cores}."
+        )
+    api = t.get("api_p99_with_8_sessions_within_2x_of_none")
+    if api and not api["met"]:
+        none_ms, eight_ms = api["value"].get("none_ms"), api["value"].get("eight_ms")
+        if isinstance(none_ms, (int, float)) and isinstance(eight_ms, (int, float)) and none_ms:
+            lines.append(
+                f"- The API's p99 was {_fmt(eight_ms)} ms with 8 sessions rendering against "
+                f"{_fmt(none_ms)} ms with none ({eight_ms / none_ms:.1f} times; the target was at "
+                "most twice)."
+            )
+    return [*lines, ""]
+
+
 def _bounds(results: Json) -> list[str]:
     t = results.get("targets", {})
     lines: list[str] = []
@@ -524,9 +649,9 @@ def _bounds(results: Json) -> list[str]:
             f"{_fmt(s.get('ours_fresh_client_p50_ms'))} ms (ratio "
             f"{_fmt(s.get('ratio_ours_fresh_client_to_floor_p50'))}). Over the run ours' "
             f"per-round median went from {ours_rounds[0]} to {ours_rounds[-1]} ms while the "
-            f"floor's went from {floor_rounds[0]} to {floor_rounds[-1]} ms; by the end the "
-            f"long-lived client held {s.get('ours_secrets_held_at_end')} secrets to redact "
-            "(one per worker token it has sent).",
+            f"floor's went from {floor_rounds[0]} to {floor_rounds[-1]} ms"
+            + _secrets_held(s.get("ours_secrets_held_at_end"))
+            + ".",
             "",
         ]
         profile = (s.get("profiles") or {}).get("ours", "")
@@ -651,6 +776,7 @@ def _bounds(results: Json) -> list[str]:
             if segments:
                 worst = max(segments)
                 lines += [f"The largest part, {worst[0]:.0f} ms, is {worst[1]}.", ""]
+    lines += _scale_curve_bounds(results)
     if not lines:
         return []
     return ["## What bounds the missed targets", "", *lines]
@@ -796,3 +922,22 @@ def write_markdown(results: Json, path: Path) -> None:
         + _findings(results)
     )
     path.write_text("\n".join(lines).rstrip() + "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Regenerate `RESULTS.md` from `results.json` (both beside this file by default)."""
+    import argparse
+    import json
+
+    here = Path(__file__).resolve().parent
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("results", nargs="?", type=Path, default=here / "results.json")
+    parser.add_argument("markdown", nargs="?", type=Path, default=here / "RESULTS.md")
+    args = parser.parse_args(argv)
+    write_markdown(json.loads(args.results.read_text()), args.markdown)
+    print(f"wrote {args.markdown}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
