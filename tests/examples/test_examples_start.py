@@ -37,7 +37,9 @@ from protoface_emulator.testing.launch import stop_process
 pytestmark = pytest.mark.e2e
 
 REPO = Path(__file__).resolve().parents[2]
-EXAMPLES = REPO / "examples"
+# scripts/check-wheels runs this file against copies of the examples, outside the
+# repository, in a virtualenv with the built wheels.
+EXAMPLES = Path(os.environ.get("PROTOFACE_EXAMPLES_DIR") or REPO / "examples").resolve()
 
 # Agent files: started with the module CLI, proved started by the avatar's video.
 AGENT_FILES = ["quickstart.py", "quickstart_offline.py", "agent.py", "testing/my_agent.py"]
@@ -55,6 +57,12 @@ NOT_RUN_HERE = {
     "handoff.py": "the switching example's own test runs it (issue 20)",
 }
 
+# Files under these are ours (the repository only when this file runs inside it).
+OUR_ROOTS = tuple(
+    str(root) + os.sep
+    for root in (EXAMPLES, REPO)
+    if root == EXAMPLES or (root / "livekit-plugins-protoface").is_dir()
+)
 # A warning line as Python prints it: `path:line: Category: message`.
 WARNING_LINE = re.compile(r"^(?P<path>.+?):\d+: (?P<category>\w*DeprecationWarning): (?P<msg>.*)$")
 # What livekit-agents logs (not warns) about the ways of running an agent it deprecates.
@@ -83,7 +91,7 @@ def our_deprecations(output: str) -> list[str]:
 
 def _is_ours(path: str) -> bool:
     ours = ("livekit/plugins/protoface/", "protoface_emulator/", "/examples/")
-    return any(part in path.replace(os.sep, "/") for part in ours) or path.startswith(str(REPO))
+    return any(part in path.replace(os.sep, "/") for part in ours) or path.startswith(OUR_ROOTS)
 
 
 def test_every_example_file_is_run_here_or_says_what_runs_it() -> None:
