@@ -188,9 +188,11 @@ class FaceWatch:
         """The longest time within [since, until] with no video frame of any known face.
 
         Counts from `since` to the first such frame and from the last one to
-        `until` too, so video that stops entirely is a gap, not nothing.
+        `until` (now, if `until` is later or None) too, so video that stops
+        entirely is a gap, not nothing.
         """
-        end = time.monotonic() if until is None else until
+        # Not past now: frames that have not arrived yet are no gap.
+        end = time.monotonic() if until is None else min(until, time.monotonic())
         times = [
             s.received_at for s in self.seen if s.face is not None and since <= s.received_at <= end
         ]

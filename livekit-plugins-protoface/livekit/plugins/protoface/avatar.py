@@ -21,6 +21,7 @@ every hosted session the conversation started.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime
 import math
 from collections.abc import Mapping
@@ -454,6 +455,86 @@ class AvatarSession(BaseAvatarSession[EventTypes]):
         # the hosted session must not run on, billed, until the job ends.
         logger.debug("agent session closed; ending the protoface avatar")
         self._closing = asyncio.ensure_future(self.aclose())
+
+    @property
+    def avatar_id(self) -> str:
+        """The avatar the agent's speech goes to now (it changes with `switch()`)."""
+        current = self._lifetime.current if self._lifetime is not None else None
+        if current is not None and current.options is not None:
+            return current.options.avatar_id
+        return self._options.avatar_id
+
+    async def switch(
+        self,
+        *,
+        avatar_id: NotGivenOr[str] = NOT_GIVEN,
+        quality: NotGivenOr[str | None] = NOT_GIVEN,
+        max_duration_seconds: NotGivenOr[int | None] = NOT_GIVEN,
+        idle_timeout_seconds: NotGivenOr[int | None] = NOT_GIVEN,
+        metadata: NotGivenOr[Mapping[str, MetadataValue] | None] = NOT_GIVEN,
+    ) -> AvatarSwitchedEvent:
+        """Change the avatar mid-conversation, without a gap in the video.
+
+        A new hosted session is created with these options (the ones not given
+        stay as they are) and joins while the current avatar still speaks; the
+        agent's speech moves to it between utterances (none is lost or said
+        twice); then the current session is ended. `avatar_identity`,
+        `session_id` and `avatar_id` follow, `"avatar_switched"` is emitted, and
+        later replacements and handovers use the new options.
+
+        Asked while the avatar is lost and being replaced, or during a
+        handover, the switch waits until that is over, then runs.
+
+        Args:
+            avatar_id: The Protoface avatar to show now.
+            quality: `mock`, `lite`, `standard` or `pro`.
+            max_duration_seconds: Ceiling on each hosted session from now on.
+            idle_timeout_seconds: Idle timeout of each hosted session from now on.
+            metadata: Your data on each hosted session from now on.
+
+        Returns:
+            The `AvatarSwitchedEvent` that was emitted.
+
+        Raises:
+            ProtofaceValueError: If an option is refused (nothing was started).
+            ProtofaceException: If `start()` has not run or `aclose()` did, if
+                another switch is under way, or if the new avatar could not be
+                started or did not join (the current avatar goes on speaking;
+                the cause is chained).
+        """
+        changes: dict[str, Any] = {
+            name: value
+            for name, value in (
+                ("avatar_id", avatar_id),
+                ("quality", quality),
+                ("max_duration_seconds", max_duration_seconds),
+                ("idle_timeout_seconds", idle_timeout_seconds),
+                ("metadata", metadata),
+            )
+            if utils.is_given(value)
+        }
+        if "metadata" in changes and changes["metadata"] is None:
+            changes["metadata"] = {}
+        options = dataclasses.replace(self._options, **changes)  # validates
+        lifetime = self._lifetime
+        if lifetime is None:
+            raise ProtofaceException(
+                f"AvatarSession.switch(avatar_id={options.avatar_id!r}) needs a started "
+                "avatar: call start() first (and not after aclose())"
+            )
+        telemetry = self._recorder.telemetry if self._recorder is not None else None
+        if telemetry is not None:
+            telemetry.switch_started(options.avatar_id, options.quality)
+        try:
+            event = await lifetime.switch(options)
+        except BaseException as exc:
+            if telemetry is not None:
+                telemetry.switch_failed(type(exc).__name__)
+            raise
+        self._options = options
+        if telemetry is not None:
+            telemetry.set_quality(options.quality)
+        return event
 
     async def wait_for_join(self, *, timeout: float | None = 30.0) -> None:
         """Wait until the avatar has joined the room and publishes video.

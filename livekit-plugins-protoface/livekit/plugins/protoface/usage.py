@@ -129,6 +129,11 @@ class UsageRecorder:
         self._speech_away = 0.0
         self._ended = False
 
+    @property
+    def telemetry(self) -> AvatarTelemetry:
+        """Where the steps are traced and measured (a switch's span starts there)."""
+        return self._telemetry
+
     # -- what happened -------------------------------------------------------
 
     def joined(self, session_id: str) -> None:
