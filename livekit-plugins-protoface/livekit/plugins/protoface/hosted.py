@@ -43,6 +43,8 @@ class Hosted:
     created_at: float
     cap_seconds: int | None
     idle_timeout_seconds: int
+    # What it was created with (its avatar, quality, ...): a switch changes them.
+    options: SessionOptions | None = None
 
 
 class Launcher:
@@ -82,8 +84,23 @@ class Launcher:
         """
         return self._identity if generation <= 1 else f"{self._identity}-{generation}"
 
-    async def launch(self) -> Hosted:
-        """Create the next session and start watching it (it has not joined yet)."""
+    @property
+    def options(self) -> SessionOptions:
+        """What the next session is created with."""
+        return self._options
+
+    def adopt(self, options: SessionOptions) -> None:
+        """Create every later session with `options` (after a switch)."""
+        self._options = options
+
+    async def launch(self, options: SessionOptions | None = None) -> Hosted:
+        """Create the next session and start watching it (it has not joined yet).
+
+        Args:
+            options: Create this one with these (a switch) instead of the
+                conversation's.
+        """
+        options = options or self._options
         generation = len(self.created) + 1
         identity = self.identity_for(generation)
         transport: dict[str, Any] = {
@@ -99,27 +116,29 @@ class Launcher:
         key = str(uuid.uuid4())
         try:
             session = await self._api.create_session(
-                self._options, transport=transport, idempotency_key=key
+                options, transport=transport, idempotency_key=key
             )
         except ProtofaceAPIError as exc:
             if 200 <= exc.status_code < 300:  # accepted, but the answer is unreadable
-                await self._end_unknown(transport, key)
+                await self._end_unknown(transport, key, options)
             raise
         except (APIConnectionError, asyncio.CancelledError):
             # The server may have accepted the create before we stopped listening.
-            await self._end_unknown(transport, key)
+            await self._end_unknown(transport, key, options)
             raise
         session_id = _usable_id(session.get("id"))
         if session_id is None:
-            await self._end_unknown(transport, key)
+            await self._end_unknown(transport, key, options)
             raise ProtofaceException(
                 "Protoface API response missing session id (a string `id`); the session "
                 "it may have created is being looked up and ended"
             )
         self._remember(session_id)
-        return self._hosted(session_id, identity, session)
+        return self._hosted(session_id, identity, session, options)
 
-    def _hosted(self, session_id: str, identity: str, session: dict[str, Any]) -> Hosted:
+    def _hosted(
+        self, session_id: str, identity: str, session: dict[str, Any], options: SessionOptions
+    ) -> Hosted:
         logger.debug("protoface session created", extra={"session_id": session_id})
         watch = SessionWatch(
             self._api,
@@ -143,10 +162,11 @@ class Launcher:
             route=route,
             created_at=asyncio.get_running_loop().time(),
             cap_seconds=session_int(session, "max_duration_seconds")
-            or self._options.max_duration_seconds,
+            or options.max_duration_seconds,
             idle_timeout_seconds=session_int(session, "idle_timeout_seconds")
-            or self._options.idle_timeout_seconds
+            or options.idle_timeout_seconds
             or DEFAULT_IDLE_TIMEOUT_SECONDS,
+            options=options,
         )
 
     def _remember(self, session_id: str) -> None:
@@ -196,11 +216,15 @@ class Launcher:
         task.add_done_callback(self._cleanups.discard)
         return task
 
-    async def _end_unknown(self, transport: dict[str, Any], key: str) -> None:
+    async def _end_unknown(
+        self, transport: dict[str, Any], key: str, options: SessionOptions
+    ) -> None:
         # Shielded: a second cancel must not leave a billed session running.
-        await asyncio.shield(self._background(self._recover_and_end(transport, key)))
+        await asyncio.shield(self._background(self._recover_and_end(transport, key, options)))
 
-    async def _recover_and_end(self, transport: dict[str, Any], key: str) -> None:
+    async def _recover_and_end(
+        self, transport: dict[str, Any], key: str, options: SessionOptions
+    ) -> None:
         """Learn the id of a session whose create outcome is unknown, and end it.
 
         Replaying the create with the same idempotency key returns the session
@@ -209,8 +233,9 @@ class Launcher:
         first 503 or dropped connection would leave a billed session running.
         """
         try:
+            # The same body as the create, or the key's replay is refused.
             replay = await self._api.create_session(
-                self._options, transport=transport, idempotency_key=key
+                options, transport=transport, idempotency_key=key
             )
         except Exception as exc:
             logger.warning(

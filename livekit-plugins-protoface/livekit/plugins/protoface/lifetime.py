@@ -11,7 +11,10 @@ the room through `AvatarAudioOutput`:
   `"avatar_lost"`, and, when the cause is recoverable, `recovery.replace`
   brings a replacement, switched in between utterances (`"avatar_restored"`);
 - before the session cap a successor is started and takes over between
-  utterances (`"avatar_handover"`); the predecessor is ended after.
+  utterances (`"avatar_handover"`); the predecessor is ended after;
+- `switch()` does the same with other options, when asked (`"avatar_switched"`):
+  asked during a loss or a handover, it waits its turn (the lifetime handles one
+  change at a time), and a failed switch leaves the current avatar speaking.
 """
 
 from __future__ import annotations
@@ -19,18 +22,25 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 from livekit.agents import utils
 
 from .errors import AvatarSessionFailedError, ProtofaceException
-from .events import AvatarHandoverEvent, AvatarLostEvent, AvatarRestoredEvent, EventTypes
+from .events import (
+    AvatarHandoverEvent,
+    AvatarLostEvent,
+    AvatarRestoredEvent,
+    AvatarSwitchedEvent,
+    EventTypes,
+)
 from .fallback import RoomAudio
 from .hosted import Hosted, Launcher
 from .log import logger
 from .monitor import Loss
 from .output import AvatarAudioOutput, DiscardAudio
 from .recovery import LaunchFailed, RecoveryPolicy, is_recoverable, replace
-from .types import TERMINAL_SESSION_STATUSES
+from .types import TERMINAL_SESSION_STATUSES, SessionOptions
 
 __all__ = ["Lifetime", "keepalive_interval"]
 
@@ -70,9 +80,14 @@ class Lifetime:
         self._tasks: set[asyncio.Task[None]] = set()
         # Replacements and successors that joined but do not speak for the agent yet.
         self._spares: list[Hosted] = []
+        # The switch asked for and not yet done (one at a time), and its wake-up.
+        self._switch_request: _SwitchRequest | None = None
+        self._switch_wake = asyncio.Event()
+        self._following = False
 
     def start(self) -> None:
         """Start following the first session."""
+        self._following = True  # a switch() right after start() waits its turn
         for coro, name in ((self._run(), "protoface-lifetime"), (self._keep(), "protoface-keep")):
             task = asyncio.create_task(coro, name=name)
             self._tasks.add(task)
@@ -106,16 +121,22 @@ class Lifetime:
         except Exception:
             # A bug here must not pass silently: the conversation goes on as it is.
             logger.exception("the protoface avatar's lifetime task failed")
+        finally:
+            self._following = False
+            self._refuse_switch("the avatar was lost and not replaced, or the session closed")
 
     async def _follow(self) -> None:
         hosted = self.current
         if not await self._first_join(hosted):
             return
         while True:
-            loss = await self._next_loss(hosted)
-            successor = await (
-                self._handover(hosted) if loss is None else self._recover(hosted, loss)
-            )
+            loss = await self._next_change(hosted)
+            if isinstance(loss, _SwitchRequest):
+                successor: Hosted | None = await self._switch(hosted, loss)
+            else:
+                successor = await (
+                    self._handover(hosted) if loss is None else self._recover(hosted, loss)
+                )
             if successor is None:
                 return
             hosted = successor
@@ -270,14 +291,13 @@ class Lifetime:
             self._launch_joined, policy=self._policy, sessions_left=self._sessions_left, why=why
         )
 
-    async def _launch_joined(self, attempt: int) -> Hosted:
+    async def _launch_joined(self, attempt: int, options: SessionOptions | None = None) -> Hosted:
         """A new session whose avatar publishes video, or an exception (having ended it)."""
-        assert self._policy is not None
-        hosted = await self._launcher.launch()
+        hosted = await self._launcher.launch(options)
         try:
             await asyncio.wait_for(
                 _first_of(hosted.watch.joined.wait(), hosted.watch.lost),
-                timeout=self._policy.join_timeout,
+                timeout=self._policy.join_timeout if self._policy else _SWITCH_JOIN_TIMEOUT,
             )
             if not hosted.watch.joined.is_set():
                 loss = hosted.watch.lost.result()
@@ -310,6 +330,151 @@ class Lifetime:
             self._spares.remove(hosted)
         self.current = hosted
 
+    # -- switching to other options, when asked ---------------------------------
+
+    async def switch(self, options: SessionOptions) -> AvatarSwitchedEvent:
+        """Put an avatar created with `options` in place of the current one.
+
+        It joins and publishes video while the current one still speaks; the
+        agent's speech moves to it between utterances; the current session is
+        ended after. Asked during a loss or a handover, it starts once that is
+        over. Cancelling the caller does not stop a switch already under way.
+
+        Raises:
+            ProtofaceException: Another switch is under way, the lifetime is
+                over, or the new avatar could not be started (the current one
+                goes on speaking; the cause is chained).
+        """
+        if not self._following:
+            raise ProtofaceException(
+                f"cannot switch to avatar {options.avatar_id!r}: the conversation has no "
+                "avatar any more (it was lost and not replaced, or the session closed)"
+            )
+        if self._switch_request is not None:
+            raise ProtofaceException(
+                f"cannot switch to avatar {options.avatar_id!r}: a switch to "
+                f"{self._switch_request.options.avatar_id!r} is under way; await it first"
+            )
+        request = _SwitchRequest(options, asyncio.get_running_loop().create_future())
+        self._switch_request = request
+        self._switch_wake.set()
+        return await asyncio.shield(request.done)
+
+    async def _next_change(self, hosted: Hosted) -> Loss | _SwitchRequest | None:
+        """The loss of `hosted`, a switch asked for, or None when its successor is due.
+
+        A loss wins over a switch asked at the same time; the switch then waits
+        for the next turn.
+        """
+        if self._switch_request is not None:
+            return self._switch_request
+        change = asyncio.ensure_future(self._next_loss(hosted))
+        wake = asyncio.ensure_future(self._switch_wake.wait())
+        try:
+            await asyncio.wait({change, wake}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            wake.cancel()
+            if not change.done():
+                change.cancel()  # it only waits on a shield of `lost`
+        if change.done() and not change.cancelled():
+            return change.result()
+        return self._switch_request
+
+    async def _switch(self, old: Hosted, request: _SwitchRequest) -> Hosted | None:
+        self._switch_wake.clear()
+        pending = asyncio.ensure_future(self._launch_joined(0, request.options))
+        try:
+            await _first_of(pending, old.watch.lost)
+        except asyncio.CancelledError:
+            pending.cancel()  # closing: its session, if any, is a spare and gets ended
+            raise
+        if not pending.done():
+            return await self._lost_during_switch(old, pending, request)
+        error = pending.exception()
+        if error is not None:
+            self._fail_switch(request, error, old)
+            return old
+        new = pending.result()
+        self._output.switch(new.route, at_boundary=True, avatar=True, ready=True)
+        await _first_of(self._output.wait_for_boundary(), old.watch.lost)
+        if self._output.route is not new.route:
+            # The old avatar went away mid-utterance: the rest goes to the new one.
+            self._output.switch(new.route, at_boundary=False, avatar=True, ready=True)
+        self._switched(new, old, request)
+        await self._launcher.retire(old, end=True)
+        return new
+
+    async def _lost_during_switch(
+        self, old: Hosted, pending: asyncio.Future[Hosted], request: _SwitchRequest
+    ) -> Hosted | None:
+        """The current avatar was lost while the new one was starting: that one replaces it."""
+        loss = old.watch.lost.result()
+        await self._announce_loss(old, loss)
+        await self._launcher.retire(old, end=loss.status not in TERMINAL_SESSION_STATUSES)
+        try:
+            new = await pending
+        except Exception as exc:
+            self._fail_switch(request, exc, old)
+            if not self._worth_replacing(loss):
+                return None
+            successor = await self._replace(loss.reason)
+            if successor is not None:
+                await self._restore(successor, old, loss.reason)
+            return successor
+        self._output.switch(new.route, at_boundary=True, avatar=True, ready=True)
+        await self._output.wait_for_boundary()
+        self._switched(new, old, request)
+        return new
+
+    def _switched(self, new: Hosted, old: Hosted, request: _SwitchRequest) -> None:
+        self._promote(new)
+        # Replacements and successors from now on render the new avatar.
+        self._launcher.adopt(request.options)
+        event = AvatarSwitchedEvent(
+            session_id=new.session_id,
+            avatar_identity=new.identity,
+            avatar_id=request.options.avatar_id,
+            previous_session_id=old.session_id,
+            previous_identity=old.identity,
+            previous_avatar_id=old.options.avatar_id if old.options else "",
+        )
+        logger.info(
+            "protoface avatar switched: session %s (%s) replaces %s (%s)",
+            new.session_id,
+            event.avatar_id,
+            old.session_id,
+            event.previous_avatar_id,
+            extra={"session_id": new.session_id},
+        )
+        self._switch_request = None
+        self._emit("avatar_switched", event)
+        if not request.done.done():
+            request.done.set_result(event)
+
+    def _fail_switch(self, request: _SwitchRequest, error: BaseException, kept: Hosted) -> None:
+        self._switch_request = None
+        logger.warning(
+            "switching the protoface avatar to %s failed (%s); session %s goes on",
+            request.options.avatar_id,
+            error,
+            kept.session_id,
+            extra={"session_id": kept.session_id},
+        )
+        if not request.done.done():
+            failure = ProtofaceException(
+                f"switching to avatar {request.options.avatar_id!r} failed: {error}; the "
+                f"current avatar (session {kept.session_id}) goes on speaking"
+            )
+            failure.__cause__ = error
+            request.done.set_exception(failure)
+
+    def _refuse_switch(self, why: str) -> None:
+        request, self._switch_request = self._switch_request, None
+        if request is not None and not request.done.done():
+            request.done.set_exception(
+                ProtofaceException(f"cannot switch to avatar {request.options.avatar_id!r}: {why}")
+            )
+
     async def _keep(self) -> None:
         """Keep-alives while the agent is quiet (the hosted idle timeout counts audio)."""
         while True:
@@ -319,6 +484,19 @@ class Lifetime:
                 await asyncio.sleep(wait)
             elif not await self._output.keep_alive():
                 await asyncio.sleep(min(interval, 1.0))
+
+
+# How long a switch's avatar may take to publish video when recovery (and with
+# it `RecoveryPolicy.join_timeout`) is off.
+_SWITCH_JOIN_TIMEOUT = 30.0
+
+
+@dataclass
+class _SwitchRequest:
+    """A `switch()` waiting for its turn, and where its outcome goes."""
+
+    options: SessionOptions
+    done: asyncio.Future[AvatarSwitchedEvent]
 
 
 async def _first_of(*aws: Awaitable[object]) -> None:
