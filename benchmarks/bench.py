@@ -51,6 +51,7 @@ import psutil
 from lifetime import measure_lifetime
 from livekit.agents import __version__ as agents_version
 from livekit.rtc import __version__ as rtc_version
+from parity import measure_parity
 from report import write_markdown
 from scale_curve import measure_scale_curve
 
@@ -913,7 +914,7 @@ async def run(plan: Plan, only: set[str]) -> Json:
     livekit: LiveKitServer | None = None
     servers = contextlib.ExitStack()
     try:
-        if only & {"faults", "e2e", "lifetime", "scale_curve"}:
+        if only & {"faults", "e2e", "lifetime", "scale_curve", "parity"}:
             livekit = servers.enter_context(local_livekit_server())
         phases: list[tuple[str, Any]] = [
             ("latency", lambda: measure_latency(plan)),
@@ -935,6 +936,13 @@ async def run(plan: Plan, only: set[str]) -> Json:
                     quick=plan.mode == "quick",
                 ),
             ),
+            (
+                "parity",
+                lambda: measure_parity(
+                    livekit,  # type: ignore[arg-type]
+                    quick=plan.mode == "quick",
+                ),
+            ),
         ]
         keys = {
             "latency": "start_latency",
@@ -943,6 +951,7 @@ async def run(plan: Plan, only: set[str]) -> Json:
             "e2e": "e2e",
             "lifetime": "lifetime",
             "scale_curve": "scale_curve",
+            "parity": "parity",
         }
         for name, measure in phases:
             if name not in only:
@@ -985,6 +994,7 @@ SECTIONS = {
     "e2e": "e2e",
     "lifetime": "lifetime",
     "scale_curve": "scale_curve",
+    "parity": "parity",
 }
 
 
@@ -1021,8 +1031,8 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="fewer samples: under 5 minutes")
     parser.add_argument(
         "--only",
-        default="latency,scale,faults,e2e,lifetime,scale_curve",
-        help="comma-separated subset of latency,scale,faults,e2e,lifetime,scale_curve "
+        default="latency,scale,faults,e2e,lifetime,scale_curve,parity",
+        help="comma-separated subset of latency,scale,faults,e2e,lifetime,scale_curve,parity "
         "(default: all)",
     )
     parser.add_argument("--out", type=Path, default=HERE, help="where results.json/RESULTS.md go")

@@ -14,6 +14,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import pytest
 from livekit import rtc
 from livekit.agents import Agent, AgentSession
 from livekit.agents.voice.room_io import RoomOptions
@@ -30,12 +31,15 @@ from protoface_emulator.testing import (
     wav_frames,
 )
 from protoface_emulator.testing import agent_in as kit_agent_in
+from protoface_emulator.testing.launch import EmulatorProcess
 
 __all__ = [
     "SPEECH_WAV",
     "AgentSide",
+    "EmulatorAt",
     "agent_in",
     "audio_seconds",
+    "emulator_command",
     "eventually",
     "load_speech",
     "mean",
@@ -111,3 +115,20 @@ def mean(values: Iterator[float] | list[float]) -> float:
     """Mean of `values` (0.0 when empty)."""
     items = list(values)
     return sum(items) / len(items) if items else 0.0
+
+
+@pytest.fixture
+def emulator_command() -> Iterator[list[EmulatorProcess]]:
+    """The emulator as a process the test can kill; every one started is stopped after."""
+    started: list[EmulatorProcess] = []
+    yield started
+    for process in started:
+        process.stop()
+
+
+class EmulatorAt:
+    """What `agent_in` needs of an emulator (where it is, its key): one run as a process."""
+
+    def __init__(self, url: str, api_key: str) -> None:
+        self.url = url
+        self.api_key = api_key

@@ -10,21 +10,29 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-import numpy as np
 import pytest
-from livekit import api, rtc
+from livekit import api
 from livekit.plugins import protoface
 
 from protoface_emulator.lifecycle import WorkerEvents, WorkerHandle, WorkerSpec
 from protoface_emulator.server import Emulator, default_worker_factory
 from protoface_emulator.testing import AvatarViewer, LiveKitServer
+from protoface_emulator.testing.audio import tone
 from protoface_emulator.testing.launch import EmulatorProcess, start_emulator_process
 
-from .harness import AgentSide, agent_in, eventually, load_speech, room_name, viewer_in
+from .harness import (
+    AgentSide,
+    EmulatorAt,
+    agent_in,
+    eventually,
+    load_speech,
+    room_name,
+    viewer_in,
+)
 
 AVATAR = "protoface-avatar-agent"
 HEARD = 0.05
@@ -76,17 +84,6 @@ async def viewers(
             for identity in identities
         }
         yield watching
-
-
-def tone(seconds: float, rate: int = 16000) -> list[rtc.AudioFrame]:
-    """A 220 Hz tone at a third of full scale, in 20 ms frames."""
-    per = rate // 50
-    t = np.arange(int(seconds * rate)) / rate
-    samples = (0.3 * 32767 * np.sin(2 * np.pi * 220 * t)).astype(np.int16)
-    return [
-        rtc.AudioFrame(samples[i : i + per].tobytes(), rate, 1, per)
-        for i in range(0, len(samples) - per + 1, per)
-    ]
 
 
 def heard(watching: dict[str, AvatarViewer]) -> float:
@@ -228,15 +225,6 @@ async def test_a_session_ended_by_its_owner_is_not_replaced(
         assert not events.restored
 
 
-@pytest.fixture
-def emulator_command() -> Iterator[list[EmulatorProcess]]:
-    """The emulator as a process the test can kill; every one started is stopped after."""
-    started: list[EmulatorProcess] = []
-    yield started
-    for process in started:
-        process.stop()
-
-
 async def test_protoface_killed_then_back_on_the_same_port(
     livekit_server: LiveKitServer, emulator_command: list[EmulatorProcess]
 ) -> None:
@@ -247,7 +235,7 @@ async def test_protoface_killed_then_back_on_the_same_port(
     emulator_command.append(first)
     port = first.url.rsplit(":", 1)[1]
     room = room_name("outage")
-    fake = _EmulatorAt(first.url, first.api_key)
+    fake = EmulatorAt(first.url, first.api_key)
     successor = f"{AVATAR}-2"
     async with (
         viewers(livekit_server, room, [AVATAR, successor]) as watching,
@@ -271,14 +259,6 @@ async def test_protoface_killed_then_back_on_the_same_port(
         assert events.restored[0].avatar_identity == successor
         await speak(agent, 1.5)
         await watching[successor].wait_for_audio(0.5, timeout=15)
-
-
-class _EmulatorAt:
-    """What `agent_in` needs of an emulator: where it is and its key."""
-
-    def __init__(self, url: str, api_key: str) -> None:
-        self.url = url
-        self.api_key = api_key
 
 
 # -- 4. calls longer than the cap ----------------------------------------------------

@@ -9,6 +9,7 @@ Real rooms prove the same behaviours end to end (tests/e2e/test_lifetime.py).
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 from livekit import rtc
 from livekit.agents.voice.io import AudioOutput, AudioOutputCapabilities, PlaybackFinishedEvent
@@ -50,8 +51,19 @@ def frame() -> rtc.AudioFrame:
     return rtc.AudioFrame(bytes(samples * 2), RATE, 1, samples)
 
 
-def router(sink: AudioOutput) -> tuple[AvatarAudioOutput, list[PlaybackFinishedEvent]]:
-    output = AvatarAudioOutput(sink, sample_rate=RATE, avatar_route=True)
+async def wait_until(condition: Callable[[], bool], timeout: float = 2.0) -> None:
+    """Wait for `condition` (the router replays in a task of its own)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not condition():
+        assert loop.time() < deadline, "condition not met"
+        await asyncio.sleep(0.005)
+
+
+def router(
+    sink: AudioOutput, *, ack_timeout: float = 2.0
+) -> tuple[AvatarAudioOutput, list[PlaybackFinishedEvent]]:
+    output = AvatarAudioOutput(sink, sample_rate=RATE, avatar_route=True, ack_timeout=ack_timeout)
     output.mark_route_ready(sink)
     finished: list[PlaybackFinishedEvent] = []
     output.on("playback_finished", finished.append)
@@ -103,23 +115,27 @@ async def test_a_boundary_switch_waits_for_the_utterance_to_finish() -> None:
     assert second.segments == [3]
 
 
-async def test_switching_now_settles_what_the_old_route_never_will() -> None:
+async def test_switching_now_replays_what_the_old_route_never_played() -> None:
     lost, room = Sink(), Sink()
     output, finished = router(lost)
     await utterance(output)
     output.switch(room, at_boundary=False, avatar=False, ready=True)
-    assert [e.interrupted for e in finished] == [True]
+    await wait_until(lambda: room.segments == [3])  # nobody heard it: all of it again
+    assert finished == []
+    room.finish()
+    assert [e.interrupted for e in finished] == [False]
     await asyncio.wait_for(output.wait_for_playout(), 1)
 
 
-async def test_switching_mid_utterance_sends_the_rest_to_the_new_route() -> None:
+async def test_switching_mid_utterance_sends_all_of_it_to_the_new_route() -> None:
     lost, room = Sink(), Sink()
     output, finished = router(lost)
     await output.capture_frame(frame())
     output.switch(room, at_boundary=False, avatar=False, ready=True)
     await output.capture_frame(frame())
     output.flush()
-    assert lost.segments == [1] and room.segments == [1]
+    await wait_until(lambda: room.segments == [2])
+    assert lost.segments == [1]
     room.finish()
     assert len(finished) == 1  # one utterance, finished once
 
@@ -143,3 +159,127 @@ async def test_discard_audio_settles_each_utterance_when_flushed() -> None:
     output, finished = router(DiscardAudio())
     await utterance(output)
     assert [e.interrupted for e in finished] == [True]
+
+
+class Avatar(Sink):
+    """Like an avatar worker: acknowledges when told, reports where a clear stopped it."""
+
+    def __init__(self, *, acknowledge: bool = True) -> None:
+        super().__init__()
+        self.acknowledge = acknowledge
+        self.frames: list[list[rtc.AudioFrame]] = []
+        self.clears = 0
+
+    async def capture_frame(self, frame: rtc.AudioFrame) -> None:
+        await AudioOutput.capture_frame(self, frame)
+        if not self._open:
+            self._open = True
+            self.segments.append(0)
+            self.frames.append([])
+            if self.acknowledge:
+                self.on_playback_started(created_at=0.0)
+        self.segments[-1] += 1
+        self.frames[-1].append(frame)
+
+    def clear_buffer(self) -> None:
+        self.clears += 1
+
+    def finish_at(self, position: float, *, interrupted: bool) -> None:
+        self.on_playback_finished(playback_position=position, interrupted=interrupted)
+
+
+def seconds(frames: list[rtc.AudioFrame]) -> float:
+    return sum(f.duration for f in frames)
+
+
+async def test_pause_stops_the_avatar_and_resume_sends_the_rest_from_where_it_stopped() -> None:
+    avatar = Avatar()
+    output, finished = router(avatar)
+    assert output.can_pause  # livekit-agents resumes false interruptions only then
+    await utterance(output, frames=50)  # 1 s
+    output.pause()
+    assert avatar.clears == 1  # lk.clear_buffer: the avatar falls silent
+    avatar.finish_at(0.3, interrupted=True)  # it had played 0.3 s
+    assert finished == []  # paused, not over
+    output.resume()
+    await wait_until(lambda: len(avatar.segments) == 2)
+    await wait_until(lambda: abs(seconds(avatar.frames[1]) - 0.7) < 1e-6)
+    avatar.finish_at(0.7, interrupted=False)
+    assert len(finished) == 1
+    assert not finished[0].interrupted
+    assert abs(finished[0].playback_position - 1.0) < 1e-6  # all of it, once
+
+
+async def test_frames_captured_while_paused_wait_for_resume() -> None:
+    avatar = Avatar()
+    output, finished = router(avatar)
+    await output.capture_frame(frame())
+    output.pause()
+    avatar.finish_at(0.0, interrupted=True)
+    for _ in range(4):
+        await output.capture_frame(frame())
+    output.flush()
+    assert avatar.segments == [1]  # nothing sent while paused
+    output.resume()
+    await wait_until(lambda: avatar.segments == [1, 5])  # the whole utterance: none was heard
+    avatar.finish_at(0.1, interrupted=False)
+    assert [e.playback_position for e in finished] == [0.1]
+
+
+async def test_an_interruption_while_paused_settles_at_the_position_heard() -> None:
+    avatar = Avatar()
+    output, finished = router(avatar)
+    await utterance(output, frames=50)
+    output.pause()
+    avatar.finish_at(0.4, interrupted=True)
+    output.clear_buffer()  # the user really spoke
+    assert [(e.interrupted, round(e.playback_position, 3)) for e in finished] == [(True, 0.4)]
+    await asyncio.wait_for(output.wait_for_playout(), 1)
+    await utterance(output, frames=2)  # the next line plays unpaused
+    assert avatar.segments == [50, 2]
+
+
+async def test_a_resume_before_the_avatar_answered_the_pause_waits_for_its_position() -> None:
+    avatar = Avatar()
+    output, _ = router(avatar)
+    await utterance(output, frames=50)
+    output.pause()
+    output.resume()
+    await asyncio.sleep(0.05)
+    assert avatar.segments == [50]  # where to go on from is not known yet
+    avatar.finish_at(0.5, interrupted=True)
+    await wait_until(lambda: len(avatar.segments) == 2)
+    await wait_until(lambda: abs(seconds(avatar.frames[1]) - 0.5) < 1e-6)
+
+
+async def test_an_avatar_that_never_acknowledges_is_reported_once() -> None:
+    avatar = Avatar(acknowledge=False)
+    output, _ = router(avatar, ack_timeout=0.1)  # the rule, not the default bound
+    unanswered: list[str] = []
+    output.watch_avatar(
+        report_start=True,
+        on_unanswered=lambda _, what: unanswered.append(what),
+        on_suspect=lambda: None,
+    )
+    await utterance(output)
+    await wait_until(lambda: bool(unanswered))
+    await utterance(output)
+    await asyncio.sleep(0.3)
+    assert len(unanswered) == 1 and "lk.playback_started" in unanswered[0]
+
+
+async def test_a_late_but_alive_avatar_is_not_reported() -> None:
+    avatar = Avatar(acknowledge=False)
+    output, finished = router(avatar, ack_timeout=0.3)
+    unanswered: list[str] = []
+    output.watch_avatar(
+        report_start=True,
+        on_unanswered=lambda _, what: unanswered.append(what),
+        on_suspect=lambda: None,
+    )
+    await utterance(output)
+    await asyncio.sleep(0.1)
+    avatar.on_playback_started(created_at=0.0)  # late, within the bound
+    avatar.finish()
+    await asyncio.sleep(0.4)
+    assert unanswered == [] and len(finished) == 1

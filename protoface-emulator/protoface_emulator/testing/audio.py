@@ -15,7 +15,7 @@ import numpy as np
 import numpy.typing as npt
 from livekit import rtc
 
-__all__ = ["audio_seconds", "pcm_frames", "play", "speech", "wav_frames"]
+__all__ = ["audio_seconds", "pcm_frames", "play", "speech", "tone", "wav_frames"]
 
 SPEECH_RATE = 16000
 
@@ -52,6 +52,18 @@ def speech(seconds: float, *, rate: int = SPEECH_RATE, frame_ms: int = 20) -> li
     envelope = 0.6 + 0.4 * np.abs(np.sin(2 * np.pi * 3.0 * t))
     voice = np.sin(2 * np.pi * 180 * t) + 0.3 * np.sin(2 * np.pi * 360 * t)
     return pcm_frames((0.25 * envelope * voice * 32767).astype(np.int16), rate, frame_ms)
+
+
+def tone(
+    seconds: float, *, hz: float = 220.0, level: float = 0.3, rate: int = SPEECH_RATE
+) -> list[rtc.AudioFrame]:
+    """A steady tone in 20 ms frames: every frame is equally loud, so heard seconds are exact.
+
+    Where a test counts how much of a line a viewer heard (nothing skipped,
+    nothing repeated), a tone has no quiet syllables to blur the count.
+    """
+    t = np.arange(int(seconds * rate)) / rate
+    return pcm_frames((level * 32767 * np.sin(2 * np.pi * hz * t)).astype(np.int16), rate)
 
 
 async def play(frames: Iterable[rtc.AudioFrame]) -> AsyncIterator[rtc.AudioFrame]:

@@ -12,6 +12,9 @@ process in its place for the sessions that follow. The API's process never
 renders, encodes or publishes, so its latency does not grow with the number of
 avatars. A process left without its emulator (killed with SIGKILL) sees its
 stdin close and takes its workers out of their rooms.
+
+`hang()`, `thaw()` and `kill()` freeze, thaw or kill the process running a
+session, for tests of avatars that die without leaving their room.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import itertools
 import json
 import logging
 import os
+import signal
 import sys
 from collections.abc import Mapping
 from typing import Any
@@ -90,7 +94,9 @@ class WorkerProcess:
         self._process: asyncio.subprocess.Process | None = None
         self._pending: list[bytes] = []
         self._workers: dict[int, _PooledWorker] = {}
+        self._session_ids: dict[int, str] = {}
         self._reader: asyncio.Task[None] | None = None
+        self._stopped = False
         self._exited = False
         self.ready = asyncio.get_running_loop().create_future()
 
@@ -109,6 +115,29 @@ class WorkerProcess:
         """False once the process has exited (or failed to start)."""
         return not self._exited
 
+    def hosts(self, session_id: str) -> bool:
+        """Whether the worker of `session_id` runs here now."""
+        return any(self._session_ids.get(key) == session_id for key in self._workers)
+
+    def signal(self, signum: int) -> bool:
+        """Send `signum` to the process; False if it does not run.
+
+        `SIGSTOP` freezes it (`SIGCONT` thaws it), `SIGKILL` kills it: what a
+        crashed or unplugged machine looks like from the room.
+        """
+        process = self._process
+        if process is None or process.returncode is not None or self._exited:
+            return False
+        try:
+            os.kill(process.pid, signum)
+        except ProcessLookupError:
+            return False
+        if signum == signal.SIGSTOP:
+            self._stopped = True
+        elif signum in (signal.SIGCONT, signal.SIGKILL):
+            self._stopped = False
+        return True
+
     def spawn(self) -> None:
         """Start the process in the background."""
         self._reader = asyncio.get_running_loop().create_task(
@@ -119,6 +148,7 @@ class WorkerProcess:
         """Place a worker here; its events arrive on `events`."""
         worker = _PooledWorker(self, key, events)
         self._workers[key] = worker
+        self._session_ids[key] = spec.session_id
         self.send({"op": "start", "key": key, "spec": spec_to_wire(spec)})
         return worker
 
@@ -139,6 +169,8 @@ class WorkerProcess:
         if self._reader is None:
             return
         process = self._process
+        if self._stopped:
+            self.signal(signal.SIGCONT)  # a frozen process could not exit
         if process is not None and process.stdin is not None and not self._exited:
             process.stdin.close()
         _, pending = await asyncio.wait({self._reader}, timeout=_EXIT_TIMEOUT)
@@ -279,6 +311,42 @@ class ProcessPool:
                 len(pending),
                 _READY_TIMEOUT,
             )
+
+    def hang(self, session_id: str | None = None) -> int:
+        """Freeze the process running `session_id`'s worker (every process if None).
+
+        Its avatars stop answering but stay in their rooms until LiveKit times
+        their connections out, as when a worker's machine dies or is cut off;
+        the API still reports their sessions running. `thaw()` undoes it.
+
+        Returns:
+            How many processes were frozen.
+        """
+        return self._signal(session_id, signal.SIGSTOP)
+
+    def thaw(self) -> int:
+        """Let every frozen process run again; returns how many were thawed."""
+        return self._signal(None, signal.SIGCONT)
+
+    def kill(self, session_id: str | None = None) -> int:
+        """SIGKILL the process running `session_id`'s worker (every process if None).
+
+        Its avatars vanish without leaving their rooms (LiveKit drops them
+        after its timeout); the API fails their sessions with `worker_crashed`.
+
+        Returns:
+            How many processes were killed.
+        """
+        return self._signal(session_id, signal.SIGKILL)
+
+    def _signal(self, session_id: str | None, signum: int) -> int:
+        targets = [p for p in self._processes if session_id is None or p.hosts(session_id)]
+        if session_id is not None and not targets:
+            raise LookupError(
+                f"no worker process of this pool runs session {session_id!r}; "
+                "is it a session of this emulator, and still live?"
+            )
+        return sum(p.signal(signum) for p in targets)
 
     def __call__(self, spec: WorkerSpec, events: WorkerEvents) -> WorkerHandle:
         """Place a session's worker on the least loaded process; returns at once.

@@ -32,9 +32,12 @@ class AvatarLostEvent:
             `worker_lost`), else `metadata["_avatar.end_reason"]`
             (`end_requested`, `max_duration_reached`, `idle_timeout`), else
             `avatar_left_room` when the avatar left while the session still
-            ran, `protoface_unreachable` when it left and the API could not be
-            reached, `session_not_found` when the API no longer knows the
-            session, else the session status.
+            ran, `avatar_unresponsive` when it stopped answering without
+            leaving (no acknowledgement of an utterance or keep-alive) while
+            the API still reported it running, `protoface_unreachable` when
+            it left or stopped answering and the API could not be reached,
+            `session_not_found` when the API no longer knows the session,
+            else the session status.
         status: The session status when the loss was noticed (`unknown` when
             the API could not be read).
     """

@@ -31,6 +31,9 @@ class RoomAudio:
         self._sample_rate = sample_rate
         self._output: ParticipantAudioOutput | None = None
         self._start_task: asyncio.Task[None] | None = None
+        # Made ready early (an avatar late to answer) and asked for again on
+        # the loss: one track, however many ask at once.
+        self._publishing = asyncio.Lock()
 
     async def output(self) -> AudioOutput | None:
         """The published sink, publishing it first if needed; None if that failed.
@@ -39,6 +42,10 @@ class RoomAudio:
         captured before anyone subscribes waits for a subscriber, as it does
         for an agent without an avatar.
         """
+        async with self._publishing:
+            return await self._publish()
+
+    async def _publish(self) -> AudioOutput | None:
         if self._output is not None:
             return self._output
         output = ParticipantAudioOutput(

@@ -76,6 +76,11 @@ class Launcher:
         self._unended: set[str] = set()
         self._cleanups: set[asyncio.Task[None]] = set()
 
+    @property
+    def wait_playback_start(self) -> bool:
+        """Whether the agent session is told an utterance started when the avatar says so."""
+        return self._wait_playback_start
+
     def identity_for(self, generation: int) -> str:
         """The participant identity of the conversation's `generation`-th session (1-based).
 
@@ -153,7 +158,10 @@ class Launcher:
             destination_identity=identity,
             sample_rate=SAMPLE_RATE,
             wait_remote_track=rtc.TrackKind.KIND_VIDEO,
-            wait_playback_start=self._wait_playback_start,
+            # Always: the avatar's acknowledgement of each segment is how a
+            # worker that died without leaving is noticed within seconds.
+            # `wait_playback_start` only decides what the agent session is told.
+            wait_playback_start=True,
         )
         return Hosted(
             session_id=session_id,

@@ -7,6 +7,9 @@ the room through `AvatarAudioOutput`:
 - the first join settles `wait_for_join()` (a failure before it too);
 - `keep_alive` sends silence while the agent is quiet, so the hosted idle
   timeout only ever ends a session whose agent is gone;
+- an avatar that stops answering (an utterance or keep-alive it never
+  acknowledged: its worker died without leaving the room) sends speech to the
+  room at once, replaying what nobody heard, and is then lost like any other;
 - a loss sends speech to the room (or discards it, without fallback), emits
   `"avatar_lost"`, and, when the cause is recoverable, `recovery.replace`
   brings a replacement, switched in between utterances (`"avatar_restored"`);
@@ -21,7 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 
 from livekit.agents import utils
@@ -84,14 +87,17 @@ class Lifetime:
         self._switch_request: _SwitchRequest | None = None
         self._switch_wake = asyncio.Event()
         self._following = False
+        output.watch_avatar(
+            report_start=launcher.wait_playback_start,
+            on_unanswered=self._on_unanswered,
+            on_suspect=self._on_suspect,
+        )
 
     def start(self) -> None:
         """Start following the first session."""
         self._following = True  # a switch() right after start() waits its turn
-        for coro, name in ((self._run(), "protoface-lifetime"), (self._keep(), "protoface-keep")):
-            task = asyncio.create_task(coro, name=name)
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+        self._spawn(self._run(), "protoface-lifetime")
+        self._spawn(self._keep(), "protoface-keep")
 
     async def first_join(self) -> None:
         """Return once the first avatar joined; raise if its session failed first."""
@@ -112,6 +118,32 @@ class Lifetime:
         self._spares.clear()
         if self._fallback is not None:
             await self._fallback.aclose()
+
+    # -- an avatar that stopped answering -------------------------------------
+
+    def _on_unanswered(self, route: object, what: str) -> None:
+        hosted = self.current
+        if route is not hosted.route or hosted.watch.lost.done():
+            return
+        # The room hears the agent now (what the avatar never played is
+        # replayed there); the loss and its cause follow from the watch.
+        hosted.watch.declare_unresponsive(what)
+        self._spawn(self._away_from_avatar(), "protoface-away")
+
+    def _on_suspect(self) -> None:
+        # The avatar is late to acknowledge: publish the agent's own track now,
+        # so that if it is gone the room hears the agent without waiting for it.
+        if self._fallback is not None:
+            self._spawn(self._ready_fallback(), "protoface-fallback-ready")
+
+    async def _ready_fallback(self) -> None:
+        assert self._fallback is not None
+        await self._fallback.output()
+
+    def _spawn(self, coro: Coroutine[object, object, None], name: str) -> None:
+        task = asyncio.create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     # -- the conversation ------------------------------------------------------
 
@@ -401,8 +433,27 @@ class Lifetime:
             # The old avatar went away mid-utterance: the rest goes to the new one.
             self._output.switch(new.route, at_boundary=False, avatar=True, ready=True)
         self._switched(new, old, request)
-        await self._launcher.retire(old, end=True)
+        self._retire_after_overlap(old)
         return new
+
+    def _retire_after_overlap(self, old: Hosted) -> None:
+        """End `old` a moment after the switch, in the background.
+
+        The new avatar publishes video before the speech moves to it, but a
+        viewer needs a moment to subscribe to its track and decode a first
+        frame: leaving the old face up meanwhile keeps the video gap-free.
+        """
+
+        async def later() -> None:
+            try:
+                await asyncio.sleep(_SWITCH_OVERLAP)
+            finally:
+                # Also when closing: the old session is ended either way.
+                await asyncio.shield(self._launcher.retire(old, end=True))
+
+        task = asyncio.create_task(later(), name=f"protoface-retire-{old.session_id}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _lost_during_switch(
         self, old: Hosted, pending: asyncio.Future[Hosted], request: _SwitchRequest
@@ -489,6 +540,9 @@ class Lifetime:
 # How long a switch's avatar may take to publish video when recovery (and with
 # it `RecoveryPolicy.join_timeout`) is off.
 _SWITCH_JOIN_TIMEOUT = 30.0
+# How long the old avatar stays in the room after a switch moved the speech
+# away from it (billed, silent): the time a viewer takes to show the new one.
+_SWITCH_OVERLAP = 1.0
 
 
 @dataclass

@@ -5,6 +5,14 @@ The room is authoritative for presence: the avatar's video track appearing is
 the session to learn why. The API is read every 0.25 s until the avatar
 joins (so a failed start is reported within seconds), then only every
 `poll_interval` (the room already tells of a departure).
+
+An avatar can also die without leaving: its worker killed or its machine gone,
+its participant stays in the room until LiveKit times it out (~20 s). The
+audio output notices first (an utterance or keep-alive the avatar never
+acknowledged) and calls `declare_unresponsive()`: one quick read of the
+session says why (`worker_crashed`, say), the API refusing connections says
+`protoface_unreachable`, and an API that still thinks it runs says
+`avatar_unresponsive`. Either way the loss is settled within a second.
 """
 
 from __future__ import annotations
@@ -26,6 +34,7 @@ __all__ = [
     "REASON_AVATAR_LEFT",
     "REASON_NOT_FOUND",
     "REASON_UNREACHABLE",
+    "REASON_UNRESPONSIVE",
     "Loss",
     "SessionWatch",
 ]
@@ -33,6 +42,7 @@ __all__ = [
 REASON_AVATAR_LEFT = "avatar_left_room"
 REASON_UNREACHABLE = "protoface_unreachable"
 REASON_NOT_FOUND = "session_not_found"
+REASON_UNRESPONSIVE = "avatar_unresponsive"
 
 JOIN_POLL_INTERVAL = 0.25
 _LEFT_GRACE = 2.0  # lets the session record why the avatar left the room
@@ -40,6 +50,9 @@ _LEFT_POLL = 0.4
 _MAX_POLL_BACKOFF = 30.0
 # After a departure the answer is needed within the 3 s budget: one quick try.
 _QUICK_READ = APIConnectOptions(max_retry=0, timeout=1.5, retry_interval=0.0)
+# An avatar that stopped answering: the agent is already heard in the room; the
+# read only names the cause, within the 3 s that `avatar_lost` is promised in.
+_UNRESPONSIVE_READ = APIConnectOptions(max_retry=0, timeout=0.8, retry_interval=0.0)
 
 
 @dataclass(frozen=True)
@@ -86,6 +99,7 @@ class SessionWatch:
         self._wake = asyncio.Event()
         self._left_at: float | None = None
         self._task: asyncio.Task[None] | None = None
+        self._unresponsive: asyncio.Task[None] | None = None
 
     def start(self) -> None:
         """Begin watching (idempotent)."""
@@ -99,17 +113,52 @@ class SessionWatch:
         """Stop watching; leaves `lost` unresolved if it was not lost."""
         self._room.off("participant_disconnected", self._on_disconnected)
         self._room.off("track_published", self._on_track_published)
-        task, self._task = self._task, None
-        if task is not None and not task.done():
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        for task in (self._task, self._unresponsive):
+            if task is not None and not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._task = self._unresponsive = None
         if not self.lost.done():
             self.lost.cancel()
 
     def check_now(self) -> None:
         """Read the session at once rather than at the next poll."""
         self._wake.set()
+
+    def declare_unresponsive(self, what: str) -> None:
+        """The avatar stopped answering (`what` went unanswered): settle the loss, with its cause.
+
+        One quick read of the session names the cause; the loss is settled
+        whatever the read gives (an API that still reports the session running
+        cannot see a worker whose machine is gone).
+        """
+        if self.lost.done() or self._unresponsive is not None:
+            return
+        self._unresponsive = asyncio.create_task(
+            self._settle_unresponsive(what), name=f"protoface-unresponsive-{self.session_id}"
+        )
+
+    async def _settle_unresponsive(self, what: str) -> None:
+        joined = self.joined.is_set()
+        try:
+            session = await self._api.get_session(self.session_id, conn_options=_UNRESPONSIVE_READ)
+        except ProtofaceAPIError as exc:
+            reason = REASON_NOT_FOUND if exc.status_code == 404 else REASON_UNRESPONSIVE
+            self._settle(Loss(reason, "unknown", joined, message=what))
+            return
+        except (APIError, ProtofaceException):
+            self._settle(Loss(REASON_UNREACHABLE, "unknown", joined, message=what))
+            return
+        self.last_seen = session
+        status = session.get("status")
+        status = status if isinstance(status, str) else "unknown"
+        failure_code, message = failure_of(session)
+        if status in TERMINAL_SESSION_STATUSES or status == "ending":
+            reason = failure_code or end_reason_of(session) or status
+            self._settle(Loss(reason, status, joined, failure_code, message or what))
+            return
+        self._settle(Loss(REASON_UNRESPONSIVE, status, joined, message=what))
 
     # -- room events -------------------------------------------------------
 

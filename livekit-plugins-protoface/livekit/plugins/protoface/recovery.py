@@ -35,6 +35,7 @@ RECOVERABLE_REASONS = frozenset(
         "worker_join_timeout",
         "livekit_unreachable",
         "avatar_left_room",
+        "avatar_unresponsive",
         "protoface_unreachable",
         "session_not_found",
         "emulator_shutdown",
