@@ -11,6 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from parity_report import markdown as parity_markdown
+
 Json = dict[str, Any]
 
 # Stage keys of e2e.py, in time order, and what each one is.
@@ -918,6 +920,7 @@ def write_markdown(results: Json, path: Path) -> None:
         + _e2e(results)
         + _lifetime(results)
         + _scale_curve(results)
+        + parity_markdown(results)
         + _bounds(results)
         + _findings(results)
     )

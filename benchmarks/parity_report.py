@@ -1,0 +1,78 @@
+"""The parity section of RESULTS.md (`parity.py` measures it): avatar and no avatar side by side.
+
+Kept apart from `parity.py` so that `report.py` renders RESULTS.md without
+importing LiveKit.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+Json = dict[str, Any]
+
+
+def markdown(results: Json) -> list[str]:
+    """The parity section of RESULTS.md: avatar and no avatar side by side."""
+    parity = results.get("parity")
+    if not isinstance(parity, dict):
+        return []
+    if "error" in parity:
+        return ["## Parity: with and without the avatar", "", f"Failed: {parity['error']}", ""]
+    avatar, none = parity.get("avatar", {}), parity.get("none", {})
+
+    def get(row: Json, *path: str) -> object:
+        value: object = row
+        for key in path:
+            value = value.get(key) if isinstance(value, dict) else None
+        return value
+
+    def fmt(value: object, unit: str = " s") -> str:
+        return "-" if value is None else f"{value}{unit}" if unit else str(value)
+
+    lines = [
+        "## Parity: with and without the avatar",
+        "",
+        "The same agent in the same run, heard by a viewer: through the avatar, and through "
+        f"its own audio track ({parity.get('runs')} runs per figure; `benchmarks/parity.py`).",
+        "",
+        "| measure | with avatar | without |",
+        "|---|---|---|",
+    ]
+    rows = [
+        ("say → first audio (p50)", ("first_audio_p50_s",), " s"),
+        ("barge-in → silence (p50)", ("barge_in", "silence_p50_s"), " s"),
+        ("barge-in → silence (p90)", ("barge_in", "silence_p90_s"), " s"),
+        ("barge-in → handle settled (p50)", ("barge_in", "settled_p50_s"), " s"),
+        ("12 interruptions: unsettled after 3 s", ("storm", "unsettled_after_3s"), ""),
+        ("false interruption: resumed", ("false_interruption", "resumed"), ""),
+        ("false interruption: heard of an 8 s line", ("false_interruption", "heard_s"), " s"),
+        ("false interruption: audio gap", ("false_interruption", "audio_gap_s"), " s"),
+    ]
+    for label, path, unit in rows:
+        with_avatar, without = fmt(get(avatar, *path), unit), fmt(get(none, *path), unit)
+        lines.append(f"| {label} | {with_avatar} | {without} |")
+    pause = avatar.get("pause") or {}
+    lines += [
+        "",
+        f"Pause (avatar): audible for {fmt(pause.get('silent_after_s'))} after `pause()`; "
+        f"after `resume()` {fmt(pause.get('heard_s'))} of the {fmt(pause.get('line_s'))} line "
+        "heard.",
+        "",
+        "Hard deaths (avatar; a 3 s line said 2 s after the death; without an avatar the "
+        f"room hears a line after {fmt(none.get('first_audio_p50_s'))}):",
+        "",
+        "| death | mute (p50) | mute (max) | `avatar_lost` after the line's start (p50) |",
+        "|---|---|---|---|",
+    ]
+    for how, label in (
+        ("worker_killed", "worker SIGKILLed"),
+        ("worker_frozen", "worker frozen (SIGSTOP)"),
+        ("emulator_killed", "whole emulator SIGKILLed"),
+    ):
+        row = (parity.get("hard_death") or {}).get(how) or {}
+        lines.append(
+            f"| {label} | {fmt(row.get('mute_p50_s'))} | {fmt(row.get('mute_max_s'))} | "
+            f"{fmt(row.get('lost_after_line_start_p50_s'))} |"
+        )
+    lines.append("")
+    return lines
