@@ -1,13 +1,14 @@
-"""Usage and telemetry of a real conversation: a loss, a replacement, the books, no secrets.
+"""Usage and telemetry of a real conversation: a loss, a replacement, a switch, no secrets.
 
 An agent in a real room (livekit-server, the emulator's real workers) with
 OpenTelemetry's SDK installed the way an agent does it
 (`livekit.agents.telemetry.set_tracer_provider`, the global meter provider),
 exported to in-memory exporters. The avatar is removed from the room (a
 recoverable loss), the agent speaks while it is gone, a replacement takes over,
-the conversation ends. `avatar.usage`, the `"avatar_usage"` event, the log line,
-the spans and the metrics must agree with what the emulator's API reports, and
-nothing exported may hold the Protoface key, the LiveKit secret or a worker token.
+then the agent switches to another face, and the conversation ends.
+`avatar.usage`, the `"avatar_usage"` event, the log line, the spans and the
+metrics must agree with what the emulator's API reports, and nothing exported
+may hold the Protoface key, the LiveKit secret or a worker token.
 """
 
 from __future__ import annotations
@@ -115,6 +116,10 @@ async def test_usage_and_telemetry_of_a_conversation_with_a_loss_match_the_api(
         assert during.losses == {"worker_lost": 1} and during.replacements == 1
         assert not during.billable_seconds_final
 
+        switched = await avatar.switch(avatar_id="av_stock_002")
+        await _say(agent, 1.0)
+        assert avatar.usage.switches == 1
+
         session_ids = avatar.session_ids
         await avatar.aclose()
         usage = avatar.usage
@@ -127,15 +132,16 @@ async def test_usage_and_telemetry_of_a_conversation_with_a_loss_match_the_api(
         for session_id in session_ids:
             async with http.get(f"{emulator.url}/v1/sessions/{session_id}") as resp:
                 bills.append(await resp.json())
-    assert [b["status"] for b in bills] == ["failed", "ended"], bills
+    assert [b["status"] for b in bills] == ["failed", "ended", "ended"], bills
+    assert [b["avatar_id"] for b in bills] == ["av_stock_001"] * 2 + ["av_stock_002"]
     api_billable = sum(b["usage"]["billable_seconds"] for b in bills)
 
     assert reported == [usage], "emitted once, at the end, the same value"
-    assert usage.sessions_started == 2 == len(session_ids)
+    assert usage.sessions_started == 3 == len(session_ids)
     assert usage.billable_seconds == pytest.approx(api_billable) and api_billable > 0
-    assert usage.billable_seconds_final and usage.sessions_billed == 2
+    assert usage.billable_seconds_final and usage.sessions_billed == 3
     assert dict(usage.losses) == {"worker_lost": 1}
-    assert (usage.replacements, usage.handovers, usage.switches) == (1, 0, 0)
+    assert (usage.replacements, usage.handovers, usage.switches) == (1, 0, 1)
     if spoke_during_loss:
         assert usage.speech_seconds_without_avatar > 0.5
     assert usage.join_latency is not None and usage.join_latency > 0
@@ -149,18 +155,30 @@ async def test_usage_and_telemetry_of_a_conversation_with_a_loss_match_the_api(
         "protoface.avatar.join",
         "protoface.avatar.loss",
         "protoface.avatar.recovery",
+        "protoface.avatar.switch",
     ):
         assert names.count(name) == 1, names
     by_name = {s.name: s for s in finished}
     root = by_name["protoface.avatar.conversation"]
     assert root.attributes is not None
     assert root.attributes["protoface.billable_seconds"] == pytest.approx(api_billable)
-    assert root.attributes["protoface.sessions_started"] == 2
+    assert root.attributes["protoface.sessions_started"] == 3
+    assert root.attributes["protoface.switches"] == 1
+    switch = by_name["protoface.avatar.switch"]
+    assert switch.attributes is not None
+    assert switch.attributes["protoface.session_id"] == switched.session_id
+    assert switch.attributes["protoface.previous_avatar_id"] == "av_stock_001"
+    assert switch.status.is_ok
     loss = by_name["protoface.avatar.loss"]
     assert loss.attributes is not None and loss.attributes["protoface.reason"] == "worker_lost"
     recovery = by_name["protoface.avatar.recovery"]
     assert recovery.attributes is not None and recovery.attributes["protoface.recovered"] is True
-    for child in ("protoface.avatar.join", "protoface.avatar.loss", "protoface.avatar.recovery"):
+    for child in (
+        "protoface.avatar.join",
+        "protoface.avatar.loss",
+        "protoface.avatar.recovery",
+        "protoface.avatar.switch",
+    ):
         parent = by_name[child].parent
         assert parent is not None and parent.span_id == root.context.span_id
 
@@ -170,7 +188,7 @@ async def test_usage_and_telemetry_of_a_conversation_with_a_loss_match_the_api(
         return _total(after, name) - _total(before, name)
 
     assert delta("protoface.avatar.billable_seconds") == pytest.approx(api_billable)
-    assert delta("protoface.avatar.sessions") == 2
+    assert delta("protoface.avatar.sessions") == 3
     outcomes = {str(attrs["protoface.outcome"]) for attrs, _ in after["protoface.avatar.sessions"]}
     assert {"failed", "ended"} <= outcomes
     assert delta("protoface.avatar.losses") == 1
@@ -187,7 +205,7 @@ async def test_usage_and_telemetry_of_a_conversation_with_a_loss_match_the_api(
         for r in emulator.requests.matching("POST /v1/sessions")
         if r.body
     ]
-    assert len(worker_tokens) >= 2
+    assert len(worker_tokens) >= 3
     secrets = [emulator.api_key, livekit_server.api_secret, *worker_tokens]
     exported = "\n".join(s.to_json() for s in finished)
     data = reader.get_metrics_data()
