@@ -204,7 +204,7 @@ class AvatarSession(BaseAvatarSession[EventTypes]):
 
     def __repr__(self) -> str:
         return (
-            f"AvatarSession(avatar_id={self._options.avatar_id!r}, "
+            f"AvatarSession(avatar_id={self.avatar_id!r}, "
             f"avatar_identity={self.avatar_identity!r}, "
             f"session_id={self.session_id!r}, api_url={self._api.api_url!r})"
         )
@@ -483,7 +483,8 @@ class AvatarSession(BaseAvatarSession[EventTypes]):
         later replacements and handovers use the new options.
 
         Asked while the avatar is lost and being replaced, or during a
-        handover, the switch waits until that is over, then runs.
+        handover, the switch waits until that is over, then runs. Cancelling
+        the call stops the waiting, not a switch already under way.
 
         Args:
             avatar_id: The Protoface avatar to show now.
@@ -515,7 +516,10 @@ class AvatarSession(BaseAvatarSession[EventTypes]):
         }
         if "metadata" in changes and changes["metadata"] is None:
             changes["metadata"] = {}
-        options = dataclasses.replace(self._options, **changes)  # validates
+        # What the conversation's sessions are created with now (a switch the
+        # caller stopped waiting for may have changed it since).
+        current = self._launcher.options if self._launcher is not None else self._options
+        options = dataclasses.replace(current, **changes)  # validates
         lifetime = self._lifetime
         if lifetime is None:
             raise ProtofaceException(
@@ -527,6 +531,8 @@ class AvatarSession(BaseAvatarSession[EventTypes]):
             telemetry.switch_started(options.avatar_id, options.quality)
         try:
             event = await lifetime.switch(options)
+        except asyncio.CancelledError:
+            raise  # the caller stopped waiting; the switch itself goes on
         except BaseException as exc:
             if telemetry is not None:
                 telemetry.switch_failed(type(exc).__name__)
