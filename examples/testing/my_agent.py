@@ -4,17 +4,22 @@ The entrypoint does what only a job can (connect, build the session with your
 STT / LLM / TTS); `start_agent` holds the rest, the part worth testing: the
 avatar starts before the session, as the plugin requires.
 
-    python my_agent.py dev        # run it against your LiveKit project
-    pytest                        # test it (test_my_agent.py)
+    python -m livekit.agents start --dev my_agent.py   # run it against your LiveKit project
+    protoface-emulator playground --agent my_agent.py  # see and hear it, offline
+    pytest                                             # test it (test_*.py)
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from livekit import rtc
-from livekit.agents import Agent, AgentServer, AgentSession, JobContext, cli
+from livekit.agents import Agent, AgentServer, AgentSession, JobContext
+from livekit.agents.utils.audio import audio_frames_from_file
 from livekit.plugins import protoface
+
+GREETING = Path(__file__).resolve().parent.parent / "assets" / "hello.wav"
 
 
 class Greeter(Agent):
@@ -37,11 +42,11 @@ server = AgentServer()
 
 @server.rtc_session()
 async def entrypoint(ctx: JobContext) -> None:
-    """The job: connect, then start the agent with its avatar."""
+    """The job: connect, start the agent with its avatar, greet."""
     await ctx.connect()
     session: AgentSession[Any] = AgentSession()  # your stt=, llm=, tts= here
-    await start_agent(session, ctx.room)
-
-
-if __name__ == "__main__":
-    cli.run_app(server)
+    avatar = await start_agent(session, ctx.room)
+    await avatar.wait_for_join(timeout=30)  # greet through the avatar, not before it is there
+    # With a TTS: session.generate_reply(instructions="Greet the visitor."). This
+    # example has none, so it greets with a recording (the playground shows it).
+    session.say("Hello!", audio=audio_frames_from_file(str(GREETING)), add_to_chat_ctx=False)

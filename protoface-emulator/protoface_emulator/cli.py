@@ -9,6 +9,7 @@
                        [--log-level LEVEL]
     protoface-emulator worker [--agent-name NAME] [--capacity N] [--name HOST]
     protoface-emulator install-livekit-server [--dir DIR] [--tag TAG] [--force]
+    protoface-emulator playground [--port PORT] [--agent FILE] [--open] [--verbose]
 
 Once it accepts requests it prints `listening on http://HOST:PORT` on stdout
 (after `api key: KEY` when it generated the key). SIGINT or SIGTERM end every
@@ -27,6 +28,8 @@ sides read that server from `--livekit-url`, `--livekit-api-key` and
 `install-livekit-server` finds livekit-server as the test kit would, or builds
 the pinned release with `go install` into a per-user directory the kit then
 finds (`protoface_emulator.livekit_binary`); it prints the binary's path.
+`playground` serves a page to see, hear and talk to an avatar, with your agent
+or the bundled echo agent (`protoface_emulator.playground`).
 """
 
 from __future__ import annotations
@@ -398,11 +401,17 @@ def _install_livekit_server(argv: Sequence[str]) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the emulator (or, with `worker`, a worker host) until SIGINT/SIGTERM.
 
-    `install-livekit-server` installs livekit-server instead (and returns).
+    `install-livekit-server` installs livekit-server instead (and returns);
+    `playground` runs the playground (`protoface_emulator.playground`).
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["install-livekit-server"]:
         return _install_livekit_server(argv[1:])
+    if argv[:1] == ["playground"]:
+        # Its own process tree and signals (see protoface_emulator.playground).
+        from protoface_emulator.playground.command import main as playground
+
+        return playground(argv[1:])
     working = argv[:1] == ["worker"]
     args = (
         build_worker_parser().parse_args(argv[1:]) if working else build_parser().parse_args(argv)

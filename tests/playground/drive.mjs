@@ -1,13 +1,18 @@
 // Drives the playground page in headless Chromium like a person with a microphone.
 //
 //   node tests/playground/drive.mjs --url URL --wav FILE --chromium BIN --out DIR
+//                                   [--scenario echo|speaks]
 //
-// Chromium's fake microphone plays FILE (looping). The person talks with the
-// microphone on, pauses by turning it off, and talks over the avatar by turning it
-// on again. Each step waits for a condition with a generous deadline; the report
-// (JSON on stdout, also DIR/report.json) says what was seen, and the Python test
-// judges it. A step whose condition never came ends the run with `failed` set.
-// DIR/speaking.png is a screenshot taken while the avatar speaks the echo.
+// Chromium's fake microphone plays FILE (looping). Scenario `echo` (the bundled
+// echo agent): the person talks with the microphone on, pauses by turning it off,
+// talks over the avatar by turning it on again, then ends the hosted session from
+// the panel. Scenario `speaks` (any agent that says something on its own, e.g. a
+// user's agent that greets): the person says a word, then listens; the avatar is
+// seen and heard, until it goes quiet.
+// Each step waits for a condition with a generous deadline; the report (JSON on
+// stdout, also DIR/report.json) says what was seen, and the Python test judges
+// it. A step whose condition never came ends the run with `failed` set.
+// DIR/speaking.png is a screenshot taken while the avatar speaks.
 
 import { writeFileSync, mkdirSync } from "node:fs";
 import { createRequire } from "node:module";
@@ -24,8 +29,13 @@ const { values: args } = parseArgs({
     chromium: { type: "string", default: "/usr/bin/chromium" },
     out: { type: "string" },
     "talk-seconds": { type: "string", default: "3.5" },
+    scenario: { type: "string", default: "echo" },
   },
 });
+if (!["echo", "speaks"].includes(args.scenario)) {
+  console.error(`drive.mjs: --scenario ${args.scenario}: use echo or speaks`);
+  process.exit(2);
+}
 for (const name of ["url", "wav", "out"]) {
   if (!args[name]) {
     console.error(`drive.mjs: --${name} is required`);
@@ -110,50 +120,10 @@ function startSampler() {
   }, 50);
 }
 
-const browser = await chromium.launch({
-  executablePath: args.chromium,
-  headless: true,
-  args: [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--use-fake-device-for-media-stream",
-    "--use-fake-ui-for-media-stream",
-    `--use-file-for-fake-audio-capture=${args.wav}`,
-  ],
-});
-let exitCode = 0;
-try {
-  const context = await browser.newContext({ viewport: { width: 1180, height: 760 } });
-  const page = await context.newPage();
-  page.on("console", (m) => report.console.push(`${m.type()}: ${m.text()}`.slice(0, 300)));
-  page.on("pageerror", (e) => report.console.push(`pageerror: ${e.message}`));
-  const requests = [];
-  page.on("request", (r) => requests.push(r.url()));
-
-  const url = new URL(args.url);
-  url.searchParams.set("autoconnect", "1");
-  await page.goto(url.toString());
-  step("loaded");
-  await page.evaluate(startSampler);
-
-  await until(page, "connected", () => window.playground.connection === "connected", 60_000);
-  await until(page, "video decoded", () => window.playground.videoWidth > 0, 90_000);
-  const framesAt = await page.evaluate(() => window.playground.videoFrames);
-  await until(
-    page,
-    "video frames advancing",
-    (from) => window.playground.videoFrames > from + 20,
-    30_000,
-    framesAt,
-  );
+// The bundled echo agent: it echoes a pause, stops when talked over, and goes on
+// audio-only once its hosted session is ended from the panel.
+async function echoScenario(page) {
   await until(page, "avatar listening", () => window.playground.avatarState === "listening", 90_000);
-  await until(page, "microphone on", () => window.playground.micEnabled, 30_000);
-  await until(page, "microphone hears speech", () => window.playground.micLevel > 0.01, 30_000);
   // The person talks for a while (the fake microphone keeps playing the file)...
   await page.waitForTimeout(Number(args["talk-seconds"]) * 1000);
   // ...and pauses.
@@ -226,6 +196,92 @@ try {
     60_000,
     SPEAKING_LEVEL,
   );
+}
+
+// An agent that speaks on its own, to a person who listens: the avatar is heard
+// with a moving mouth, then goes quiet.
+async function speaksScenario(page) {
+  await until(
+    page,
+    "avatar speaks",
+    (level) => window.playground.avatarLevel > level,
+    90_000,
+    SPEAKING_LEVEL,
+  );
+  await page.waitForTimeout(700);
+  await page.screenshot({ path: join(args.out, "speaking.png") });
+  step("screenshot");
+  await until(
+    page,
+    "avatar quiet again",
+    (silent) => {
+      const recent = (window.__samples || []).filter((s) => s.t > performance.now() - 1500);
+      return recent.length >= 20 && recent.every((s) => s.level < silent);
+    },
+    90_000,
+    SILENT_LEVEL,
+  );
+}
+
+const browser = await chromium.launch({
+  executablePath: args.chromium,
+  headless: true,
+  args: [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--use-fake-device-for-media-stream",
+    "--use-fake-ui-for-media-stream",
+    `--use-file-for-fake-audio-capture=${args.wav}`,
+  ],
+});
+let exitCode = 0;
+try {
+  const context = await browser.newContext({ viewport: { width: 1180, height: 760 } });
+  const page = await context.newPage();
+  page.on("console", (m) => report.console.push(`${m.type()}: ${m.text()}`.slice(0, 300)));
+  page.on("pageerror", (e) => report.console.push(`pageerror: ${e.message}`));
+  const requests = [];
+  page.on("request", (r) => requests.push(r.url()));
+
+  const url = new URL(args.url);
+  url.searchParams.set("autoconnect", "1");
+  await page.goto(url.toString());
+  step("loaded");
+  await page.evaluate(startSampler);
+
+  await until(page, "connected", () => window.playground.connection === "connected", 60_000);
+  await until(page, "microphone on", () => window.playground.micEnabled, 30_000);
+  await until(page, "microphone hears speech", () => window.playground.micLevel > 0.01, 30_000);
+  if (args.scenario === "speaks") {
+    // The person has said a word and now listens: an agent pauses its own speech
+    // while someone talks (LiveKit Agents' interruption handling), and a fake
+    // microphone never stops talking.
+    await page.click("#mic");
+    await until(page, "microphone off", () => !window.playground.micEnabled, 10_000);
+  }
+  await until(page, "video decoded", () => window.playground.videoWidth > 0, 90_000);
+  const framesAt = await page.evaluate(() => window.playground.videoFrames);
+  await until(
+    page,
+    "video frames advancing",
+    (from) => window.playground.videoFrames > from + 20,
+    30_000,
+    framesAt,
+  );
+  if (args.scenario === "echo") await echoScenario(page);
+  else await speaksScenario(page);
+  // The panel sums this tab's hosted sessions: started, and billable seconds.
+  await until(
+    page,
+    "conversation billed",
+    () => window.playground.conversation.sessionsStarted >= 1 && window.playground.conversation.billableSeconds >= 1,
+    30_000,
+  );
 
   const final = await page.evaluate(() => ({
     ...window.playground,
@@ -241,8 +297,11 @@ try {
     (r) => !r.startsWith(pageOrigin) && !r.startsWith("data:") && !r.startsWith("blob:"),
   );
   report.pageOrigin = pageOrigin;
-  report.talkedOverAt = report.steps.find((s) => s.name === "talking over the avatar").at;
-  report.echoHeardAt = report.steps.find((s) => s.name === "avatar speaks the echo").at;
+  report.scenario = args.scenario;
+  if (args.scenario === "echo") {
+    report.talkedOverAt = report.steps.find((s) => s.name === "talking over the avatar").at;
+    report.echoHeardAt = report.steps.find((s) => s.name === "avatar speaks the echo").at;
+  }
 } catch (error) {
   report.failed = String(error.message || error);
   exitCode = 1;

@@ -1,29 +1,18 @@
-"""The playground's pieces without a browser: turn detection, the session view, the command line."""
+"""The playground's pieces without a browser: turn detection, the session view, the command line,
+the agent file runner, and where the page's livekit-client comes from."""
 
 from __future__ import annotations
 
-import importlib.util
+import subprocess
 import sys
 from pathlib import Path
-from types import ModuleType, SimpleNamespace
+from types import SimpleNamespace
 
 import pytest
 
-HERE = Path(__file__).resolve().parents[2] / "examples" / "playground"
-
-
-def _load(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(f"playground_{name}", HERE / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-echo_agent = _load("echo_agent")
-stack = _load("stack")
-playground = _load("playground")
+from protoface_emulator.playground import command as playground
+from protoface_emulator.playground import echo_agent
+from protoface_emulator.playground import page_server as stack
 
 
 def _feed(detector: object, level: float, seconds: float) -> list[str]:
@@ -126,3 +115,74 @@ def test_bad_arguments_name_the_value(
         playground.parse_args(argv)
     assert exc.value.code == 2
     assert named in capsys.readouterr().err
+
+
+OLD_STYLE_AGENT = """
+from livekit.agents import JobContext, WorkerOptions, cli
+
+
+async def entrypoint(ctx: JobContext) -> None:
+    await ctx.connect()
+
+
+def prewarm(proc: object) -> None:
+    pass
+
+
+if __name__ == "__main__":
+    cli.run_app(WorkerOptions(entrypoint_fnc=entrypoint, prewarm_fnc=prewarm, load_fnc=lambda: 0.9))
+"""
+
+NO_WORKER = """
+def entrypoint() -> None:
+    pass
+"""
+
+
+def _load_in_child(tmp_path: Path, source: str) -> subprocess.CompletedProcess[str]:
+    """`load_agent_server` on a file, in a child process (it imports the file)."""
+    agent = tmp_path / "user_agent.py"
+    agent.write_text(source)
+    probe = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from livekit.agents import AgentServer\n"
+        "from protoface_emulator.playground.run_agent import load_agent_server\n"
+        "name = load_agent_server(Path(sys.argv[1]))\n"
+        "module = sys.modules[name]\n"
+        "servers = [v for v in vars(module).values() if isinstance(v, AgentServer)]\n"
+        "print(name, len(servers), servers[0].setup_fnc.__name__, servers[0].load_fnc())\n"
+    )
+    return subprocess.run(
+        [sys.executable, "-W", "error::DeprecationWarning", "-c", probe, str(agent)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_an_old_style_file_runs_as_the_worker_it_hands_cli_run_app(tmp_path: Path) -> None:
+    result = _load_in_child(tmp_path, OLD_STYLE_AGENT)
+    assert result.returncode == 0, result.stderr
+    # Imported by its own name (job processes import it so), one AgentServer made
+    # from its WorkerOptions (its prewarm kept; its load reported idle, so the
+    # playground's only worker always gets the tab's job), and cli.run_app's
+    # deprecation never triggered.
+    assert result.stdout.split() == ["user_agent", "1", "prewarm", "0.0"]
+
+
+def test_a_file_with_no_worker_is_refused_saying_what_to_write(tmp_path: Path) -> None:
+    result = _load_in_child(tmp_path, NO_WORKER)
+    assert result.returncode != 0
+    assert "defines no AgentServer: write `server = AgentServer()`" in result.stderr
+
+
+def test_the_page_gets_livekit_client_from_the_package_or_the_clone() -> None:
+    bundle = stack.livekit_client_bundle()
+    assert bundle is not None and bundle.is_file()
+    assert bundle.name == "livekit-client.umd.js"
+    # The page loads it from the playground's own server, nothing from a CDN.
+    page = (stack.PAGE / "index.html").read_text()
+    assert '<script src="/vendor/livekit-client.umd.js"></script>' in page
+    assert "http" not in page.replace("http-equiv", "")

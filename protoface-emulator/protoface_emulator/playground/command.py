@@ -1,16 +1,17 @@
-"""The playground: see, hear and talk to a Protoface avatar in a browser, offline.
+"""`protoface-emulator playground`: see, hear and talk to a Protoface avatar in a browser.
 
-    scripts/playground [--port PORT] [--agent FILE] [--open]
+    protoface-emulator playground [--port PORT] [--agent FILE] [--open] [--verbose]
 
 Starts `livekit-server --dev`, the `protoface-emulator` command and an agent
 worker on 127.0.0.1, serves a page, and prints `playground: http://127.0.0.1:PORT/`
 on a line of its own once everything is ready. The bundled agent
 (`echo_agent.py`) says your own words back through the avatar when you pause;
-`--agent FILE` runs your agent file instead (it must call
-`livekit.agents.cli.run_app`; `LIVEKIT_*` and `PROTOFACE_*` point at the local
-servers). Ctrl-C or SIGTERM stops everything.
+`--agent FILE` runs your agent file instead (one that defines
+`server = AgentServer()`, or hands an `AgentServer` or `WorkerOptions` to
+`cli.run_app`; see `run_agent`), with `LIVEKIT_*` and `PROTOFACE_*` pointing at
+the local servers. Ctrl-C or SIGTERM stops everything.
 
-This process only supervises: it runs `stack.py` in a process group of its own,
+This process only supervises: it runs `stack` in a process group of its own,
 passes it SIGINT/SIGTERM as SIGTERM, and once it has exited (or after a grace
 period) kills whatever is left in that group, so no process outlives it.
 """
@@ -26,8 +27,7 @@ import time
 from pathlib import Path
 from types import FrameType
 
-HERE = Path(__file__).resolve().parent
-STACK = HERE / "stack.py"
+BUNDLED_AGENT = Path(__file__).resolve().parent / "echo_agent.py"
 DEFAULT_PORT = 8800
 GRACE_SECONDS = 40.0  # the agent drains its jobs, the emulator ends its sessions
 
@@ -35,7 +35,9 @@ GRACE_SECONDS = 40.0  # the agent drains its jobs, the emulator ends its session
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """The command line, checked: a port in range, an agent file that exists."""
     parser = argparse.ArgumentParser(
-        prog="scripts/playground", description=__doc__.split("\n\n")[0]
+        prog="protoface-emulator playground",
+        description="See, hear and talk to a Protoface avatar in a browser, with your agent "
+        "or the bundled echo agent.",
     )
     parser.add_argument(
         "--port",
@@ -46,7 +48,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--agent",
         type=Path,
-        default=HERE / "echo_agent.py",
+        default=BUNDLED_AGENT,
         metavar="FILE",
         help="your LiveKit Agents file to run instead of the bundled echo agent",
     )
@@ -88,7 +90,8 @@ def _group_alive(pgid: int) -> bool:
 
 def run(args: argparse.Namespace) -> int:
     """Run the stack in its own process group until it ends or we are told to stop."""
-    command = [sys.executable, str(STACK), "--port", str(args.port), "--agent", str(args.agent)]
+    command = [sys.executable, "-m", "protoface_emulator.playground.stack"]
+    command += ["--port", str(args.port), "--agent", str(args.agent.resolve())]
     command += ["--ready-timeout", str(args.ready_timeout)]
     if args.open:
         command.append("--open")
@@ -131,7 +134,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`scripts/playground`."""
+    """`protoface-emulator playground ARGS`: run until Ctrl-C or SIGTERM; the exit status."""
     return run(parse_args(argv))
 
 

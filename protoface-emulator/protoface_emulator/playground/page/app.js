@@ -7,7 +7,8 @@
 //
 // `window.playground` holds what the page shows, for tests and for the curious:
 // connection, avatarState, videoWidth/videoHeight, videoFrames, avatarLevel,
-// micEnabled, micLevel, turns, transcript, events, sessions, error.
+// micEnabled, micLevel, turns, transcript, events, sessions, conversation
+// ({sessionsStarted, billableSeconds, current}: this tab's room's hosted sessions), error.
 "use strict";
 
 (() => {
@@ -37,6 +38,7 @@
     transcript: $("transcript"),
     events: $("events"),
     sessions: document.querySelector("#sessions tbody"),
+    conversation: $("conversation"),
   };
 
   const state = {
@@ -55,6 +57,7 @@
     transcript: [],
     events: [],
     sessions: [],
+    conversation: { sessionsStarted: 0, billableSeconds: 0, current: null },
     error: null,
   };
   window.playground = state;
@@ -375,8 +378,33 @@
     return `${Math.max(0, (Date.parse(end) - Date.parse(start)) / 1000).toFixed(1)} s`;
   }
 
+  // This tab's conversation: every hosted session its agent started in its room
+  // (replacements and handovers included), and what they bill in all. Usage is
+  // the API's `usage.billable_seconds`, eventually consistent while one runs.
+  function renderConversation(list) {
+    const mine = state.room ? list.filter((s) => s.room_name === state.room) : [];
+    const billable = mine.reduce((sum, s) => sum + ((s.usage && s.usage.billable_seconds) || 0), 0);
+    const current = mine.find((s) => !TERMINAL.has(s.status)) || null;
+    state.conversation = {
+      sessionsStarted: mine.length,
+      billableSeconds: billable,
+      current: current ? { id: current.id, billableSeconds: current.usage?.billable_seconds ?? 0 } : null,
+    };
+    if (!mine.length) {
+      ui.conversation.textContent = "no hosted session for this conversation yet";
+      return;
+    }
+    const now = current
+      ? `now ${current.id}: ${state.conversation.current.billableSeconds} billable s; `
+      : "";
+    const plural = mine.length === 1 ? "" : "s";
+    ui.conversation.textContent =
+      `this conversation: ${now}${mine.length} hosted session${plural} started, ${billable} billable s in all`;
+  }
+
   function renderSessions(list) {
     state.sessions = list;
+    renderConversation(list);
     ui.sessions.replaceChildren();
     for (const s of list) {
       const tr = document.createElement("tr");
@@ -440,7 +468,7 @@
   pollSessions();
 
   if (!LK) {
-    showError("livekit-client did not load: run scripts/install-playground-deps");
+    showError("livekit-client did not load: reinstall protoface-emulator (its wheel carries it), or in a clone of the repository run scripts/install-playground-deps");
     ui.connect.disabled = true;
   } else if (new URLSearchParams(location.search).get("autoconnect") === "1") {
     join()

@@ -1,15 +1,15 @@
 """The playground's bundled agent: it says your own words back through a Protoface avatar.
 
-    uv run python examples/playground/echo_agent.py dev --no-reload
+    protoface-emulator playground        # runs it (python -m livekit.agents start FILE --dev)
 
 It needs no speech-to-text, language model, text-to-speech or model download:
 it listens to each person in the room with a small energy-based turn detector,
 records what they say, and when they pause, has the avatar say that recording
 back (`session.say(text, audio=...)`). Speaking over the avatar interrupts it.
 So the page shows the whole loop — microphone, turn-taking, the agent's speech,
-the avatar's lip-sync, interruption — with nothing but this repository.
+the avatar's lip-sync, interruption — with nothing but the installed packages.
 
-Environment (`scripts/playground` sets all of it): `LIVEKIT_URL`,
+Environment (`protoface-emulator playground` sets all of it): `LIVEKIT_URL`,
 `LIVEKIT_API_KEY`, `LIVEKIT_API_SECRET`, `PROTOFACE_API_URL`,
 `PROTOFACE_API_KEY`.
 
@@ -43,7 +43,6 @@ from livekit.agents import (
     AgentSession,
     AgentStateChangedEvent,
     JobContext,
-    cli,
 )
 from livekit.agents.types import ATTRIBUTE_PUBLISH_ON_BEHALF
 from livekit.agents.voice import SpeechHandle
@@ -454,7 +453,3 @@ async def entrypoint(ctx: JobContext) -> None:
         echo.on_avatar_failed()
         return
     echo.on_avatar_joined()
-
-
-if __name__ == "__main__":
-    cli.run_app(server)
