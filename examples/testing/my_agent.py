@@ -48,5 +48,7 @@ async def entrypoint(ctx: JobContext) -> None:
     avatar = await start_agent(session, ctx.room)
     await avatar.wait_for_join(timeout=30)  # greet through the avatar, not before it is there
     # With a TTS: session.generate_reply(instructions="Greet the visitor."). This
-    # example has none, so it greets with a recording (the playground shows it).
-    session.say("Hello!", audio=audio_frames_from_file(str(GREETING)), add_to_chat_ctx=False)
+    # example has none, so it greets with the repository's recording, if it is there.
+    if GREETING.is_file():
+        greeting = audio_frames_from_file(str(GREETING))
+        session.say("Hello!", audio=greeting, add_to_chat_ctx=False)
