@@ -8,6 +8,8 @@ room, against what the emulator reports.
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from livekit.plugins.protoface import ProtofaceAPI
@@ -127,3 +129,33 @@ async def test_a_session_that_cannot_be_read_leaves_the_total_not_final(emu: Emu
         usage = await _recorder(Clock()).finish(api, ["sess_unknown"], read_bound=0.2)
     assert not usage.billable_seconds_final and usage.sessions_billed == 0
     assert usage.billable_seconds == 0
+
+
+async def test_reading_the_usage_is_bounded_when_protoface_does_not_answer() -> None:
+    """A loopback aiohttp server that accepts the read and never answers it."""
+    from aiohttp import web
+
+    release = asyncio.Event()
+
+    async def hang(_: web.Request) -> web.Response:
+        await release.wait()
+        return web.json_response({})
+
+    app = web.Application()
+    app.router.add_get("/v1/sessions/{id}", hang)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        async with ProtofaceAPI(api_key=API_KEY, api_url=f"http://127.0.0.1:{port}") as api:
+            # Generous: a close that hangs on Protoface would never come back.
+            usage = await asyncio.wait_for(
+                _recorder(Clock()).finish(api, ["sess_a", "sess_b"], read_bound=0.5), timeout=60
+            )
+    finally:
+        release.set()
+        await runner.cleanup()
+    assert not usage.billable_seconds_final and usage.sessions_billed == 0
+    assert usage.sessions_started == 2

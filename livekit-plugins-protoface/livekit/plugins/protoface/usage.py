@@ -31,6 +31,7 @@ from types import MappingProxyType
 from livekit.agents import APIConnectOptions
 
 from .api import ProtofaceAPI
+from .errors import ProtofaceAPIError
 from .events import AvatarHandoverEvent, AvatarLostEvent, AvatarRestoredEvent, AvatarSwitchedEvent
 from .log import logger
 from .telemetry import AvatarTelemetry, SessionOutcome
@@ -219,7 +220,14 @@ class UsageRecorder:
         ids = list(dict.fromkeys(session_ids))
         self.sessions_started(len(ids))
         deadline = self._clock() + read_bound
-        reads = await asyncio.gather(*(self._read_after_end(api, i, deadline) for i in ids))
+        try:
+            # Bounded as a whole too: one slow read must not hold up the close.
+            reads = await asyncio.wait_for(
+                asyncio.gather(*(self._read_after_end(api, i, deadline) for i in ids)),
+                timeout=read_bound + _READ_OPTIONS.timeout,
+            )
+        except asyncio.TimeoutError:
+            reads = [self._bills.get(i) for i in ids]
         self._final = bool(ids) and all(
             r is not None and r.get("status") in TERMINAL_SESSION_STATUSES for r in reads
         )
@@ -235,6 +243,10 @@ class UsageRecorder:
         while True:
             try:
                 last = await api.get_session(session_id, conn_options=_READ_OPTIONS)
+            except ProtofaceAPIError as exc:
+                # Refused (e.g. not found): asking again will not change the answer.
+                logger.debug("could not read the usage of %s: %s", session_id, exc)
+                return last
             except Exception as exc:
                 logger.debug("could not read the usage of %s: %s", session_id, exc)
             if last is not None:
