@@ -38,6 +38,7 @@ __all__ = [
     "binary_version",
     "find_livekit_server",
     "install_livekit_server",
+    "not_found_message",
     "user_bin_dir",
 ]
 
@@ -62,6 +63,18 @@ INSTALL_HINT = (
     "(macOS: brew install livekit)"
 )
 """What to do when no binary is found, for error messages."""
+
+
+def not_found_message() -> str:
+    """Why `find_livekit_server()` found nothing, and what to do, for a person to read."""
+    explicit = os.environ.get("LIVEKIT_SERVER_BIN")
+    if explicit:
+        return (
+            f"LIVEKIT_SERVER_BIN={explicit} is not an executable file: point it at a "
+            "livekit-server binary, or unset it to use the one on PATH or the one "
+            "`protoface-emulator install-livekit-server` installs"
+        )
+    return f"livekit-server not found: {INSTALL_HINT}"
 
 
 class LiveKitInstallError(RuntimeError):

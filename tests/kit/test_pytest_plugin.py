@@ -8,6 +8,7 @@ test file's own asyncio mode.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
@@ -32,7 +33,37 @@ def test_installing_the_package_registers_the_fixtures(
         assert name in text, f"{name} is not registered:\n{text}"
 
 
+def _nowhere(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No LIVEKIT_SERVER_BIN, no livekit-server on PATH, an empty per-user directory."""
+    monkeypatch.delenv("LIVEKIT_SERVER_BIN", raising=False)
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "empty-data-home"))
+
+
 def test_a_missing_livekit_server_skips_with_the_way_to_install_it(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    _without_ci(monkeypatch)
+    _nowhere(monkeypatch, tmp_path)
+    pytester.makepyfile("def test_needs_a_server(livekit_server):\n    pass\n")
+    result = pytester.runpytest_subprocess("-rs")
+    result.assert_outcomes(skipped=1)
+    result.stdout.fnmatch_lines([NOT_FOUND])
+    result.stdout.fnmatch_lines(["*empty-data-home/protoface-emulator/bin*LIVEKIT_SERVER_BIN*"])
+
+
+def test_a_missing_livekit_server_fails_under_ci(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("CI", "true")
+    _nowhere(monkeypatch, tmp_path)
+    pytester.makepyfile("def test_needs_a_server(livekit_server):\n    pass\n")
+    result = pytester.runpytest_subprocess()
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines([NOT_FOUND])
+
+
+def test_a_livekit_server_bin_that_is_no_binary_is_named(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _without_ci(monkeypatch)
@@ -40,19 +71,7 @@ def test_a_missing_livekit_server_skips_with_the_way_to_install_it(
     pytester.makepyfile("def test_needs_a_server(livekit_server):\n    pass\n")
     result = pytester.runpytest_subprocess("-rs")
     result.assert_outcomes(skipped=1)
-    result.stdout.fnmatch_lines([NOT_FOUND])
-    result.stdout.fnmatch_lines(["*LIVEKIT_SERVER_BIN*"])
-
-
-def test_a_missing_livekit_server_fails_under_ci(
-    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("CI", "true")
-    monkeypatch.setenv("LIVEKIT_SERVER_BIN", MISSING)
-    pytester.makepyfile("def test_needs_a_server(livekit_server):\n    pass\n")
-    result = pytester.runpytest_subprocess()
-    result.assert_outcomes(errors=1)
-    result.stdout.fnmatch_lines([NOT_FOUND])
+    result.stdout.fnmatch_lines([f"*LIVEKIT_SERVER_BIN={MISSING} is not an executable file*"])
 
 
 STRICT_MODE_TEST = """

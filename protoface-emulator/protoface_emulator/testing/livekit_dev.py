@@ -26,7 +26,7 @@ from typing import Literal
 
 from livekit import api as lkapi
 
-from protoface_emulator.livekit_binary import INSTALL_HINT, find_livekit_server
+from protoface_emulator.livekit_binary import INSTALL_HINT, find_livekit_server, not_found_message
 
 __all__ = [
     "DEV_API_KEY",
@@ -185,7 +185,7 @@ def start_livekit_server(
     """
     binary = binary or find_livekit_server()
     if binary is None:
-        raise LiveKitServerMissing(f"livekit-server not found: {INSTALL_HINT}")
+        raise LiveKitServerMissing(not_found_message())
     # Free ports are picked before the server binds them, so another process can
     # take one in between; a few fresh tries make that race harmless.
     for attempt in range(_START_ATTEMPTS):

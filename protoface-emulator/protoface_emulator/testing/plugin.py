@@ -71,15 +71,12 @@ def livekit_server() -> Iterator[LiveKitServer]:
     under `CI=true` (a real-room test that cannot find its server must not pass
     quietly), saying how to get it.
     """
-    from protoface_emulator.testing.livekit_dev import (
-        INSTALL_HINT,
-        find_livekit_server,
-        start_livekit_server,
-    )
+    from protoface_emulator.livekit_binary import find_livekit_server, not_found_message
+    from protoface_emulator.testing.livekit_dev import start_livekit_server
 
     binary = find_livekit_server()
     if binary is None:
-        message = f"livekit-server not found: {INSTALL_HINT}"
+        message = not_found_message()
         if in_ci():
             pytest.fail(message + " (CI=true: a missing server fails the run)", pytrace=False)
         pytest.skip(message)
