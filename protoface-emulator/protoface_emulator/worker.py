@@ -669,12 +669,16 @@ class AvatarWorker:
             logger.info("avatar worker joined as %s", spec.identity, extra=log_extra)
 
             options = self._options
-            renderer = FaceRenderer(
-                options.video_width,
-                options.video_height,
-                options.video_fps,
-                # Each avatar its own look, drawn once per worker process and size.
-                style=style_from_wire(spec.avatar_id, spec.avatar_image),
+            # Each avatar its own look, drawn once per worker process and size;
+            # off the loop, since a new look (a large upload to decode, say)
+            # takes a while and other sessions' frames share this loop.
+            renderer = await asyncio.to_thread(
+                lambda: FaceRenderer(
+                    options.video_width,
+                    options.video_height,
+                    options.video_fps,
+                    style=style_from_wire(spec.avatar_id, spec.avatar_image),
+                )
             )
             generator = FaceVideoGenerator(
                 options,
