@@ -195,3 +195,28 @@ async def test_a_switch_asked_during_a_loss_waits_for_the_replacement_then_runs(
             await _speak(agent, 1.0)
     finally:
         await watch.aclose()
+
+
+async def test_a_switch_asked_during_a_handover_runs_after_it(
+    livekit_server: LiveKitServer, emulator: Emulator
+) -> None:
+    room = room_name("switch-handover")
+    # cap 12 s: the successor is started 3 s before it, 9 s after the first session.
+    options = {"quality": "lite", "max_duration_seconds": 12}
+    async with agent_in(livekit_server, emulator, room, avatar_options=options) as agent:
+        avatar = agent.avatar
+        order: list[str] = []
+        for name in ("avatar_handover", "avatar_switched", "avatar_lost"):
+            avatar.on(name, lambda _ev, name=name: order.append(name))
+        await avatar.wait_for_join(timeout=60)
+        # The handover is under way once its successor's session exists.
+        await eventually(
+            lambda: len(avatar.session_ids) == 2, timeout=60, message=lambda: f"{order}"
+        )
+        assert "avatar_handover" not in order, "asked too late to overlap the handover"
+        event = await asyncio.wait_for(avatar.switch(avatar_id="av_stock_003"), timeout=120)
+        assert order == ["avatar_handover", "avatar_switched"], order
+        assert len(avatar.session_ids) == 3
+        assert event.previous_session_id == avatar.session_ids[1]
+        assert avatar.avatar_id == "av_stock_003" and avatar.session_id == event.session_id
+        await _speak(agent, 1.0)
