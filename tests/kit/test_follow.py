@@ -65,3 +65,9 @@ async def test_the_viewer_follows_the_successor_of_a_handover(
         assert avatar_viewer.audio_seconds(since=said_at, identity=successor) >= 1.0
         assert avatar_viewer.audio_seconds(since=said_at, identity=AVATAR_IDENTITY) == 0
         assert avatar_viewer.avatars[:2] == [AVATAR_IDENTITY, successor]
+        # The predecessor leaves once it is ended; the successor is the current one.
+        await eventually(
+            lambda: avatar_viewer.current_identity == successor,
+            timeout=30,
+            message=lambda: f"current: {avatar_viewer.current_identity}",
+        )

@@ -107,7 +107,6 @@ async def test_waits_span_avatars_and_can_name_one() -> None:
         await viewer.wait_for_video(timeout=0.2, identity="protoface-avatar-agent-2")
         == "protoface-avatar-agent-2"
     )
-    assert viewer.current_identity == "protoface-avatar-agent-2"
     description = viewer.describe()
     assert "1 from 'protoface-avatar-agent'" in description
     assert "1 from 'protoface-avatar-agent-2'" in description

@@ -135,6 +135,7 @@ class AvatarViewer:
     _by_track: dict[str, asyncio.Task[None]] = field(default_factory=dict)
     _first_video: asyncio.Event = field(default_factory=asyncio.Event)
     _left: set[str] = field(default_factory=set)
+    _joined: list[str] = field(default_factory=list)  # followed participants, by arrival
 
     async def connect(self, url: str, token: str) -> None:
         """Join the room and start recording the avatar's tracks once they appear."""
@@ -144,6 +145,8 @@ class AvatarViewer:
         self.room.on("participant_connected", self._on_participant_connected)
         self.room.on("participant_disconnected", self._on_participant_disconnected)
         await self.room.connect(url, token)
+        for participant in self.room.remote_participants.values():
+            self._arrived(participant)
 
     def follows(self, participant: rtc.Participant) -> bool:
         """Whether this viewer records `participant`'s tracks (see the class docstring)."""
@@ -165,12 +168,14 @@ class AvatarViewer:
 
     @property
     def current_identity(self) -> str | None:
-        """The avatar that joined last and is still in the room (None when none is).
+        """The followed participant that joined last and is still in the room, or None.
 
-        That is the one speaking for the agent once the agent has moved its speech
-        to it (right away after a replacement; between utterances in a handover).
+        That is the avatar speaking for the agent once the agent has moved its
+        speech to it (right away after a replacement; between utterances in a
+        handover). It is known as soon as LiveKit says it joined, before its
+        first frame arrives.
         """
-        for identity in reversed(self.avatars):
+        for identity in reversed(self._joined):
             if identity not in self._left:
                 return identity
         return None
@@ -440,12 +445,23 @@ class AvatarViewer:
         # A participant may start speaking for an agent after its tracks arrived.
         if not isinstance(participant, rtc.RemoteParticipant) or not self.follows(participant):
             return
+        self._arrived(participant)
         for publication in participant.track_publications.values():
             if publication.track is not None:
                 self._record(publication.track, participant.identity)
 
     def _on_participant_connected(self, participant: rtc.RemoteParticipant) -> None:
+        self._arrived(participant)
         self._left.discard(participant.identity)  # the same identity may come back
+
+    def _arrived(self, participant: rtc.RemoteParticipant) -> None:
+        if not self.follows(participant):
+            return
+        if participant.identity in self._joined:
+            if participant.identity not in self._left:
+                return  # known and still here (an attribute change)
+            self._joined.remove(participant.identity)  # back again: the latest now
+        self._joined.append(participant.identity)
 
     def _on_participant_disconnected(self, participant: rtc.RemoteParticipant) -> None:
         self._left.add(participant.identity)
