@@ -186,3 +186,31 @@ def test_the_page_gets_livekit_client_from_the_package_or_the_clone() -> None:
     page = (stack.PAGE / "index.html").read_text()
     assert '<script src="/vendor/livekit-client.umd.js"></script>' in page
     assert "http" not in page.replace("http-equiv", "")
+
+
+def test_the_registered_line_says_the_agents_name() -> None:
+    from protoface_emulator.playground.agent_process import registered_agent_name
+
+    line = (
+        '2026-12-06 02:03:34,257 - INFO livekit.agents - registered worker {"agent_name": '
+        '"support-bot", "deployment": "", "id": "AW_x", "url": "ws://127.0.0.1:1"}'
+    )
+    assert registered_agent_name(line) == "support-bot"
+    assert registered_agent_name(line.replace('"support-bot"', '""')) == ""
+    assert registered_agent_name("INFO livekit.agents - starting worker") is None
+
+
+def test_a_named_agent_is_dispatched_through_the_tabs_token() -> None:
+    import base64
+    import json
+
+    from protoface_emulator.testing.livekit_dev import mint_token
+
+    def claims(token: str) -> dict[str, object]:
+        payload = token.split(".")[1]
+        decoded: dict[str, object] = json.loads(base64.urlsafe_b64decode(payload + "=" * 4))
+        return decoded
+
+    named = claims(mint_token("key", "s" * 32, "person", "room-1", dispatch_agent="support-bot"))
+    assert named["roomConfig"] == {"agents": [{"agentName": "support-bot"}]}
+    assert "roomConfig" not in claims(mint_token("key", "s" * 32, "person", "room-1"))

@@ -21,7 +21,13 @@ from typing import IO
 
 from protoface_emulator.testing.launch import stop_process
 
-__all__ = ["AgentProcess", "PlaygroundError", "start_agent", "wait_registered"]
+__all__ = [
+    "AgentProcess",
+    "PlaygroundError",
+    "registered_agent_name",
+    "start_agent",
+    "wait_registered",
+]
 
 
 class PlaygroundError(RuntimeError):
@@ -36,6 +42,16 @@ _NOISE = (
     "Attempted to drop unknown FFI handle",
 )
 _LOG_LEVEL = re.compile(r"\b(DEBUG|INFO|DEV|WARNING|WARN|ERROR|CRITICAL)\b")
+_AGENT_NAME = re.compile(r'"agent_name": "((?:[^"\\]|\\.)*)"')
+
+
+def registered_agent_name(line: str) -> str | None:
+    """The agent name in livekit-agents' `registered worker` log line ("" when the
+    worker takes every room), or None when `line` is not that line."""
+    if "registered worker" not in line:
+        return None
+    found = _AGENT_NAME.search(line)
+    return found.group(1) if found else ""
 
 
 @dataclass
@@ -45,6 +61,7 @@ class AgentProcess:
     process: subprocess.Popen[bytes]
     log_path: Path
     registered: threading.Event = field(default_factory=threading.Event)
+    agent_name: str = ""  # what it registered as; "" takes every new room
 
     def log_tail(self, lines: int = 30) -> str:
         """The last lines the agent wrote."""
@@ -88,7 +105,9 @@ def _relay(agent: AgentProcess, log_file: IO[bytes], verbose: bool) -> None:
             log_file.write(raw)
             log_file.flush()
             line = _ANSI.sub("", raw.decode(errors="replace")).rstrip()
-            if "registered worker" in line:
+            name = registered_agent_name(line)
+            if name is not None:
+                agent.agent_name = name
                 agent.registered.set()
             level = _LOG_LEVEL.search(line[:40])
             if level is not None:

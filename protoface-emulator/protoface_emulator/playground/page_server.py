@@ -162,11 +162,15 @@ class Playground:
         livekit: The local livekit-server (its secret signs the tabs' tokens).
         protoface: The emulator's API.
         livekit_client: The livekit-client browser bundle to serve.
+        agent_name: The agent worker's `agent_name`: when set, each tab's token
+            has the server dispatch that agent to the tab's room (a named worker
+            gets no room otherwise).
     """
 
     livekit: LiveKitServer
     protoface: EmulatorClient
     livekit_client: Path
+    agent_name: str = ""
 
     def app(self) -> web.Application:
         """The aiohttp application serving the page and its API."""
@@ -189,12 +193,19 @@ class Playground:
         return handler
 
     async def connect(self, request: web.Request) -> web.Response:
-        """A fresh room and a person's token for it (the agent is dispatched on join)."""
+        """A fresh room and a person's token for it (the agent is dispatched on join:
+        any unnamed worker automatically, a named one through the token)."""
         _check_origin(request)
         room = f"playground-{uuid.uuid4().hex[:8]}"
         identity = f"person-{uuid.uuid4().hex[:6]}"
         token = mint_token(
-            self.livekit.api_key, self.livekit.api_secret, identity, room, name="you", ttl=TOKEN_TTL
+            self.livekit.api_key,
+            self.livekit.api_secret,
+            identity,
+            room,
+            name="you",
+            ttl=TOKEN_TTL,
+            dispatch_agent=self.agent_name or None,
         )
         return web.json_response(
             {"url": self.livekit.url, "token": token, "room": room, "identity": identity}

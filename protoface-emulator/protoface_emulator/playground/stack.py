@@ -96,7 +96,8 @@ async def serve(args: argparse.Namespace) -> None:
         }
         agent = start_agent(agent_file, env, verbose=args.verbose)
         protoface = EmulatorClient(emulator.url, emulator.api_key)
-        runner = web.AppRunner(Playground(livekit, protoface, bundle).app(), access_log=None)
+        page = Playground(livekit, protoface, bundle)
+        runner = web.AppRunner(page.app(), access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", args.port)
         try:
@@ -109,6 +110,7 @@ async def serve(args: argparse.Namespace) -> None:
         await wait_registered(agent, agent_file, args.ready_timeout, stop)
         if stop.is_set():
             return
+        page.agent_name = agent.agent_name
         port = runner.addresses[0][1]
         url = f"http://127.0.0.1:{port}/"
         print(f"playground: {url}", flush=True)

@@ -56,6 +56,7 @@ def mint_token(
     name: str | None = None,
     attributes: Mapping[str, str] | None = None,
     ttl: timedelta = timedelta(hours=1),
+    dispatch_agent: str | None = None,
 ) -> str:
     """A LiveKit access token for one participant of `room`.
 
@@ -73,6 +74,9 @@ def mint_token(
         name: The participant's display name.
         attributes: Participant attributes carried by the token.
         ttl: How long the token is valid.
+        dispatch_agent: Have the server dispatch this named agent to the room when
+            the participant joins (for a worker registered with an `agent_name`,
+            which is never dispatched on its own).
     """
     grants = lkapi.VideoGrants(
         room_join=True, room=room, can_publish=True, can_subscribe=True, can_publish_data=True
@@ -88,6 +92,10 @@ def mint_token(
         token = token.with_name(name)
     if attributes:
         token = token.with_attributes(dict(attributes))
+    if dispatch_agent:
+        token = token.with_room_config(
+            lkapi.RoomConfiguration(agents=[lkapi.RoomAgentDispatch(agent_name=dispatch_agent)])
+        )
     return token.to_jwt()
 
 
