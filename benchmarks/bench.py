@@ -52,6 +52,7 @@ from lifetime import measure_lifetime
 from livekit.agents import __version__ as agents_version
 from livekit.rtc import __version__ as rtc_version
 from parity import measure_parity
+from parity_report import parity_targets
 from report import write_markdown
 from scale_curve import measure_scale_curve
 
@@ -878,6 +879,7 @@ def targets(results: Json) -> Json:
             "value": {"none_ms": idle, "eight_ms": p99_8},
             "met": idle is not None and p99_8 is not None and p99_8 <= 2 * idle,
         }
+    out.update(parity_targets(results))
     return out
 
 

@@ -76,3 +76,46 @@ def markdown(results: Json) -> list[str]:
         )
     lines.append("")
     return lines
+
+
+def parity_targets(results: Json) -> Json:
+    """The parity targets (issue 19's bounds), for the targets table."""
+    parity = results.get("parity")
+    if not isinstance(parity, dict) or "error" in parity:
+        return {}
+    avatar, none = parity.get("avatar") or {}, parity.get("none") or {}
+    out: Json = {}
+    mutes = [row.get("mute_max_s") for row in (parity.get("hard_death") or {}).values()]
+    worst = None if not mutes or None in mutes else max(m for m in mutes if m is not None)
+    out["parity_room_hears_a_line_within_3s_of_its_start_after_a_hard_death"] = {
+        "value": worst,
+        "limit": 3.0,
+        "met": worst is not None and worst <= 3.0,
+    }
+    ours = (avatar.get("barge_in") or {}).get("silence_p50_s")
+    theirs = (none.get("barge_in") or {}).get("silence_p50_s")
+    out["parity_barge_in_silence_p50_within_100ms_of_the_agents_own_track"] = {
+        "value": {"avatar_s": ours, "own_track_s": theirs},
+        "met": ours is not None and theirs is not None and ours - theirs <= 0.1,
+    }
+    storm = (avatar.get("storm") or {}).get("unsettled_after_3s")
+    out["parity_12_interruptions_all_settled_within_3s"] = {
+        "value": storm,
+        "met": storm == 0,
+    }
+    silent = (avatar.get("pause") or {}).get("silent_after_s")
+    out["parity_pause_silences_the_avatar_within_250ms"] = {
+        "value": silent,
+        "limit": 0.25,
+        "met": silent is not None and silent <= 0.25,
+    }
+    false = avatar.get("false_interruption") or {}
+    heard, line = false.get("heard_s"), false.get("line_s")
+    out["parity_false_interruption_resumes_the_line_heard_once"] = {
+        "value": {"resumed": false.get("resumed"), "heard_s": heard, "line_s": line},
+        "met": bool(false.get("resumed"))
+        and heard is not None
+        and line is not None
+        and line - 0.5 <= heard <= line + 0.2,
+    }
+    return out

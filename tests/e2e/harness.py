@@ -14,7 +14,6 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-import pytest
 from livekit import rtc
 from livekit.agents import Agent, AgentSession
 from livekit.agents.voice.room_io import RoomOptions
@@ -31,7 +30,6 @@ from protoface_emulator.testing import (
     wav_frames,
 )
 from protoface_emulator.testing import agent_in as kit_agent_in
-from protoface_emulator.testing.launch import EmulatorProcess
 
 __all__ = [
     "SPEECH_WAV",
@@ -39,7 +37,6 @@ __all__ = [
     "EmulatorAt",
     "agent_in",
     "audio_seconds",
-    "emulator_command",
     "eventually",
     "load_speech",
     "mean",
@@ -115,15 +112,6 @@ def mean(values: Iterator[float] | list[float]) -> float:
     """Mean of `values` (0.0 when empty)."""
     items = list(values)
     return sum(items) / len(items) if items else 0.0
-
-
-@pytest.fixture
-def emulator_command() -> Iterator[list[EmulatorProcess]]:
-    """The emulator as a process the test can kill; every one started is stopped after."""
-    started: list[EmulatorProcess] = []
-    yield started
-    for process in started:
-        process.stop()
 
 
 class EmulatorAt:

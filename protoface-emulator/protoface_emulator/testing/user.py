@@ -155,6 +155,7 @@ class _LevelStream(vad.VADStream):
         speaking = False
         speech = silence = 0.0
         samples = 0
+        heard: list[rtc.AudioFrame] = []  # the speech so far (the STT transcribes it)
         async for item in self._input_ch:
             if not isinstance(item, rtc.AudioFrame):
                 continue
@@ -166,19 +167,30 @@ class _LevelStream(vad.VADStream):
                 silence = 0.0
             else:
                 silence += item.duration
+            if speech > 0:
+                heard.append(item)
             if not speaking and silence == 0.0 and speech >= self._owner.min_speech:
                 speaking = True
-                self._send(vad.VADEventType.START_OF_SPEECH, samples, speech, silence, True)
-            self._send(vad.VADEventType.INFERENCE_DONE, samples, speech, silence, speaking)
+                self._send(vad.VADEventType.START_OF_SPEECH, samples, speech, silence, heard)
+            self._send(vad.VADEventType.INFERENCE_DONE, samples, speech, silence, [item], speaking)
             if speaking and silence >= self._owner.min_silence:
                 speaking = False
-                self._send(vad.VADEventType.END_OF_SPEECH, samples, speech, silence, False)
+                self._send(vad.VADEventType.END_OF_SPEECH, samples, speech, silence, heard)
             if not speaking and silence >= self._owner.min_silence:
                 speech = 0.0
+                heard = []
 
     def _send(
-        self, kind: vad.VADEventType, samples: int, speech: float, silence: float, speaking: bool
+        self,
+        kind: vad.VADEventType,
+        samples: int,
+        speech: float,
+        silence: float,
+        frames: list[rtc.AudioFrame],
+        speaking: bool | None = None,
     ) -> None:
+        if speaking is None:
+            speaking = kind == vad.VADEventType.START_OF_SPEECH
         self._event_ch.send_nowait(
             vad.VADEvent(
                 type=kind,
@@ -186,6 +198,7 @@ class _LevelStream(vad.VADStream):
                 timestamp=time.time(),
                 speech_duration=speech,
                 silence_duration=silence,
+                frames=list(frames),
                 speaking=speaking,
                 raw_accumulated_silence=silence,
                 raw_accumulated_speech=speech,

@@ -47,6 +47,9 @@ from .types import TERMINAL_SESSION_STATUSES, SessionOptions
 
 __all__ = ["Lifetime", "keepalive_interval"]
 
+MEDIA_CHECK_INTERVAL = 0.5
+MEDIA_STALL = 2.0
+"""Seconds without a byte of the avatar's video or audio, while it speaks, that make it lost."""
 _MAX_KEEPALIVE_INTERVAL = 10.0
 _MIN_KEEPALIVE_INTERVAL = 0.2
 
@@ -98,6 +101,7 @@ class Lifetime:
         self._following = True  # a switch() right after start() waits its turn
         self._spawn(self._run(), "protoface-lifetime")
         self._spawn(self._keep(), "protoface-keep")
+        self._spawn(self._watch_media(), "protoface-media")
 
     async def first_join(self) -> None:
         """Return once the first avatar joined; raise if its session failed first."""
@@ -135,6 +139,38 @@ class Lifetime:
         # so that if it is gone the room hears the agent without waiting for it.
         if self._fallback is not None:
             self._spawn(self._ready_fallback(), "protoface-fallback-ready")
+
+    async def _watch_media(self) -> None:
+        """While the avatar speaks, its tracks must keep arriving; a stall is a hard death.
+
+        An avatar that dies mid-line never finishes it; waiting for the line's
+        end to find out would leave the room mute for the rest of it. Its media
+        stopping tells at once. Read only while it speaks, from the tracks this
+        agent already subscribes to (nothing when it subscribes to none).
+        """
+        seen: tuple[Hosted, int] | None = None
+        since = 0.0
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(MEDIA_CHECK_INTERVAL)
+            hosted = self.current
+            if not self._output.avatar_playing or self._output.route is not hosted.route:
+                seen = None
+                continue
+            received = await hosted.watch.media_received()
+            if received is None:
+                seen = None
+                continue
+            if seen is None or seen[0] is not hosted or received != seen[1]:
+                seen, since = (hosted, received), loop.time()
+                continue
+            if loop.time() - since >= MEDIA_STALL:
+                self._output.report_unanswered(
+                    hosted.route,
+                    f"nothing received from the avatar for {MEDIA_STALL:g} s while it spoke",
+                    since=since,
+                )
+                seen = None
 
     async def _ready_fallback(self) -> None:
         assert self._fallback is not None

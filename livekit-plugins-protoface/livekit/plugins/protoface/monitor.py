@@ -126,6 +126,29 @@ class SessionWatch:
         """Read the session at once rather than at the next poll."""
         self._wake.set()
 
+    async def media_received(self) -> int | None:
+        """Bytes received so far of the avatar's tracks this agent subscribes to.
+
+        None when it subscribes to none of them (an agent that connected with
+        `AutoSubscribe.AUDIO_ONLY`, say): then nothing can be told from them.
+        """
+        participant = self._room.remote_participants.get(self.identity)
+        if participant is None:
+            return None
+        total: int | None = None
+        for publication in list(participant.track_publications.values()):
+            track = publication.track
+            if track is None:
+                continue
+            try:
+                stats = await track.get_stats()
+            except Exception:
+                continue
+            for entry in stats:
+                if entry.WhichOneof("stats") == "inbound_rtp":
+                    total = (total or 0) + entry.inbound_rtp.inbound.bytes_received
+        return total
+
     def declare_unresponsive(self, what: str) -> None:
         """The avatar stopped answering (`what` went unanswered): settle the loss, with its cause.
 

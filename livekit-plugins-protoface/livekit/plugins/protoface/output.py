@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -174,6 +175,7 @@ class AvatarAudioOutput(AudioOutput):
         self._ack_timeout = ack_timeout
         self._finish_grace = finish_grace
         self._unanswered_reported = False
+        self._silent_since: float | None = None  # when the current avatar fell silent, if known
 
         # Utterances not settled yet, oldest first; only the last may be capturing.
         self._utterances: list[_Utterance] = []
@@ -208,6 +210,27 @@ class AvatarAudioOutput(AudioOutput):
     def paused(self) -> bool:
         """Whether the agent session paused playback (a possible false interruption)."""
         return self._paused
+
+    @property
+    def avatar_playing(self) -> bool:
+        """Whether the avatar acknowledged a segment of speech it has not finished yet."""
+        return self._avatar_route and any(
+            s.utterance is not None and s.started_at is not None and not s.pausing
+            for s in self._segments
+        )
+
+    def report_unanswered(self, route: AudioOutput, what: str, *, since: float) -> None:
+        """Something other than a segment went unanswered by the avatar of `route`.
+
+        Args:
+            route: The avatar's route.
+            what: What went unanswered, for the log.
+            since: When (`time.monotonic()`) the avatar fell silent: what it
+                played after that nobody heard, so it is replayed.
+        """
+        if route is self._route and self._silent_since is None:
+            self._silent_since = since
+        self._unanswered(route, what)
 
     @property
     def seconds_without_avatar(self) -> float:
@@ -619,7 +642,11 @@ class AvatarAudioOutput(AudioOutput):
         """How far a listener got in `segment`, had it played on since it started."""
         if segment.started_at is None:
             return segment.base  # never acknowledged: nobody heard it
-        until = segment.paused_at if segment.paused_at is not None else time.monotonic()
+        until = min(
+            time.monotonic(),
+            segment.paused_at if segment.paused_at is not None else math.inf,
+            self._silent_since if self._silent_since is not None else math.inf,
+        )
         played = min(segment.sent, max(0.0, until - segment.started_at))
         return segment.base + played
 
@@ -658,6 +685,7 @@ class AvatarAudioOutput(AudioOutput):
             route.on_attached()
         self._route, self._avatar_route, self._route_ready = route, avatar_route, ready
         self._unanswered_reported = False
+        self._silent_since = None
         self._listen(route)
         self._route_changed.set()
         self._route_changed = asyncio.Event()
