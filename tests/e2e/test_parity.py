@@ -371,6 +371,38 @@ async def test_pause_silences_the_avatar_and_resume_plays_the_rest_once(
         assert viewer.audio_seconds(min_level=HEARD) <= line + 0.2 + 0.1
 
 
+async def test_a_storm_of_interruptions_settles_every_line_and_the_next_is_heard_whole(
+    livekit_server: LiveKitServer, emulator: Emulator
+) -> None:
+    """Twelve lines interrupted one after another: none hangs, and the avatar still speaks."""
+    room = room_name("storm")
+    async with (
+        viewer_in(livekit_server, room) as viewer,
+        agent_in(livekit_server, emulator, room) as agent,
+    ):
+        await agent.avatar.wait_for_join(timeout=30)
+        await viewer.wait_first_video(timeout=30)
+        handles = []
+        for _ in range(12):
+            handle = agent.say(tone(3.0))
+            await asyncio.sleep(0.3)
+            handle.interrupt()
+            handles.append(handle)
+        await eventually(
+            lambda: all(h.done() for h in handles),
+            timeout=30,
+            message=lambda: f"{sum(not h.done() for h in handles)} of 12 lines unsettled",
+        )
+        assert all(h.interrupted for h in handles)
+        before = viewer.audio_seconds(min_level=HEARD)
+        await agent.speak(tone(2.0), timeout=30)
+        await viewer.wait_until(
+            lambda: viewer.audio_seconds(min_level=HEARD) >= before + 1.8,
+            timeout=15,
+            what="the next line, whole, from the avatar",
+        )
+
+
 async def test_an_interruption_while_paused_ends_the_line_where_it_was_heard(
     livekit_server: LiveKitServer, emulator: Emulator
 ) -> None:
