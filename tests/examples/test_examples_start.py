@@ -42,19 +42,18 @@ REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = Path(os.environ.get("PROTOFACE_EXAMPLES_DIR") or REPO / "examples").resolve()
 
 # Agent files: started with the module CLI, proved started by the avatar's video.
-AGENT_FILES = ["quickstart.py", "quickstart_offline.py", "agent.py", "testing/my_agent.py"]
-# Scripts: run to the end with these arguments ({out} is a temporary folder).
-SCRIPTS = {
-    "manage_sessions.py": [],
-    "offline_demo.py": ["--out", "{out}"],
-}
+AGENT_FILES = [
+    "quickstart.py",
+    "quickstart_offline.py",
+    "agent.py",
+    "handoff.py",
+    "testing/my_agent.py",
+]
+# Scripts: each run to its end by a test of its own below.
+SCRIPTS = ["manage_sessions.py", "offline_demo.py"]
 # Files that are not run here (glob patterns), and what runs them instead.
 NOT_RUN_HERE = {
     "testing/test_*.py": "tests of an agent: scripts/test-example-pip runs them from the wheels",
-    "playground/echo_agent.py": "the playground's agent: tests/playground runs it in the page",
-    "playground/playground.py": "the playground command: tests/playground runs it",
-    "playground/stack.py": "the playground's process stack: tests/playground runs it",
-    "handoff.py": "the switching example's own test runs it (issue 20)",
 }
 
 # Files under these are ours (the repository only when this file runs inside it).
