@@ -19,6 +19,7 @@ period) kills whatever is left in that group, so no process outlives it.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import signal
 import subprocess
@@ -70,6 +71,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error(f"--agent {args.agent}: no such file; pass the path of your agent's .py file")
     if args.ready_timeout <= 0:
         parser.error(f"--ready-timeout {args.ready_timeout} must be a positive number of seconds")
+    if importlib.util.find_spec("livekit.plugins.protoface") is None:
+        # Both the bundled agent and any agent with a Protoface avatar import it.
+        parser.error(
+            "livekit-plugins-protoface is not installed: "
+            "pip install 'protoface-emulator[playground]'"
+        )
     return args
 
 
