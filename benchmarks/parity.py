@@ -30,7 +30,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import numpy as np
-from livekit import rtc
+from livekit import api, rtc
 from livekit.agents import Agent, AgentSession
 from livekit.agents.voice.room_io import RoomOptions
 from livekit.plugins import protoface
@@ -153,6 +153,22 @@ async def _barge_in(agent: AgentInRoom[Any], viewer: AvatarViewer, runs: int) ->
         "settled_p50_s": _pct(settle, 50),
         "mouth_closed_p50_s": _pct(mouth, 50) if agent.avatar is not None else None,
     }
+
+
+async def _after_replacement(
+    livekit: LiveKitServer, agent: AgentInRoom[Any], viewer: AvatarViewer, runs: int
+) -> Json:
+    """Barge-in on the avatar that replaced a lost one (the first removed from the room)."""
+    restored = asyncio.Event()
+    agent.avatar.on("avatar_restored", lambda _: restored.set())
+    lost = agent.avatar.avatar_identity
+    async with api.LiveKitAPI(livekit.http_url, livekit.api_key, livekit.api_secret) as lk:
+        await lk.room.remove_participant(
+            api.RoomParticipantIdentity(room=agent.room.name, identity=lost)
+        )
+    await asyncio.wait_for(restored.wait(), 90)
+    await viewer.wait_for_new_avatar(other_than=[lost], timeout=60)
+    return await _barge_in(agent, viewer, runs)
 
 
 async def _storm(agent: AgentInRoom[Any]) -> Json:
@@ -293,6 +309,9 @@ async def measure_parity(livekit: LiveKitServer, *, quick: bool) -> Json:
                 }
                 if mode == "avatar":
                     row["pause"] = await _pause(agent, viewer)
+                    row["barge_in_after_replacement"] = await _after_replacement(
+                        livekit, agent, viewer, runs=max(2, runs // 2)
+                    )
             row["false_interruption"] = await _false_interruption(livekit, emu, mode)
             result[mode] = row
     deaths: Json = {}

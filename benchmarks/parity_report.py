@@ -43,6 +43,11 @@ def markdown(results: Json) -> list[str]:
         ("barge-in → silence (p50)", ("barge_in", "silence_p50_s"), " s"),
         ("barge-in → silence (p90)", ("barge_in", "silence_p90_s"), " s"),
         ("barge-in → handle settled (p50)", ("barge_in", "settled_p50_s"), " s"),
+        (
+            "barge-in → silence right after a replacement (p50)",
+            ("barge_in_after_replacement", "silence_p50_s"),
+            " s",
+        ),
         ("12 interruptions: unsettled after 3 s", ("storm", "unsettled_after_3s"), ""),
         ("false interruption: resumed", ("false_interruption", "resumed"), ""),
         ("false interruption: heard of an 8 s line", ("false_interruption", "heard_s"), " s"),

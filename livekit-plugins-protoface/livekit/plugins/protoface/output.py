@@ -388,8 +388,14 @@ class AvatarAudioOutput(AudioOutput):
         if not self._avatar_route:
             self._route.pause()
             return
-        # The avatar has no pause: end its segment and clear it; its finish
-        # says where the listener heard the utterance stop.
+        self._stop_for_pause()
+
+    def _stop_for_pause(self) -> None:
+        """End and clear the avatar's segments of speech; their finish says where they stopped.
+
+        The avatar has no pause of its own: this is the standard protocol's
+        `lk.clear_buffer`, and `resume()` sends the rest as a new segment.
+        """
         stopping = [
             s
             for s in self._segments
@@ -480,6 +486,9 @@ class AvatarAudioOutput(AudioOutput):
                     continue  # the route changed under the send: start over on the new one
                 segment.sent += frame.duration
                 utterance.cursor = frame_end
+                if self._paused and self._avatar_route and not segment.pausing:
+                    # Paused while this frame was on its way: stopped like the rest.
+                    self._stop_for_pause()
                 if first:
                     self._sent(segment, route)
 
@@ -563,7 +572,7 @@ class AvatarAudioOutput(AudioOutput):
 
     def _sent(self, segment: _Segment, route: AudioOutput) -> None:
         """The first frame of `segment` reached the route: the avatar must acknowledge it."""
-        if not self._avatar_route or segment.started_at is not None:
+        if not self._avatar_route or segment.started_at is not None or segment.pausing:
             return
         loop = asyncio.get_running_loop()
         if self._on_suspect is not None:
