@@ -283,3 +283,21 @@ async def test_a_late_but_alive_avatar_is_not_reported() -> None:
     avatar.finish()
     await asyncio.sleep(0.4)
     assert unanswered == [] and len(finished) == 1
+
+
+async def test_an_avatar_that_never_sends_started_is_judged_by_its_finishes_alone() -> None:
+    avatar = Avatar(acknowledge=False)
+    output, finished = router(avatar, ack_timeout=0.2)
+    unanswered: list[str] = []
+    output.watch_avatar(
+        report_start=True,
+        on_unanswered=lambda _, what: unanswered.append(what),
+        on_suspect=lambda: None,
+    )
+    assert await output.keep_alive()
+    avatar.finish()  # played, never said it started: it does not send lk.playback_started
+    await utterance(output)
+    await asyncio.sleep(0.4)
+    assert unanswered == []  # a missing acknowledgement says nothing now
+    avatar.finish()
+    assert len(finished) == 1

@@ -113,6 +113,7 @@ class _Segment:
     utterance: _Utterance | None  # None for a keep-alive
     base: float  # the utterance position its first frame is at
     sent: float = 0.0
+    sent_at: float | None = None  # monotonic, when its first frame reached the route
     closed_at: float | None = None  # monotonic, when flushed to the route
     started_at: float | None = None  # monotonic, when the avatar acknowledged it
     pausing: bool = False  # ended by pause(): its finish is not the utterance's
@@ -175,6 +176,7 @@ class AvatarAudioOutput(AudioOutput):
         self._ack_timeout = ack_timeout
         self._finish_grace = finish_grace
         self._unanswered_reported = False
+        self._acks_expected = True  # the avatar acknowledges each segment it plays
         self._silent_since: float | None = None  # when the current avatar fell silent, if known
 
         # Utterances not settled yet, oldest first; only the last may be capturing.
@@ -572,12 +574,15 @@ class AvatarAudioOutput(AudioOutput):
 
     def _sent(self, segment: _Segment, route: AudioOutput) -> None:
         """The first frame of `segment` reached the route: the avatar must acknowledge it."""
+        segment.sent_at = time.monotonic()
         if not self._avatar_route or segment.started_at is not None or segment.pausing:
             return
         loop = asyncio.get_running_loop()
         if self._on_suspect is not None:
             suspect_after = min(SUSPECT_AFTER, self._ack_timeout)
             segment.timers.append(loop.call_later(suspect_after, self._suspect, segment))
+        if not self._acks_expected:
+            return
         segment.timers.append(
             loop.call_later(
                 self._ack_timeout,
@@ -592,11 +597,13 @@ class AvatarAudioOutput(AudioOutput):
         self._arm_finish_timer(segment, route)
 
     def _arm_finish_timer(self, segment: _Segment, route: AudioOutput) -> None:
-        if not self._avatar_route or segment.started_at is None or segment.closed_at is None:
+        # Without acknowledgements from this avatar, it started when it was sent.
+        started_at = segment.started_at if self._acks_expected else segment.sent_at
+        if not self._avatar_route or started_at is None or segment.closed_at is None:
             return
         if segment.pausing or segment.clearing:
             return
-        ends_at = max(segment.started_at + segment.sent, segment.closed_at)
+        ends_at = max(started_at + segment.sent, segment.closed_at)
         delay = max(0.0, ends_at - time.monotonic()) + self._finish_grace
         segment.timers.append(
             asyncio.get_running_loop().call_later(
@@ -694,6 +701,7 @@ class AvatarAudioOutput(AudioOutput):
             route.on_attached()
         self._route, self._avatar_route, self._route_ready = route, avatar_route, ready
         self._unanswered_reported = False
+        self._acks_expected = True
         self._silent_since = None
         self._listen(route)
         self._route_changed.set()
@@ -734,6 +742,8 @@ class AvatarAudioOutput(AudioOutput):
         segment = self._segments.pop(0)
         self._started = max(0, self._started - 1)
         segment.cancel_timers()
+        if segment.started_at is None and not (segment.pausing or segment.clearing):
+            self._no_acknowledgements()
         utterance = segment.utterance
         if utterance is None or utterance.settled:
             return
@@ -747,6 +757,19 @@ class AvatarAudioOutput(AudioOutput):
         if self._open is segment:
             self._open = None  # the avatar ended it (it stopped waiting for more)
         self._settle(utterance, position, interrupted=ev.interrupted or utterance.cleared)
+
+    def _no_acknowledgements(self) -> None:
+        """The avatar played a segment without saying it started: it does not send them.
+
+        Then a missing `lk.playback_started` says nothing; its finishes and its
+        media still tell whether it is there.
+        """
+        if self._acks_expected:
+            self._acks_expected = False
+            logger.warning(
+                "the protoface avatar does not send lk.playback_started; a worker that dies "
+                "is noticed from its unfinished segments and its media only"
+            )
 
     def _wake_pause_waiters(self) -> None:
         for waiter in self._pause_waiters:
