@@ -8,7 +8,11 @@ this package holds what tests call:
   room, running the user's start function; `agent.say(frames)` speaks.
 - `AvatarViewer` / `viewer_in`: a participant recording the avatar's frames, mouth
   and audio, with `wait_for_*` methods.
-- `speech(seconds)`, `wav_frames(path)`, `play(frames)`: pre-rendered agent audio.
+- `speech(seconds)`, `tone(seconds)`, `wav_frames(path)`, `play(frames)`:
+  pre-rendered agent audio.
+- `user_in(server, room)`: a user participant whose microphone can make a noise
+  (`user.noise(0.8)`) or speak; `listening_session()`, an `AgentSession` that
+  hears it through the stand-in `LevelVAD` and `NoWordsSTT` (false interruptions).
 - `eventually(predicate, timeout=...)`: wait for a condition instead of sleeping.
 - `local_livekit_server()` (a `with` block), `LiveKitServer`, `mint_token`: a
   loopback `livekit-server --dev` and its participant tokens, outside pytest too.
@@ -31,7 +35,14 @@ if TYPE_CHECKING:
         agent_in,
         start_avatar_agent,
     )
-    from protoface_emulator.testing.audio import audio_seconds, pcm_frames, play, speech, wav_frames
+    from protoface_emulator.testing.audio import (
+        audio_seconds,
+        pcm_frames,
+        play,
+        speech,
+        tone,
+        wav_frames,
+    )
     from protoface_emulator.testing.launch import EmulatorProcess, start_emulator_process
     from protoface_emulator.testing.livekit_dev import (
         LiveKitServer,
@@ -40,6 +51,13 @@ if TYPE_CHECKING:
         local_livekit_server,
         mint_token,
         start_livekit_server,
+    )
+    from protoface_emulator.testing.user import (
+        LevelVAD,
+        NoWordsSTT,
+        UserInRoom,
+        listening_session,
+        user_in,
     )
     from protoface_emulator.testing.viewer import (
         AVATAR_IDENTITY,
@@ -61,7 +79,13 @@ _HOMES = {
     "pcm_frames": "audio",
     "play": "audio",
     "speech": "audio",
+    "tone": "audio",
     "wav_frames": "audio",
+    "LevelVAD": "user",
+    "NoWordsSTT": "user",
+    "UserInRoom": "user",
+    "listening_session": "user",
+    "user_in": "user",
     "EmulatorProcess": "launch",
     "start_emulator_process": "launch",
     "LiveKitServer": "livekit_dev",
@@ -98,14 +122,18 @@ __all__ = [
     "AudioSample",
     "AvatarViewer",
     "EmulatorProcess",
+    "LevelVAD",
     "LiveKitServer",
     "LiveKitServerMissing",
+    "NoWordsSTT",
     "StartAgent",
+    "UserInRoom",
     "VideoSample",
     "agent_in",
     "audio_seconds",
     "eventually",
     "find_livekit_server",
+    "listening_session",
     "local_livekit_server",
     "mint_token",
     "pcm_frames",
@@ -114,6 +142,8 @@ __all__ = [
     "start_avatar_agent",
     "start_emulator_process",
     "start_livekit_server",
+    "tone",
+    "user_in",
     "viewer_in",
     "wav_frames",
 ]
