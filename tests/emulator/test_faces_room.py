@@ -14,6 +14,7 @@ import uuid
 
 import aiohttp
 import numpy as np
+import pytest
 from emulator_helpers import eventually, with_transport
 from livekit import rtc
 
@@ -22,6 +23,7 @@ from protoface_emulator.server import Emulator
 from protoface_emulator.testing import LiveKitServer
 from protoface_emulator.testing.faces import FaceWatch
 from protoface_emulator.testing.png import encode_png
+from protoface_emulator.workers.pool import ProcessPool
 
 # Generous: four workers and a watcher share a busy 2-core machine.
 DEADLINE = 90.0
@@ -45,9 +47,12 @@ async def _speak(source: rtc.AudioSource, stop: asyncio.Event) -> None:
                 await source.capture_frame(rtc.AudioFrame(chunk.tobytes(), rate, 1, 160))
 
 
+@pytest.mark.parametrize("workers", ["in-process", "process-pool"])
 async def test_each_avatar_is_seen_with_its_own_face_and_an_upload_moves_its_mouth(
-    livekit_server: LiveKitServer,
+    livekit_server: LiveKitServer, workers: str
 ) -> None:
+    # The pool's workers get the spec over a pipe: the uploaded image crosses it.
+    factory = ProcessPool(1) if workers == "process-pool" else None
     room = f"faces-{uuid.uuid4().hex[:8]}"
     speaker = rtc.Room()
     await speaker.connect(livekit_server.url, livekit_server.token("speaker", room))
@@ -61,7 +66,9 @@ async def test_each_avatar_is_seen_with_its_own_face_and_an_upload_moves_its_mou
     png = encode_png(_upload_image())
     watch: FaceWatch | None = None
     try:
-        async with Emulator(join_timeout=DEADLINE, avatar_processing_delay=0.05) as emu:
+        async with Emulator(
+            join_timeout=DEADLINE, avatar_processing_delay=0.05, worker_factory=factory
+        ) as emu:
             headers = {"Authorization": f"Bearer {emu.api_key}"}
             async with aiohttp.ClientSession(headers=headers) as http:
                 form = aiohttp.FormData()
