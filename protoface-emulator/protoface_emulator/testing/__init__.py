@@ -7,7 +7,8 @@ this package holds what tests call:
 - `agent_in(server, room, start)`: the agent's participant and `AgentSession` in a
   room, running the user's start function; `agent.say(frames)` speaks.
 - `AvatarViewer` / `viewer_in`: a participant recording the avatar's frames, mouth
-  and audio, with `wait_for_*` methods.
+  and audio, with `wait_for_*` methods; it follows every avatar speaking for an
+  agent (replacements, handovers, switches) and names each frame's identity.
 - `speech(seconds)`, `tone(seconds)`, `wav_frames(path)`, `play(frames)`:
   pre-rendered agent audio.
 - `user_in(server, room)`: a user participant whose microphone can make a noise
