@@ -41,7 +41,6 @@ from typing import Protocol
 from livekit.agents.telemetry import tracer
 from opentelemetry import metrics, trace
 from opentelemetry.trace import Span, Status, StatusCode
-from opentelemetry.util.types import AttributeValue
 
 from .events import AvatarHandoverEvent, AvatarLostEvent, AvatarRestoredEvent, AvatarSwitchedEvent
 from .version import __version__
@@ -54,6 +53,10 @@ __all__ = [
 
 METER_NAME = "livekit.plugins.protoface"
 """The OpenTelemetry meter the avatar's metrics are recorded under."""
+
+# The attribute values we record (OpenTelemetry's own alias refers to a name
+# that documentation tools cannot resolve).
+_AttributeValue = str | bool | int | float
 
 _ATTR_SESSION = "protoface.session_id"
 _ATTR_AVATAR = "protoface.avatar_id"
@@ -159,7 +162,7 @@ class AvatarTelemetry:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._clock = clock
-        self._attrs: dict[str, AttributeValue] = {_ATTR_AVATAR: avatar_id}
+        self._attrs: dict[str, _AttributeValue] = {_ATTR_AVATAR: avatar_id}
         if quality:
             self._attrs[_ATTR_QUALITY] = quality
         self._root = tracer.start_span("protoface.avatar.conversation", attributes=self._attrs)
@@ -189,7 +192,7 @@ class AvatarTelemetry:
     def lost(self, ev: AvatarLostEvent) -> None:
         """An avatar that had joined is gone."""
         _losses.add(1, {**self._metric_attrs(), _ATTR_REASON: ev.reason})
-        attrs: dict[str, AttributeValue] = {
+        attrs: dict[str, _AttributeValue] = {
             _ATTR_SESSION: ev.session_id,
             _ATTR_REASON: ev.reason,
             _ATTR_STATUS: ev.status,
@@ -215,7 +218,7 @@ class AvatarTelemetry:
 
     def switch_started(self, avatar_id: str, quality: str | None) -> None:
         """`switch()` was called for `avatar_id`."""
-        attrs: dict[str, AttributeValue] = {_ATTR_AVATAR: avatar_id}
+        attrs: dict[str, _AttributeValue] = {_ATTR_AVATAR: avatar_id}
         if quality:
             attrs[_ATTR_QUALITY] = quality
         self._switch = self._child("protoface.avatar.switch", attrs)
@@ -313,11 +316,11 @@ class AvatarTelemetry:
             self._recovery.end()
             self._recovery = None
 
-    def _child(self, name: str, attrs: Mapping[str, AttributeValue] | None = None) -> Span:
+    def _child(self, name: str, attrs: Mapping[str, _AttributeValue] | None = None) -> Span:
         return tracer.start_span(
             name, context=self._context, attributes={**self._attrs, **(attrs or {})}
         )
 
-    def _metric_attrs(self) -> dict[str, AttributeValue]:
+    def _metric_attrs(self) -> dict[str, _AttributeValue]:
         # Low cardinality only: no session ids on metrics.
         return dict(self._attrs)
