@@ -463,3 +463,43 @@ async def test_a_pause_on_a_dead_avatar_resumes_in_the_room(
         # Where the dead avatar stopped is estimated from when it was paused.
         assert agent_view.audio_seconds(min_level=HEARD) + before <= 5.0 + 0.5
         pool.thaw()
+
+
+async def test_replaced_while_paused_the_line_ends_in_the_room_and_the_next_is_the_replacements(
+    livekit_server: LiveKitServer,
+) -> None:
+    """Recovery on: the paused line ends in the room, and the replacement takes the next one."""
+    room = room_name("pause-replaced")
+    async with (
+        pooled_emulator() as (emu, pool),
+        viewer_in(livekit_server, room) as avatar_view,
+        agent_in(livekit_server, emu, room) as agent,
+        viewer_in(livekit_server, room, agent.identity) as agent_view,
+    ):
+        losses = Losses(agent)
+        await agent.avatar.wait_for_join(timeout=90)
+        output = agent.session.output.audio
+        assert output is not None and agent.avatar.session_id is not None
+        handle = agent.say(tone(4.0))
+        await avatar_view.wait_for_audio(1.0, timeout=30)
+        output.pause()
+        pool.hang(agent.avatar.session_id)
+        await eventually(lambda: bool(losses.events), timeout=30, message=lambda: repr(losses))
+        assert not handle.done()  # still paused
+        output.resume()  # as livekit-agents does when no words followed
+        await asyncio.wait_for(handle.wait_for_playout(), 30)
+        await eventually(lambda: bool(losses.restored), timeout=90, message=lambda: repr(losses))
+        first = avatar_view.audio_seconds(min_level=HEARD)
+        await agent_view.wait_until(
+            lambda: agent_view.audio_seconds(min_level=HEARD) + first >= 4.0 - 0.5,
+            timeout=15,
+            what="the rest of the paused line, from the agent's own track",
+        )
+        successor = f"{AVATAR}-2"
+        await agent.speak(tone(1.5), timeout=30)
+        await avatar_view.wait_until(
+            lambda: avatar_view.audio_seconds(min_level=HEARD, identity=successor) >= 1.2,
+            timeout=20,
+            what="the next line from the replacement",
+        )
+        pool.thaw()
