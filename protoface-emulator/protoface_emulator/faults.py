@@ -67,7 +67,8 @@ from urllib.parse import unquote
 from multidict import CIMultiDict, CIMultiDictProxy, MultiDict, MultiDictProxy
 
 FaultKind = Literal["error", "html", "late", "drop", "reply"]
-BodySource: TypeAlias = "bytes | str | Callable[[RecordedRequest], bytes | str]"
+# A runtime alias (not a string), so documentation tools can read `BodySource | None`.
+BodySource: TypeAlias = bytes | str | Callable[["RecordedRequest"], bytes | str]
 """A `reply`'s body: fixed, or made from the request it answers."""
 FAULT_KINDS: tuple[FaultKind, ...] = ("error", "html", "late", "drop", "reply")
 
