@@ -37,7 +37,7 @@ from livekit import rtc
 # The participant attribute an avatar worker carries to say which agent it speaks
 # for (livekit-agents' `ATTRIBUTE_PUBLISH_ON_BEHALF`; the literal keeps this module
 # free of livekit-agents, whose import costs seconds).
-from protoface_emulator.face import FaceRenderer, audio_level, mouth_box
+from protoface_emulator.face import STOCK_STYLES, FaceRenderer, audio_level, mouth_box
 from protoface_emulator.testing.livekit_dev import LiveKitServer
 from protoface_emulator.testing.png import contact_sheet, write_png
 from protoface_emulator.testing.waiting import eventually
@@ -496,7 +496,7 @@ class AvatarViewer:
     async def _record_video(self, track: rtc.Track, identity: str) -> None:
         stream = rtc.VideoStream(track, format=rtc.VideoBufferType.RGBA)
         previous: npt.NDArray[np.int16] | None = None
-        closed: npt.NDArray[np.int16] | None = None
+        closed: list[npt.NDArray[np.int16]] = []
         size: tuple[int, int] | None = None
         box = (0, 0, 0, 0)
         index = 0
@@ -509,18 +509,25 @@ class AvatarViewer:
                 if size != (frame.width, frame.height):
                     size = (frame.width, frame.height)
                     box = mouth_box(frame.width, frame.height)
-                    closed = _mouth_region(
-                        FaceRenderer(frame.width, frame.height, 25, blink=False).render(0.0), box
-                    )
+                    # Each stock face has its own closed mouth: the nearest one is
+                    # this avatar's (Ada, Bram and Test Pattern all read right).
+                    closed = [
+                        _mouth_region(
+                            FaceRenderer(
+                                frame.width, frame.height, 25, blink=False, style=style
+                            ).render(0.0),
+                            box,
+                        )
+                        for style in STOCK_STYLES.values()
+                    ]
                     previous = None
                 self.video_size = size
                 rgba = np.frombuffer(frame.data, dtype=np.uint8).reshape(
                     frame.height, frame.width, 4
                 )
                 mouth = _mouth_region(rgba, box)
-                assert closed is not None
                 motion = 0.0 if previous is None else float(np.mean(np.abs(mouth - previous)))
-                openness = float(np.mean(np.abs(mouth - closed)))
+                openness = min(float(np.mean(np.abs(mouth - shut))) for shut in closed)
                 if identity not in self.avatars:
                     self.avatars.append(identity)
                 self.video.append(VideoSample(now, motion, openness, identity))
