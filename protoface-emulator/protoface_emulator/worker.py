@@ -669,16 +669,24 @@ class AvatarWorker:
             logger.info("avatar worker joined as %s", spec.identity, extra=log_extra)
 
             options = self._options
-            # Each avatar its own look, drawn once per worker process and size;
-            # off the loop, since a new look (a large upload to decode, say)
-            # takes a while and other sessions' frames share this loop.
-            renderer = await asyncio.to_thread(
-                lambda: FaceRenderer(
+
+            # Each avatar its own look, drawn once per worker process and size.
+            # An upload is decoded and drawn off the loop (a large image takes a
+            # while, and other sessions' frames share this loop); a stock look is
+            # quick and drawn here: drawing threads in a busy host process
+            # starved the loop enough for a second session's join to time out.
+            def renderer_for_spec() -> FaceRenderer:
+                return FaceRenderer(
                     options.video_width,
                     options.video_height,
                     options.video_fps,
                     style=style_from_wire(spec.avatar_id, spec.avatar_image),
                 )
+
+            renderer = (
+                await asyncio.to_thread(renderer_for_spec)
+                if spec.avatar_image
+                else renderer_for_spec()
             )
             generator = FaceVideoGenerator(
                 options,
