@@ -47,6 +47,8 @@ from .types import TERMINAL_SESSION_STATUSES, SessionOptions
 
 __all__ = ["Lifetime", "keepalive_interval"]
 
+CONFIRM_WINDOW = 0.5
+"""Seconds the avatar's media are watched before what it left unanswered counts as a loss."""
 MEDIA_CHECK_INTERVAL = 0.5
 MEDIA_STALL = 2.0
 """Seconds without a byte of the avatar's video or audio, while it speaks, that make it lost."""
@@ -129,10 +131,23 @@ class Lifetime:
         hosted = self.current
         if route is not hosted.route or hosted.watch.lost.done():
             return
+        self._spawn(self._confirm_unanswered(hosted, what), "protoface-confirm")
+
+    async def _confirm_unanswered(self, hosted: Hosted, what: str) -> None:
+        """Declare `hosted` lost, unless its media still flow (late, not dead: a busy machine)."""
+        before = await hosted.watch.media_received()
+        await asyncio.sleep(CONFIRM_WINDOW)
+        after = await hosted.watch.media_received() if before is not None else None
+        if self.current is not hosted or hosted.watch.lost.done():
+            return
+        if before is not None and after is not None and after > before:
+            logger.info("the protoface avatar is late (%s) but its media still arrive", what)
+            self._output.forgive(hosted.route)
+            return
         # The room hears the agent now (what the avatar never played is
         # replayed there); the loss and its cause follow from the watch.
         hosted.watch.declare_unresponsive(what)
-        self._spawn(self._away_from_avatar(), "protoface-away")
+        await self._away_from_avatar()
 
     def _on_suspect(self) -> None:
         # The avatar is late to acknowledge: publish the agent's own track now,

@@ -52,12 +52,14 @@ from .log import logger
 
 __all__ = ["ACK_TIMEOUT", "FINISH_GRACE", "AvatarAudioOutput", "DiscardAudio"]
 
-ACK_TIMEOUT = 2.0
+ACK_TIMEOUT = 1.5
 """Seconds an avatar has to acknowledge a segment (`lk.playback_started`).
 
-An alive avatar answers in tens of milliseconds, and well within a second on
-a saturated machine; 2 s leaves a stall of a second alone, and still moves
-the agent's speech to the room within 3 s of the line's start."""
+An alive avatar answers in tens of milliseconds, and within a second or so on
+a saturated machine. What goes unanswered is then checked against the avatar's
+media for half a second (`lifetime.CONFIRM_WINDOW`) before it counts, so an
+avatar that is late but still sending video is never declared lost, and the
+agent's speech still reaches the room within 3 s of the line's start."""
 SUSPECT_AFTER = 1.0
 """Seconds without an acknowledgement after which the fallback is made ready."""
 FINISH_GRACE = 2.0
@@ -135,12 +137,6 @@ class AvatarAudioOutput(AudioOutput):
         sample_rate: The rate the agent session sends.
         avatar_route: `route` is an avatar's (acknowledgements are awaited,
             keep-alives go to it).
-        report_start: Report an utterance started when the avatar says it
-            started playing (True), or when its first frame is captured.
-        on_unanswered: Called once per avatar route, with what went unanswered,
-            when that avatar stops answering.
-        on_suspect: Called when an avatar's acknowledgement is late (the
-            fallback may be made ready).
         ack_timeout: See `ACK_TIMEOUT`.
         finish_grace: See `FINISH_GRACE`.
     """
@@ -151,9 +147,6 @@ class AvatarAudioOutput(AudioOutput):
         *,
         sample_rate: int,
         avatar_route: bool,
-        report_start: bool = True,
-        on_unanswered: Callable[[AudioOutput, str], None] | None = None,
-        on_suspect: Callable[[], None] | None = None,
         ack_timeout: float = ACK_TIMEOUT,
         finish_grace: float = FINISH_GRACE,
     ) -> None:
@@ -170,9 +163,10 @@ class AvatarAudioOutput(AudioOutput):
         self._route_changed = asyncio.Event()
         self._pending_switch: tuple[AudioOutput, bool, bool] | None = None
         self._attached = False
-        self._report_start = report_start
-        self._on_unanswered = on_unanswered
-        self._on_suspect = on_suspect
+        # Set by `watch_avatar()`; until then nobody hears of an avatar that stops answering.
+        self._report_start = True
+        self._on_unanswered: Callable[[AudioOutput, str], None] | None = None
+        self._on_suspect: Callable[[], None] | None = None
         self._ack_timeout = ack_timeout
         self._finish_grace = finish_grace
         self._unanswered_reported = False
@@ -191,7 +185,6 @@ class AvatarAudioOutput(AudioOutput):
         self._resume_task: asyncio.Task[None] | None = None
         self._pause_waiters: list[asyncio.Future[None]] = []
         self._last_activity = time.monotonic()
-        self._without_avatar = 0.0  # seconds of speech captured while the route was not an avatar
         self._boundary = asyncio.Event()
         self._boundary.set()
         self._listen(route)
@@ -221,6 +214,12 @@ class AvatarAudioOutput(AudioOutput):
             for s in self._segments
         )
 
+    def forgive(self, route: AudioOutput) -> None:
+        """What went unanswered by `route`'s avatar was late, not lost: watch it afresh."""
+        if route is self._route:
+            self._unanswered_reported = False
+            self._silent_since = None
+
     def report_unanswered(self, route: AudioOutput, what: str, *, since: float) -> None:
         """Something other than a segment went unanswered by the avatar of `route`.
 
@@ -234,11 +233,6 @@ class AvatarAudioOutput(AudioOutput):
             self._silent_since = since
         self._unanswered(route, what)
 
-    @property
-    def seconds_without_avatar(self) -> float:
-        """Seconds of the agent's speech that went to the room (or nowhere) instead of an avatar."""
-        return self._without_avatar
-
     def watch_avatar(
         self,
         *,
@@ -246,7 +240,16 @@ class AvatarAudioOutput(AudioOutput):
         on_unanswered: Callable[[AudioOutput, str], None],
         on_suspect: Callable[[], None],
     ) -> None:
-        """Set who hears of an avatar that stops answering (see the class's arguments)."""
+        """Set who hears of an avatar that stops answering.
+
+        Args:
+            report_start: Report an utterance started when the avatar says it
+                started playing (True), or when its first frame is captured.
+            on_unanswered: Called once per avatar route, with what went
+                unanswered, when that avatar stops answering.
+            on_suspect: Called when an avatar's acknowledgement is late (the
+                fallback may be made ready).
+        """
         self._report_start = report_start
         self._on_unanswered = on_unanswered
         self._on_suspect = on_suspect
@@ -326,8 +329,6 @@ class AvatarAudioOutput(AudioOutput):
         await super().capture_frame(frame)
         utterance.frames.append(frame)
         utterance.captured += frame.duration
-        if not self._avatar_route:
-            self._without_avatar += frame.duration
         self._last_activity = time.monotonic()
         if not self._report_start and not utterance.started:
             utterance.started = True
