@@ -75,14 +75,25 @@ async def agent_in(
     *,
     avatar_options: dict[str, Any] | None = None,
     start_options: dict[str, Any] | None = None,
+    session: AgentSession[Any] | None = None,
+    listen_to: str | None = None,
 ) -> AsyncIterator[AgentSide]:
     """Connect an agent participant, start its avatar on `emulator`, then its AgentSession.
 
     The order is the one users write: `avatar.start()` before `session.start()`.
-    `start_options` override the LiveKit credentials `avatar.start()` gets.
+    `start_options` override the LiveKit credentials `avatar.start()` gets;
+    `session` replaces the kit's plain one; `listen_to` links the session's
+    audio input to that participant (none by default).
     """
+    room_options = (
+        RoomOptions(audio_input=True, text_input=False, participant_identity=listen_to)
+        if listen_to is not None
+        else RoomOptions(audio_input=False, text_input=False)
+    )
 
-    async def start(session: AgentSession[Any], agent_room: rtc.Room) -> protoface.AvatarSession:
+    async def start(
+        agent_session: AgentSession[Any], agent_room: rtc.Room
+    ) -> protoface.AvatarSession:
         avatar = protoface.AvatarSession(
             api_url=emulator.url, api_key=emulator.api_key, **(avatar_options or {})
         )
@@ -93,18 +104,18 @@ async def agent_in(
             **(start_options or {}),
         }
         try:
-            await avatar.start(session, agent_room, **credentials)
-            await session.start(
+            await avatar.start(agent_session, agent_room, **credentials)
+            await agent_session.start(
                 agent=Agent(instructions="You speak pre-rendered lines."),
                 room=agent_room,
-                room_options=RoomOptions(audio_input=False, text_input=False),
+                room_options=room_options,
             )
         except BaseException:
             await avatar.aclose()
             raise
         return avatar
 
-    async with kit_agent_in(server, room, start) as agent:
+    async with kit_agent_in(server, room, start, session=session) as agent:
         yield agent
 
 

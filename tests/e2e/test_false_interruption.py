@@ -20,22 +20,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
 
 import pytest
-from livekit import rtc
-from livekit.agents import Agent, AgentSession
 from livekit.agents.voice.events import AgentFalseInterruptionEvent
-from livekit.agents.voice.room_io import RoomOptions
-from livekit.plugins import protoface
 
 from protoface_emulator.server import Emulator
 from protoface_emulator.testing import LiveKitServer
-from protoface_emulator.testing import agent_in as kit_agent_in
 from protoface_emulator.testing.audio import tone
 from protoface_emulator.testing.user import listening_session, user_in
 
-from .harness import eventually, room_name, viewer_in
+from .harness import agent_in, eventually, room_name, viewer_in
 
 HEARD = 0.05
 
@@ -53,44 +47,25 @@ async def test_a_noise_without_words_pauses_the_avatar_and_the_line_resumes(
     async with (
         user_in(livekit_server, room) as user,
         viewer_in(livekit_server, room) as viewer,
+        agent_in(livekit_server, emulator, room, session=session, listen_to=user.identity) as agent,
     ):
+        await agent.avatar.wait_for_join(timeout=30)
+        await viewer.wait_first_video(timeout=30)
+        handle = agent.say(tone(line))
+        await viewer.wait_for_audio(1.5, timeout=30)
+        user.noise(0.8)
 
-        async def start(agent_session: AgentSession[Any], agent_room: rtc.Room) -> Any:
-            avatar = protoface.AvatarSession(api_url=emulator.url, api_key=emulator.api_key)
-            await avatar.start(
-                agent_session,
-                agent_room,
-                livekit_url=livekit_server.url,
-                livekit_api_key=livekit_server.api_key,
-                livekit_api_secret=livekit_server.api_secret,
-            )
-            await agent_session.start(
-                agent=Agent(instructions="You speak pre-rendered lines."),
-                room=agent_room,
-                room_options=RoomOptions(
-                    audio_input=True, text_input=False, participant_identity=user.identity
-                ),
-            )
-            return avatar
-
-        async with kit_agent_in(livekit_server, room, start, session=session) as agent:
-            await agent.avatar.wait_for_join(timeout=30)
-            await viewer.wait_first_video(timeout=30)
-            handle = agent.say(tone(line))
-            await viewer.wait_for_audio(1.5, timeout=30)
-            user.noise(0.8)
-
-            await asyncio.wait_for(handle.wait_for_playout(), 60)
-            await eventually(
-                lambda: bool(false_interruptions), timeout=15, message="no false interruption"
-            )
-            assert false_interruptions[0].resumed, "the framework did not resume the line"
-            assert not handle.interrupted
-            await viewer.wait_until(
-                lambda: viewer.audio_seconds(min_level=HEARD) >= line - 0.5,
-                timeout=15,
-                what="the whole line, resumed",
-            )
-            assert viewer.audio_seconds(min_level=HEARD) <= line + 0.3  # nothing said twice
+        await asyncio.wait_for(handle.wait_for_playout(), 60)
+        await eventually(
+            lambda: bool(false_interruptions), timeout=15, message="no false interruption"
+        )
+        assert false_interruptions[0].resumed, "the framework did not resume the line"
+        assert not handle.interrupted
+        await viewer.wait_until(
+            lambda: viewer.audio_seconds(min_level=HEARD) >= line - 0.5,
+            timeout=15,
+            what="the whole line, resumed",
+        )
+        assert viewer.audio_seconds(min_level=HEARD) <= line + 0.3  # nothing said twice
     # livekit-agents warns at start when an output cannot pause; ours can.
     assert not [r for r in caplog.records if "does not support pause" in r.getMessage()]

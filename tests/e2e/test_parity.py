@@ -22,6 +22,7 @@ import multiprocessing
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any, NamedTuple
 
 from livekit.agents.voice.io import PlaybackFinishedEvent
 from livekit.plugins import protoface
@@ -72,26 +73,32 @@ async def pooled_emulator() -> AsyncIterator[tuple[Emulator, ProcessPool]]:
         yield emu, pool
 
 
-@asynccontextmanager
-async def without_recovery(
-    livekit_server: LiveKitServer, room: str
-) -> AsyncIterator[tuple[ProcessPool, AvatarViewer, AgentSide, AvatarViewer, Losses]]:
-    """An agent whose avatar renders in a pool the test can freeze, recovery off.
+class Scene(NamedTuple):
+    """An agent whose avatar renders in a pool the test can freeze or kill, and who watches it."""
 
-    Yields the pool, a viewer of the avatar, the agent, a viewer of the agent's
-    own track and its losses; the avatar has joined.
-    """
+    pool: ProcessPool
+    avatar_view: AvatarViewer  # follows whichever avatar speaks for the agent
+    agent: AgentSide
+    agent_view: AvatarViewer  # the agent's own track: where the room hears it without an avatar
+    losses: Losses
+
+
+@asynccontextmanager
+async def pooled_conversation(
+    livekit_server: LiveKitServer, room: str, **avatar_options: Any
+) -> AsyncIterator[Scene]:
+    """A `Scene` in `room` whose avatar has joined; frozen workers are thawed on the way out."""
     async with (
         pooled_emulator() as (emu, pool),
         viewer_in(livekit_server, room) as avatar_view,
-        agent_in(livekit_server, emu, room, avatar_options={"recovery": False}) as agent,
+        agent_in(livekit_server, emu, room, avatar_options=avatar_options) as agent,
         viewer_in(livekit_server, room, agent.identity) as agent_view,
     ):
         losses = Losses(agent)
         await agent.avatar.wait_for_join(timeout=90)
         assert agent.avatar.session_id is not None
         try:
-            yield pool, avatar_view, agent, agent_view, losses
+            yield Scene(pool, avatar_view, agent, agent_view, losses)
         finally:
             pool.thaw()
 
@@ -116,14 +123,8 @@ async def test_a_frozen_worker_is_lost_while_its_ghost_is_still_in_the_room(
 ) -> None:
     """The worker stops answering (its process frozen): the next line is heard, then replaced."""
     room = room_name("frozen")
-    async with (
-        pooled_emulator() as (emu, pool),
-        viewer_in(livekit_server, room) as avatar_view,
-        agent_in(livekit_server, emu, room) as agent,
-        viewer_in(livekit_server, room, agent.identity) as agent_view,
-    ):
-        losses = Losses(agent)
-        await agent.avatar.wait_for_join(timeout=90)
+    async with pooled_conversation(livekit_server, room) as scene:
+        pool, avatar_view, agent, agent_view, losses = scene
         await agent.speak(tone(1.0))
         await avatar_view.wait_for_audio(0.5, timeout=30)
         assert agent.avatar.session_id is not None
@@ -145,20 +146,14 @@ async def test_a_frozen_worker_is_lost_while_its_ghost_is_still_in_the_room(
             timeout=20,
             what="the replacement speaking",
         )
-        pool.thaw()
 
 
 async def test_a_killed_worker_is_named_as_crashed_before_livekit_drops_it(
     livekit_server: LiveKitServer,
 ) -> None:
     room = room_name("killed-worker")
-    async with (
-        pooled_emulator() as (emu, pool),
-        agent_in(livekit_server, emu, room, avatar_options={"recovery": False}) as agent,
-        viewer_in(livekit_server, room, agent.identity) as agent_view,
-    ):
-        losses = Losses(agent)
-        await agent.avatar.wait_for_join(timeout=90)
+    async with pooled_conversation(livekit_server, room, recovery=False) as scene:
+        pool, _, agent, agent_view, losses = scene
         await agent.speak(tone(1.0))
         assert agent.avatar.session_id is not None
         assert pool.kill(agent.avatar.session_id) == 1
@@ -175,13 +170,8 @@ async def test_a_worker_frozen_mid_line_hands_the_rest_of_the_line_to_the_room(
     the line would have ended on the avatar (and before LiveKit drops the ghost)."""
     room = room_name("frozen-mid-line")
     line = 12.0
-    async with without_recovery(livekit_server, room) as (
-        pool,
-        avatar_view,
-        agent,
-        agent_view,
-        losses,
-    ):
+    async with pooled_conversation(livekit_server, room, recovery=False) as scene:
+        pool, avatar_view, agent, agent_view, losses = scene
         assert agent.avatar.session_id is not None
         loop = asyncio.get_running_loop()
         started = loop.time()
@@ -201,7 +191,6 @@ async def test_a_worker_frozen_mid_line_hands_the_rest_of_the_line_to_the_room(
             min_level=HEARD
         )
         assert line - 1.0 <= heard <= line + 1.5, heard  # the line, about once
-        pool.thaw()
 
 
 async def test_a_frozen_worker_is_noticed_while_the_agent_is_silent(
@@ -209,25 +198,17 @@ async def test_a_frozen_worker_is_noticed_while_the_agent_is_silent(
 ) -> None:
     """Keep-alives are segments too: one the avatar never acknowledges is a loss."""
     room = room_name("frozen-silent")
-    async with (
-        pooled_emulator() as (emu, pool),
-        agent_in(
-            livekit_server,
-            emu,
-            room,
-            # keep-alives every 2 s, so the loss comes well before LiveKit's timeout
-            avatar_options={"recovery": False, "idle_timeout_seconds": 6},
-        ) as agent,
-    ):
-        losses = Losses(agent)
-        await agent.avatar.wait_for_join(timeout=90)
+    # keep-alives every 2 s, so the loss comes well before LiveKit's timeout
+    async with pooled_conversation(
+        livekit_server, room, recovery=False, idle_timeout_seconds=6
+    ) as scene:
+        pool, _, agent, _, losses = scene
         await agent.speak(tone(0.5))
         assert agent.avatar.session_id is not None
         pool.hang(agent.avatar.session_id)
         await eventually(lambda: bool(losses.events), timeout=30, message=lambda: repr(losses))
         assert losses.events[0].reason == "avatar_unresponsive"
         assert losses.ghost_present[0]
-        pool.thaw()
 
 
 async def test_the_whole_emulator_killed_mid_conversation(
@@ -268,13 +249,8 @@ async def test_a_stall_and_a_saturated_machine_are_not_a_death(
 ) -> None:
     """A worker stalled for a second, then every core busy: slow, alive, never declared lost."""
     room = room_name("slow-alive")
-    async with (
-        pooled_emulator() as (emu, pool),
-        viewer_in(livekit_server, room) as avatar_view,
-        agent_in(livekit_server, emu, room) as agent,
-    ):
-        losses = Losses(agent)
-        await agent.avatar.wait_for_join(timeout=90)
+    async with pooled_conversation(livekit_server, room) as scene:
+        pool, avatar_view, agent, _, losses = scene
         await agent.speak(tone(0.5))
         assert agent.avatar.session_id is not None
 
@@ -437,13 +413,8 @@ async def test_a_pause_on_a_dead_avatar_resumes_in_the_room(
 ) -> None:
     """Lost while paused: the rest of the line waits for resume, then plays from the agent."""
     room = room_name("pause-dead")
-    async with without_recovery(livekit_server, room) as (
-        pool,
-        avatar_view,
-        agent,
-        agent_view,
-        losses,
-    ):
+    async with pooled_conversation(livekit_server, room, recovery=False) as scene:
+        pool, avatar_view, agent, agent_view, losses = scene
         output = agent.session.output.audio
         assert output is not None and agent.avatar.session_id is not None
         handle = agent.say(tone(5.0))
@@ -462,7 +433,6 @@ async def test_a_pause_on_a_dead_avatar_resumes_in_the_room(
         )
         # Where the dead avatar stopped is estimated from when it was paused.
         assert agent_view.audio_seconds(min_level=HEARD) + before <= 5.0 + 0.5
-        pool.thaw()
 
 
 async def test_replaced_while_paused_the_line_ends_in_the_room_and_the_next_is_the_replacements(
@@ -470,14 +440,8 @@ async def test_replaced_while_paused_the_line_ends_in_the_room_and_the_next_is_t
 ) -> None:
     """Recovery on: the paused line ends in the room, and the replacement takes the next one."""
     room = room_name("pause-replaced")
-    async with (
-        pooled_emulator() as (emu, pool),
-        viewer_in(livekit_server, room) as avatar_view,
-        agent_in(livekit_server, emu, room) as agent,
-        viewer_in(livekit_server, room, agent.identity) as agent_view,
-    ):
-        losses = Losses(agent)
-        await agent.avatar.wait_for_join(timeout=90)
+    async with pooled_conversation(livekit_server, room) as scene:
+        pool, avatar_view, agent, agent_view, losses = scene
         output = agent.session.output.audio
         assert output is not None and agent.avatar.session_id is not None
         handle = agent.say(tone(4.0))
@@ -502,4 +466,3 @@ async def test_replaced_while_paused_the_line_ends_in_the_room_and_the_next_is_t
             timeout=20,
             what="the next line from the replacement",
         )
-        pool.thaw()

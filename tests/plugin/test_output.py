@@ -161,6 +161,20 @@ async def test_discard_audio_settles_each_utterance_when_flushed() -> None:
     assert [e.interrupted for e in finished] == [True]
 
 
+def watched(
+    sink: AudioOutput, *, ack_timeout: float
+) -> tuple[AvatarAudioOutput, list[PlaybackFinishedEvent], list[str]]:
+    """A router whose avatar is watched: what went unanswered is listed."""
+    output, finished = router(sink, ack_timeout=ack_timeout)
+    unanswered: list[str] = []
+    output.watch_avatar(
+        report_start=True,
+        on_unanswered=lambda _, what: unanswered.append(what),
+        on_suspect=lambda: None,
+    )
+    return output, finished, unanswered
+
+
 class Avatar(Sink):
     """Like an avatar worker: acknowledges when told, reports where a clear stopped it."""
 
@@ -254,13 +268,7 @@ async def test_a_resume_before_the_avatar_answered_the_pause_waits_for_its_posit
 
 async def test_an_avatar_that_never_acknowledges_is_reported_once() -> None:
     avatar = Avatar(acknowledge=False)
-    output, _ = router(avatar, ack_timeout=0.1)  # the rule, not the default bound
-    unanswered: list[str] = []
-    output.watch_avatar(
-        report_start=True,
-        on_unanswered=lambda _, what: unanswered.append(what),
-        on_suspect=lambda: None,
-    )
+    output, _, unanswered = watched(avatar, ack_timeout=0.1)  # the rule, not the default bound
     await utterance(output)
     await wait_until(lambda: bool(unanswered))
     await utterance(output)
@@ -270,13 +278,7 @@ async def test_an_avatar_that_never_acknowledges_is_reported_once() -> None:
 
 async def test_a_late_but_alive_avatar_is_not_reported() -> None:
     avatar = Avatar(acknowledge=False)
-    output, finished = router(avatar, ack_timeout=0.3)
-    unanswered: list[str] = []
-    output.watch_avatar(
-        report_start=True,
-        on_unanswered=lambda _, what: unanswered.append(what),
-        on_suspect=lambda: None,
-    )
+    output, finished, unanswered = watched(avatar, ack_timeout=0.3)
     await utterance(output)
     await asyncio.sleep(0.1)
     avatar.on_playback_started(created_at=0.0)  # late, within the bound
@@ -287,13 +289,7 @@ async def test_a_late_but_alive_avatar_is_not_reported() -> None:
 
 async def test_an_avatar_that_never_sends_started_is_judged_by_its_finishes_alone() -> None:
     avatar = Avatar(acknowledge=False)
-    output, finished = router(avatar, ack_timeout=0.2)
-    unanswered: list[str] = []
-    output.watch_avatar(
-        report_start=True,
-        on_unanswered=lambda _, what: unanswered.append(what),
-        on_suspect=lambda: None,
-    )
+    output, finished, unanswered = watched(avatar, ack_timeout=0.2)
     assert await output.keep_alive()
     avatar.finish()  # played, never said it started: it does not send lk.playback_started
     await utterance(output)
