@@ -14,7 +14,12 @@ from livekit.agents import APIConnectOptions
 from livekit.plugins.protoface import ProtofaceValueError, RecoveryPolicy
 from livekit.plugins.protoface.lifetime import keepalive_interval
 from livekit.plugins.protoface.recovery import is_recoverable
-from livekit.plugins.protoface.retry import parse_retry_after, retry_delay, should_retry
+from livekit.plugins.protoface.retry import (
+    parse_retry_after,
+    retry_delay,
+    retry_window,
+    should_retry,
+)
 
 OPTIONS = APIConnectOptions(max_retry=3, retry_interval=2.0, timeout=5.0)
 
@@ -42,12 +47,14 @@ def test_should_retry(outcome: int | BaseException, retry: bool) -> None:
     assert should_retry(outcome) is retry
 
 
-def test_retry_delay_honours_retry_after_only_where_the_api_sends_it() -> None:
-    assert retry_delay(0, 7.0, status=503, conn_options=OPTIONS) == 7.0
-    assert retry_delay(2, 7.0, status=429, conn_options=OPTIONS) == 7.0
-    assert retry_delay(0, 7.0, status=500, conn_options=OPTIONS) == 0.1
-    assert retry_delay(1, None, status=503, conn_options=OPTIONS) == 2.0
-    assert retry_delay(1, None, status=None, conn_options=OPTIONS) == 2.0
+def test_retry_window_honours_retry_after_only_where_the_api_sends_it() -> None:
+    # The waits are jittered (test_retry_jitter.py): these pin which window applies.
+    assert retry_window(0, 7.0, status=503, conn_options=OPTIONS)[0] == 7.0
+    assert retry_window(2, 7.0, status=429, conn_options=OPTIONS)[0] == 7.0
+    assert retry_window(0, 7.0, status=500, conn_options=OPTIONS) == (0.1, 0.5)
+    assert retry_window(1, None, status=503, conn_options=OPTIONS) == (1.0, 3.0)
+    assert retry_window(1, None, status=None, conn_options=OPTIONS) == (1.0, 3.0)
+    assert 7.0 <= retry_delay(0, 7.0, status=503, conn_options=OPTIONS) < 8.3
 
 
 def test_parse_retry_after() -> None:

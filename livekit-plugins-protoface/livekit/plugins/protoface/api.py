@@ -87,7 +87,9 @@ class ProtofaceAPI:
     a JSON object are not. Every `POST /v1/sessions` carries an
     `Idempotency-Key` that stays the same across its retries, so a retried
     create can never start a second billed session. `Retry-After` on 429/503
-    sets the wait, up to `max_retry_after`.
+    sets the shortest wait, up to `max_retry_after`. Every wait is drawn at
+    random from a window (`retry.retry_window`), so a fleet meeting the same
+    errors does not retry in step.
 
     Args:
         api_key: Protoface API key. Defaults to the `PROTOFACE_API_KEY`
@@ -95,7 +97,8 @@ class ProtofaceAPI:
         api_url: Protoface API base URL. Defaults to `PROTOFACE_API_URL`,
             then `https://api.protoface.com`. A trailing `/` is dropped.
         conn_options: `max_retry` retries after the first attempt,
-            `retry_interval` between them (the first retry waits 0.1 s), and
+            `retry_interval` between them on average (the first retry waits
+            0.1-0.5 s), and
             `timeout` per attempt, in seconds.
         session: A caller-owned aiohttp session; `aclose()` never closes
             it. When omitted, the job's shared session is used inside a

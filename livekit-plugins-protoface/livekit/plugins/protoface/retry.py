@@ -3,6 +3,10 @@
 Pure functions, testable without a server. The request loop (`requester.py`),
 `ProtofaceAPIError.retryable` and the session monitor all take their answer
 from `should_retry`, so the three cannot disagree.
+
+Every wait is drawn at random from a window (`retry_window`): a fleet of agents
+that meets the same errors at the same moment would otherwise retry in step and
+land on a recovering service all at once.
 """
 
 from __future__ import annotations
@@ -11,22 +15,47 @@ import asyncio
 import datetime
 import email.utils
 import math
+import random
+from collections.abc import Callable
 
 import aiohttp
 from livekit.agents import APIConnectOptions
 
 __all__ = [
     "FIRST_RETRY_DELAY",
+    "FIRST_RETRY_SPREAD",
+    "INTERVAL_SPREAD",
+    "RETRY_AFTER_SPREAD",
+    "RETRY_AFTER_SPREAD_SHARE",
     "RETRY_AFTER_STATUSES",
     "parse_retry_after",
     "retry_delay",
+    "retry_window",
     "should_retry",
 ]
 
 FIRST_RETRY_DELAY = 0.1
-"""The first retry comes almost at once: most blips are that short."""
+"""The shortest wait before the first retry: most blips are that short."""
+FIRST_RETRY_SPREAD = 0.4
+"""The first retry comes within this many seconds after `FIRST_RETRY_DELAY`.
+
+Wide enough that 200 agents failing together share no 100 ms window (a quarter
+of them at most), short enough that a blip still costs under half a second.
+"""
+INTERVAL_SPREAD = 0.5
+"""Later waits fall within `retry_interval` * (1 ± this): on average, `retry_interval`."""
+RETRY_AFTER_SPREAD = 0.5
+"""Seconds of random extra after a `Retry-After`, at most (plus `RETRY_AFTER_SPREAD_SHARE`)."""
+RETRY_AFTER_SPREAD_SHARE = 0.1
+"""The extra after a `Retry-After` grows by this share of it: a long pause spreads wider."""
 RETRY_AFTER_STATUSES = frozenset({429, 503})
 """Statuses whose `Retry-After` sets the wait (the API sends it on these)."""
+
+# Not the `random` module's shared generator: an agent that calls random.seed()
+# for its own reasons would put every agent seeded alike back in step, and a
+# generator forked with its state would repeat it in each child. The operating
+# system's source has no state to share.
+_SYSTEM_RANDOM = random.SystemRandom()
 
 
 def should_retry(outcome: int | BaseException) -> bool:
@@ -48,30 +77,61 @@ def should_retry(outcome: int | BaseException) -> bool:
     return isinstance(outcome, (asyncio.TimeoutError, aiohttp.ClientError, ConnectionError))
 
 
-def retry_delay(
+def retry_window(
     attempt: int,
     retry_after: float | None,
     *,
     status: int | None,
     conn_options: APIConnectOptions,
-) -> float:
-    """Seconds to wait before retry number `attempt + 1`.
+) -> tuple[float, float]:
+    """The window the wait before retry number `attempt + 1` is drawn from.
 
     Args:
         attempt: How many attempts failed before this wait, minus one (0 for
             the wait before the first retry).
         retry_after: The server's `Retry-After`, in seconds, if it sent one.
         status: The HTTP status of the failed attempt (None for network errors).
-        conn_options: `retry_interval` is the wait before every retry but the
-            first.
+        conn_options: `retry_interval` is the mean wait before every retry but
+            the first.
 
     Returns:
-        `retry_after` on a 429 or 503 that carried one, else
-        `FIRST_RETRY_DELAY` before the first retry and `retry_interval` after.
+        `(low, high)` in seconds. On a 429 or 503 that carried `Retry-After`,
+        `low` is `Retry-After` (never undercut) and `high` adds
+        `RETRY_AFTER_SPREAD` plus `RETRY_AFTER_SPREAD_SHARE` of it. Before the
+        first retry otherwise, `FIRST_RETRY_DELAY` to `FIRST_RETRY_DELAY +
+        FIRST_RETRY_SPREAD`; after, `retry_interval` * (1 ± `INTERVAL_SPREAD`).
     """
     if retry_after is not None and status in RETRY_AFTER_STATUSES:
-        return retry_after
-    return FIRST_RETRY_DELAY if attempt == 0 else conn_options.retry_interval
+        return retry_after, retry_after * (1 + RETRY_AFTER_SPREAD_SHARE) + RETRY_AFTER_SPREAD
+    if attempt == 0:
+        return FIRST_RETRY_DELAY, FIRST_RETRY_DELAY + FIRST_RETRY_SPREAD
+    interval = conn_options.retry_interval
+    return interval * (1 - INTERVAL_SPREAD), interval * (1 + INTERVAL_SPREAD)
+
+
+def retry_delay(
+    attempt: int,
+    retry_after: float | None,
+    *,
+    status: int | None,
+    conn_options: APIConnectOptions,
+    rand: Callable[[], float] = _SYSTEM_RANDOM.random,
+) -> float:
+    """Seconds to wait before retry number `attempt + 1`, drawn from `retry_window`.
+
+    Args:
+        attempt: As for `retry_window`.
+        retry_after: As for `retry_window`.
+        status: As for `retry_window`.
+        conn_options: As for `retry_window`.
+        rand: Uniform numbers in [0, 1), e.g. `random.Random(seed).random` in a
+            test; by default the operating system's random source.
+
+    Returns:
+        A wait spread uniformly over the window, so the mean is its middle.
+    """
+    low, high = retry_window(attempt, retry_after, status=status, conn_options=conn_options)
+    return low + (high - low) * rand()
 
 
 def parse_retry_after(value: str | None) -> float | None:
