@@ -1,0 +1,124 @@
+"""A fleet meeting the same 503s does not retry in step, and still creates one session each.
+
+A loopback aiohttp server answers 503 (no `Retry-After`) to the first two
+attempts of every `Idempotency-Key` and creates the session on the third, as a
+recovering Protoface would. 200 `ProtofaceAPI` clients, each with its own HTTP
+session as separate agents have, start their creates at the same instant. With
+the fixed delays of before, every first retry landed in one 100 ms window (half
+of all retries); the jittered waits must spread them, while the idempotency key
+still leaves exactly one session per agent. `benchmarks/fleet.py` measures the
+same scenario and reports the numbers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+from aiohttp import web
+from livekit.agents import APIConnectOptions
+
+from livekit.plugins.protoface.api import ProtofaceAPI
+
+from .helpers import API_KEY, LIVEKIT_URL, envelope
+
+AGENTS = 200
+FAILURES_PER_KEY = 2
+TRANSPORT = {
+    "type": "livekit",
+    "url": LIVEKIT_URL,
+    "room_name": "fleet-room",
+    "worker_token": "worker.jwt.token",
+}
+
+
+class RecoveringService:
+    """Counts attempts per key: 503 to the first two, a session (once per key) after."""
+
+    def __init__(self) -> None:
+        self.attempts: collections.Counter[str] = collections.Counter()
+        self.retry_times: list[float] = []
+        self.sessions: dict[str, str] = {}
+        self.created = 0
+
+    async def create(self, request: web.Request) -> web.Response:
+        key = request.headers["Idempotency-Key"]
+        await request.read()
+        self.attempts[key] += 1
+        if self.attempts[key] > 1:
+            self.retry_times.append(time.monotonic())
+        if self.attempts[key] <= FAILURES_PER_KEY:
+            return web.json_response(
+                envelope("service_unavailable", "unavailable", "recovering"), status=503
+            )
+        if key not in self.sessions:
+            self.created += 1
+            self.sessions[key] = f"ses_{self.created:06d}"
+        return web.json_response({"id": self.sessions[key], "status": "queued"}, status=201)
+
+
+@pytest.fixture
+async def service() -> AsyncIterator[tuple[RecoveringService, str]]:
+    state = RecoveringService()
+    app = web.Application()
+    app.router.add_post("/v1/sessions", state.create)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0, backlog=1024)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        yield state, f"http://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()
+
+
+def largest_window_share(times: list[float], window: float = 0.1) -> float:
+    """The largest share of `times` inside any `window`-second interval."""
+    times = sorted(times)
+    best = start = 0
+    for end, t in enumerate(times):
+        while t - times[start] >= window:
+            start += 1
+        best = max(best, end - start + 1)
+    return best / len(times)
+
+
+async def test_a_fleet_meeting_the_same_503s_spreads_its_retries_and_creates_one_session_each(
+    service: tuple[RecoveringService, str],
+) -> None:
+    state, url = service
+    # The published defaults (3 retries, retry_interval 2 s), as a fleet would run.
+    clients = [
+        ProtofaceAPI(api_key=API_KEY, api_url=url, conn_options=APIConnectOptions())
+        for _ in range(AGENTS)
+    ]
+    keys = [f"fleet-agent-{n:04d}" for n in range(AGENTS)]
+    go = asyncio.Event()
+
+    async def agent(api: ProtofaceAPI, key: str) -> str:
+        await go.wait()  # every agent starts at the same instant
+        session = await api.start_session(
+            avatar_id="av_stock_001", transport=TRANSPORT, idempotency_key=key
+        )
+        return str(session["id"])
+
+    tasks = [asyncio.create_task(agent(api, key)) for api, key in zip(clients, keys, strict=True)]
+    try:
+        await asyncio.sleep(0)
+        go.set()
+        ids = await asyncio.wait_for(asyncio.gather(*tasks), timeout=60)
+    finally:
+        await asyncio.gather(*(api.aclose() for api in clients))
+
+    assert state.created == AGENTS
+    assert len(set(ids)) == AGENTS  # one session per agent, none shared
+    assert all(state.attempts[key] == FAILURES_PER_KEY + 1 for key in keys)  # no extra create
+    assert len(state.retry_times) == AGENTS * FAILURES_PER_KEY
+    share = largest_window_share(state.retry_times)
+    # In lockstep half of the retries share one window (0.5 here); jittered, about
+    # 0.12-0.15. The bound is generous so a busy machine does not flake.
+    assert share <= 0.30, f"{share:.0%} of the retries arrived within one 100 ms window"
