@@ -116,6 +116,8 @@ class Api:
         requests: where every request is logged (a fresh log by default).
         json_body_limit: largest JSON body, in bytes; more is a 413.
         upload_body_limit: largest avatar upload, in bytes; more is a 413.
+        latency: seconds to add to each answer, drawn per request (`timing.Delays`);
+            None adds nothing.
     """
 
     def __init__(
@@ -127,6 +129,7 @@ class Api:
         *,
         json_body_limit: int = JSON_BODY_LIMIT,
         upload_body_limit: int = UPLOAD_BODY_LIMIT,
+        latency: Callable[[], float] | None = None,
     ) -> None:
         if not api_key:
             raise ValueError("the emulator needs a non-empty API key")
@@ -138,6 +141,7 @@ class Api:
         self._requests = requests if requests is not None else RequestLog()
         self._json_limit = json_body_limit
         self._upload_limit = upload_body_limit
+        self._latency = latency
 
     # -- the entry point -------------------------------------------------------------
 
@@ -177,6 +181,9 @@ class Api:
                 response.force_close()
                 return response, None
             await _send_continue(request)
+        if self._latency is not None:
+            # Before the answer is worked out, so what it says is as fresh as it can be.
+            await asyncio.sleep(self._latency())
         fault = self._faults.draw(request.method, request.rel_url.raw_path)
         entry.fault = fault
         if fault is None:

@@ -49,6 +49,10 @@ class WorkerSpec:
     # An uploaded avatar's image file as base64 text (so the spec stays JSON for
     # worker processes and dispatched jobs); None for a stock avatar.
     avatar_image: str | None = field(default=None, repr=False)
+    # The session's share of the emulator's `timing.Timing`: seconds between
+    # joining and the first frame, and before each `lk.playback_started`.
+    first_frame_delay: float = 0.0
+    ack_delay: float = 0.0
     # Write-only secret: never logged, never part of repr().
     token: str = field(default="", repr=False)
 

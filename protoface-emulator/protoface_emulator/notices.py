@@ -54,10 +54,17 @@ class AgentAudioReceiver(AudioReceiver):
         room: The avatar's connected room.
         sender_identity: The agent to listen to; `None` for the first agent to join.
         patience: Seconds each notice is retried before it is dropped.
+        ack_delay: Seconds to wait before each `lk.playback_started`, to be as
+            late as a hosted avatar (`timing.py`); later notices wait behind it.
     """
 
     def __init__(
-        self, room: rtc.Room, sender_identity: str | None, *, patience: float = NOTICE_PATIENCE
+        self,
+        room: rtc.Room,
+        sender_identity: str | None,
+        *,
+        patience: float = NOTICE_PATIENCE,
+        ack_delay: float = 0.0,
     ) -> None:
         super().__init__()
         if patience <= 0:
@@ -65,6 +72,7 @@ class AgentAudioReceiver(AudioReceiver):
         self._room = room
         self._sender_identity = sender_identity
         self._patience = patience
+        self._ack_delay = ack_delay
         self._audio: DataStreamAudioReceiver | None = None
         self._notices: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
         self._sender: asyncio.Task[None] | None = None
@@ -118,6 +126,9 @@ class AgentAudioReceiver(AudioReceiver):
     async def _send_notices(self, agent: str) -> None:
         while True:
             method, payload = await self._notices.get()
+            if method == RPC_PLAYBACK_STARTED and self._ack_delay > 0:
+                # Here, not when queued: the finish of a short segment must not overtake it.
+                await asyncio.sleep(self._ack_delay)
             await self._send(agent, method, payload)
 
     async def _send(self, agent: str, method: str, payload: str) -> None:

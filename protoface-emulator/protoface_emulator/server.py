@@ -32,6 +32,7 @@ from protoface_emulator.store import (
     Store,
     StoreConfig,
 )
+from protoface_emulator.timing import Delays, TimedWorkers, Timing, resolve_timing
 
 logger = logging.getLogger("protoface_emulator.server")
 
@@ -130,6 +131,12 @@ class Emulator:
         fault_seed: seed for probabilistic faults (see `faults.py`).
         faults: the `Faults` to consult (e.g. a subclass that also counts what it
             drew); a fresh one seeded with `fault_seed` by default.
+        timing: how slow to be, as the hosted service is: a profile name
+            (`"fast"`, the default, adds nothing; `"hosted"`: cold starts of
+            1-5 s, API answers of 20-80 ms) or a `timing.Timing` (see there).
+
+    Raises:
+        ValueError: a bad argument (an unknown timing profile among them).
     """
 
     def __init__(
@@ -144,6 +151,7 @@ class Emulator:
         avatar_processing_delay: float = DEFAULT_AVATAR_PROCESSING_SECONDS,
         fault_seed: int | None = None,
         faults: Faults | None = None,
+        timing: str | Timing | None = None,
     ) -> None:
         if max_concurrency < 1:
             raise ValueError(f"max_concurrency must be at least 1; got {max_concurrency}")
@@ -170,12 +178,23 @@ class Emulator:
             join_timeout_seconds=join_timeout,
             avatar_processing_seconds=avatar_processing_delay,
         )
+        self._timing = resolve_timing(timing)
+        self._delays = Delays(self._timing)
         self._worker_factory = worker_factory or default_worker_factory()
-        self._store = Store(self._worker_factory, config)
+        self._store = Store(self._timed(self._worker_factory), config)
         self._faults = faults if faults is not None else Faults(seed=fault_seed)
         self._requests = RequestLog()
         self._runner: web.BaseRunner | None = None
         self._site: web.TCPSite | None = None
+
+    def _timed(self, factory: WorkerFactory) -> WorkerFactory:
+        # The fast profile leaves the factory as it is: the default path stays untouched.
+        return factory if self._timing.is_instant else TimedWorkers(factory, self._delays)
+
+    @property
+    def timing(self) -> Timing:
+        """The delays this emulator adds (`Timing()` for the default `fast` profile)."""
+        return self._timing
 
     @property
     def api_key(self) -> str:
@@ -219,7 +238,8 @@ class Emulator:
             raise RuntimeError("this Emulator is already started")
         if isinstance(self._worker_factory, ManagedWorkerFactory):
             await self._worker_factory.start()
-        api = Api(self._store, self._api_key, self._faults, self._requests)
+        latency = None if self._timing.bounds("api_latency")[1] == 0 else self._delays.api_latency
+        api = Api(self._store, self._api_key, self._faults, self._requests, latency=latency)
         access_log = logging.getLogger("aiohttp.access")
         server = _EnvelopeServer(
             api,

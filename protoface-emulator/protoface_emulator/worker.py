@@ -283,6 +283,7 @@ class FaceVideoGenerator(VideoGenerator):
             comes back for more after a video frame, i.e. once that frame has been
             handed to the synchronizer (the runner publishes its tracks before the
             first one).
+        first_frame_delay: Seconds to wait before the first frame (`timing.py`).
     """
 
     def __init__(
@@ -292,8 +293,10 @@ class FaceVideoGenerator(VideoGenerator):
         renderer: FaceRenderer | None = None,
         on_audio: Callable[[], None] | None = None,
         on_frame_published: Callable[[int], None] | None = None,
+        first_frame_delay: float = 0.0,
     ) -> None:
         self._options = options
+        self._first_frame_delay = first_frame_delay
         self._renderer = renderer or FaceRenderer(
             options.video_width, options.video_height, options.video_fps
         )
@@ -402,6 +405,10 @@ class FaceVideoGenerator(VideoGenerator):
         return self._frames()
 
     async def _frames(self) -> AsyncIterator[rtc.VideoFrame | rtc.AudioFrame | AudioSegmentEnd]:
+        if self._first_frame_delay > 0:
+            # A hosted avatar's first frame comes a while after its tracks (`timing.py`).
+            await asyncio.sleep(self._first_frame_delay)
+            self._first_frame_delay = 0.0
         async for item in self._produce():
             self._consumer_idle.clear()
             yield item
@@ -693,6 +700,7 @@ class AvatarWorker:
                 renderer=renderer,
                 on_audio=self._on_audio,
                 on_frame_published=self._on_frame_published,
+                first_frame_delay=spec.first_frame_delay,
             )
             self._generator = generator
             runner = AvatarRunner(
@@ -785,7 +793,7 @@ class AvatarWorker:
             )
         # Listen to the agent we publish for (named in our token) rather than to
         # whichever agent joins first.
-        return AgentAudioReceiver(room, on_behalf)
+        return AgentAudioReceiver(room, on_behalf, ack_delay=spec.ack_delay)
 
     async def _until_lost(self, aw: Coroutine[Any, Any, None]) -> None:
         """Await `aw`, unless the room is lost first (raises `_Lost`)."""
