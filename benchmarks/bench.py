@@ -909,6 +909,7 @@ async def run(plan: Plan, only: set[str]) -> Json:
     results: Json = {
         "mode": plan.mode,
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "commit": head_commit(),
         "machine": machine(),
         "plan": asdict(plan),
     }
@@ -989,6 +990,14 @@ async def run(plan: Plan, only: set[str]) -> Json:
     return results
 
 
+def head_commit() -> str | None:
+    """The commit the run measures (HEAD at its start), which scripts/stale-numbers compares."""
+    done = subprocess.run(
+        ["git", "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True, cwd=HERE
+    )
+    return done.stdout.strip() or None
+
+
 SECTIONS = {
     "latency": "start_latency",
     "scale": "scale",
@@ -1009,7 +1018,11 @@ def merged_with_earlier(path: Path, results: Json, only: set[str]) -> Json:
     for name in only:
         section = results.get(SECTIONS[name])
         if isinstance(section, dict):
-            section["measured"] = {"date": results["date"], "mode": results["mode"]}
+            section["measured"] = {
+                "date": results["date"],
+                "mode": results["mode"],
+                "commit": results.get("commit"),
+            }
     if not path.exists():
         return results
     try:

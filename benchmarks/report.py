@@ -8,6 +8,7 @@ run it sits next to.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -213,13 +214,37 @@ def _versions(results: Json) -> str:
 
 
 def _measured_when(results: Json) -> list[str]:
-    """When each section was measured: a run of a subset (`--only`) keeps the others."""
-    stamps = [
-        f"{key}: {section['measured'].get('mode')} run of {section['measured'].get('date')}"
+    """When each section was measured, at which commit, and the code it measures.
+
+    A run of a subset (`--only`) keeps the others. The paths come from
+    `sections.json`; `scripts/stale-numbers` lists a section whose paths changed
+    in git after its commit.
+    """
+    measures = _section_paths()
+    rows = [
+        f"| {key} | {section['measured'].get('mode')} run of {section['measured'].get('date')} "
+        f"| `{section['measured'].get('commit') or 'not recorded'}` "
+        f"| {', '.join(f'`{p}`' for p in measures.get(key, [])) or 'not recorded'} |"
         for key, section in results.items()
         if isinstance(section, dict) and isinstance(section.get("measured"), dict)
     ]
-    return [f"Sections, and the run that measured each: {'; '.join(stamps)}.", ""] if stamps else []
+    if not rows:
+        return []
+    head = [
+        "Sections, and the run that measured each:",
+        "",
+        "| section | run | commit | code it measures |",
+    ]
+    return [*head, "|---|---|---|---|", *rows, ""]
+
+
+def _section_paths() -> dict[str, list[str]]:
+    """`sections.json`: the git pathspecs each section measures."""
+    path = Path(__file__).resolve().parent / "sections.json"
+    if not path.exists():
+        return {}
+    data = json.loads(path.read_text())
+    return {k: list(v) for k, v in data.items() if isinstance(v, list)}
 
 
 def _targets(results: Json) -> list[str]:
