@@ -3,18 +3,27 @@
     protoface-emulator [--host 127.0.0.1] [--port 8790] [--api-key KEY]
                        [--faults SPEC ...] [--faults-seed N]
                        [--max-concurrency N] [--join-timeout SECONDS]
+                       [--profile fast|hosted] [--cold-start S|LOW-HIGH]
+                       [--first-frame-delay S|LOW-HIGH] [--api-latency S|LOW-HIGH]
+                       [--ack-delay S|LOW-HIGH] [--timing-seed N]
                        [--worker-processes N] [--worker-factory MODULE:NAME]
                        [--dispatch [--agent-name NAME] [--dispatch-port PORT]
                         [--dispatch-public-url ws://HOST:PORT]]
                        [--log-level LEVEL]
     protoface-emulator worker [--agent-name NAME] [--capacity N] [--name HOST]
     protoface-emulator install-livekit-server [--dir DIR] [--tag TAG] [--force]
+    protoface-emulator livekit-server [--port 7880] [-- LIVEKIT-SERVER-ARGS]
+    protoface-emulator token [--room ROOM] [--identity ID] [--name NAME] [--agent-name NAME]
+    protoface-emulator join [--port 8801] [--room ROOM] [--agent-name NAME] [--open]
     protoface-emulator playground [--port PORT] [--agent FILE] [--open] [--verbose]
 
 Once it accepts requests it prints `listening on http://HOST:PORT` on stdout
 (after `api key: KEY` when it generated the key). SIGINT or SIGTERM end every
 session, wait for every worker to leave its room, and exit 0. Logs go to stderr
 and never contain the API key or worker tokens.
+
+`--profile hosted` is as slow as the hosted service (`protoface_emulator.timing`);
+`--cold-start` and the other delays override the profile's, as S or LOW-HIGH seconds.
 
 Avatars render in worker processes, one per core by default
 (`--worker-processes N`; 0 renders in this process, as `Emulator()` does).
@@ -27,7 +36,13 @@ sides read that server from `--livekit-url`, `--livekit-api-key` and
 
 `install-livekit-server` finds livekit-server as the test kit would, or builds
 the pinned release with `go install` into a per-user directory the kit then
-finds (`protoface_emulator.livekit_binary`); it prints the binary's path.
+finds (`protoface_emulator.livekit_binary`); it prints the binary's path, and
+on stderr how to run it. `livekit-server` runs that binary in dev mode on
+127.0.0.1 with a dev key pair and prints the `LIVEKIT_*` exports for it
+(`protoface_emulator.dev_livekit`). `token` prints a participant token for a
+room on that server (or the one in `LIVEKIT_*`), and `join` serves the
+playground's page for it, so a person can see, hear and talk to the avatar of an
+agent run by hand (`protoface_emulator.join`).
 `playground` serves a page to see, hear and talk to an avatar, with your agent
 or the bundled echo agent (`protoface_emulator.playground`).
 """
@@ -50,6 +65,7 @@ from typing import cast
 from protoface_emulator.lifecycle import WorkerFactory
 from protoface_emulator.server import Emulator
 from protoface_emulator.store import DEFAULT_JOIN_TIMEOUT_SECONDS, DEFAULT_MAX_CONCURRENCY
+from protoface_emulator.timing import DEFAULT_PROFILE, PROFILES, Seconds, Timing, parse_seconds
 from protoface_emulator.workers.agent_worker import DEFAULT_CAPACITY
 from protoface_emulator.workers.dispatch import DEFAULT_AGENT_NAME
 
@@ -78,6 +94,49 @@ def _seconds(text: str) -> float:
     if not (math.isfinite(value) and value > 0):
         raise argparse.ArgumentTypeError(f"must be a positive number of seconds; got {text!r}")
     return value
+
+
+def _delay(text: str) -> Seconds:
+    try:
+        return parse_seconds(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _add_timing_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--profile",
+        choices=list(PROFILES),
+        default=DEFAULT_PROFILE,
+        help="how slow to be: fast (no delays) or hosted (like the hosted service: "
+        "cold starts of 1-5 s, API answers of 20-80 ms) (default %(default)s)",
+    )
+    for flag, what in (
+        ("--cold-start", "from a create until its worker starts joining"),
+        ("--first-frame-delay", "from joining until the first frame"),
+        ("--api-latency", "added to each API answer"),
+        ("--ack-delay", "before each lk.playback_started"),
+    ):
+        parser.add_argument(
+            flag,
+            type=_delay,
+            default=None,
+            metavar="S|LOW-HIGH",
+            help=f"seconds {what}, e.g. 2 or 1-5 (default: the profile's)",
+        )
+    parser.add_argument(
+        "--timing-seed", type=int, default=None, help="seed for delays drawn from ranges"
+    )
+
+
+def timing_from_args(args: argparse.Namespace) -> Timing:
+    """The `Timing` the command line asks for: `--profile`, then each override."""
+    return Timing.profile(args.profile, seed=args.timing_seed).with_overrides(
+        cold_start=args.cold_start,
+        first_frame_delay=args.first_frame_delay,
+        api_latency=args.api_latency,
+        ack_delay=args.ack_delay,
+    )
 
 
 def _processes(text: str) -> int:
@@ -190,6 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_JOIN_TIMEOUT_SECONDS,
         help="seconds a worker may take to publish its first frame (default %(default)s)",
     )
+    _add_timing_arguments(parser)
     parser.add_argument(
         "--worker-processes",
         type=_processes,
@@ -293,6 +353,7 @@ async def _serve(args: argparse.Namespace) -> int:
             max_concurrency=args.max_concurrency,
             join_timeout=args.join_timeout,
             fault_seed=args.faults_seed,
+            timing=timing_from_args(args),
         )
         for spec in args.faults:
             emulator.faults.add_spec(spec)
@@ -386,7 +447,11 @@ def build_install_parser() -> argparse.ArgumentParser:
 
 
 def _install_livekit_server(argv: Sequence[str]) -> int:
-    from protoface_emulator.livekit_binary import LiveKitInstallError, install_livekit_server
+    from protoface_emulator.livekit_binary import (
+        LiveKitInstallError,
+        install_livekit_server,
+        run_hint,
+    )
 
     args = build_install_parser().parse_args(argv)
     try:
@@ -395,6 +460,8 @@ def _install_livekit_server(argv: Sequence[str]) -> int:
         print(f"protoface-emulator install-livekit-server: {exc}", file=sys.stderr)
         return 1
     print(binary, flush=True)
+    # stderr: stdout's one line stays the path, for scripts.
+    print(f"install-livekit-server: {run_hint(binary)}", file=sys.stderr, flush=True)
     return 0
 
 
@@ -407,6 +474,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["install-livekit-server"]:
         return _install_livekit_server(argv[1:])
+    if argv[:1] == ["livekit-server"]:
+        from protoface_emulator.dev_livekit import main as dev_livekit
+
+        return dev_livekit(argv[1:])
+    if argv[:1] in (["token"], ["join"]):
+        from protoface_emulator.join import join_main, token_main
+
+        return (token_main if argv[0] == "token" else join_main)(argv[1:])
     if argv[:1] == ["playground"]:
         # Its own process tree and signals (see protoface_emulator.playground).
         from protoface_emulator.playground.command import main as playground

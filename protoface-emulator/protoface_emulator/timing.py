@@ -227,7 +227,9 @@ def parse_seconds(text: str) -> Seconds:
         raise ValueError(
             f"{text!r} is not seconds: write a number (2, 0.05) or a range LOW-HIGH (1-5)"
         ) from None
-    _bounds("the delay", value)
+    if isinstance(value, tuple) and value[0] > value[1]:
+        raise ValueError(f"{text!r} has LOW > HIGH; write {high_text}-{low_text}")
+    _bounds(repr(text), value)
     return value
 
 

@@ -9,8 +9,11 @@ their tokens here.
 
 from __future__ import annotations
 
+import asyncio
+import math
 import os
 import secrets
+import signal
 import socket
 import subprocess
 import tempfile
@@ -22,7 +25,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Literal
+from typing import Final, Literal
 
 from livekit import api as lkapi
 
@@ -31,6 +34,7 @@ from protoface_emulator.livekit_binary import INSTALL_HINT, find_livekit_server,
 __all__ = [
     "DEV_API_KEY",
     "INSTALL_HINT",
+    "MAX_STALL_SECONDS",
     "LiveKitServer",
     "LiveKitServerMissing",
     "ParticipantKind",
@@ -41,6 +45,10 @@ __all__ = [
 ]
 
 DEV_API_KEY = "devkey"
+
+MAX_STALL_SECONDS: Final = 5.0
+"""The longest `LiveKitServer.stall`: a hiccup a call should ride through. Longer,
+participants' connections time out, which is a lost server, not a stalled one."""
 
 ParticipantKind = Literal["standard", "agent", "ingress", "egress", "sip"]
 """The participant kinds a LiveKit token can carry."""
@@ -123,6 +131,7 @@ class LiveKitServer:
     process: subprocess.Popen[bytes] = field(repr=False)
     log_path: Path = field(repr=False)
     binary: str = field(default="", repr=False)  # the livekit-server executable it runs
+    _stalled: bool = field(default=False, init=False, repr=False)
 
     def log_tail(self, lines: int = 40) -> str:
         """The last lines the server wrote, for failure messages."""
@@ -131,8 +140,50 @@ class LiveKitServer:
         except OSError:
             return "(no log)"
 
+    async def stall(self, seconds: float) -> None:
+        """Freeze the whole server for `seconds`, as an overloaded or paused host would.
+
+        The process is stopped (SIGSTOP): signalling, room API calls, data and
+        media all stand still, then carry on when it is continued (SIGCONT)
+        after `seconds`, or at once if this is cancelled or fails. Run it beside
+        what the test does, e.g. `stall = asyncio.create_task(server.stall(3))`
+        then `await stall`; the server is frozen once the task has started. The
+        session-scoped `livekit_server` is shared, so let a stall end within its test.
+
+        Args:
+            seconds: How long, more than 0 and at most `MAX_STALL_SECONDS`.
+
+        Raises:
+            ValueError: `seconds` is not a number in that range.
+            RuntimeError: the server has exited, or is already stalled.
+        """
+        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
+            raise ValueError(f"stall(seconds) takes a number of seconds; got {seconds!r}")
+        if not (math.isfinite(seconds) and 0 < seconds <= MAX_STALL_SECONDS):
+            raise ValueError(
+                f"stall(seconds) takes more than 0 and at most {MAX_STALL_SECONDS:g} s; got "
+                f"{seconds!r} (to lose the server for longer, stop() it instead)"
+            )
+        if self.process.poll() is not None:
+            raise RuntimeError(f"livekit-server has exited ({self.process.returncode}); no stall")
+        if self._stalled:
+            raise RuntimeError("livekit-server is already stalled; await that stall first")
+        self._stalled = True
+        try:
+            self.process.send_signal(signal.SIGSTOP)
+            await asyncio.sleep(seconds)
+        finally:
+            self._stalled = False
+            self._continue()
+
+    def _continue(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGCONT)
+
     def stop(self) -> None:
         """Stop the server and wait for it; kill it if it will not go."""
+        # A stalled server would not act on SIGTERM until continued.
+        self._continue()
         if self.process.poll() is None:
             self.process.terminate()
             try:

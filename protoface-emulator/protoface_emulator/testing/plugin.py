@@ -5,14 +5,20 @@ Installing `protoface-emulator` registers it (the `pytest11` entry point
 
 - `livekit_server` (session): a real `livekit-server --dev` on 127.0.0.1
   (`LiveKitServer`: `url`, `api_key`, `api_secret`, `token(identity, room)`,
-  `api()`). When the binary is missing the test is skipped, or fails when
-  `CI=true`.
+  `api()`, and `stall(seconds)`, which freezes the whole server for a while).
+  When the binary is missing the test is skipped, or fails when `CI=true`.
 - `protoface_emulator` (function): the in-process emulator (`Emulator`: `url`,
   `api_key`, `store`, `faults`) with its real avatar worker, and the environment
   set so that `protoface.AvatarSession()` uses it and its avatars join
   `livekit_server` (`PROTOFACE_API_URL`, `PROTOFACE_API_KEY`, `LIVEKIT_URL`,
   `LIVEKIT_API_KEY`, `LIVEKIT_API_SECRET`; restored afterwards).
   Override `protoface_emulator_options` to pass `Emulator(**options)`.
+  To meet the hosted service's delays (cold starts of 1-5 s, API answers of
+  20-80 ms, late first frames and acknowledgements; `protoface_emulator.timing`),
+  mark a test `@pytest.mark.protoface_timing("hosted")` (or a module, with
+  `pytestmark`), run pytest with `--protoface-timing=hosted` for every test, or
+  return `{"timing": "hosted"}` (or a `Timing`) from the options. The options
+  win over the mark, the mark over the command line; the default is `fast`.
 - `avatar_viewer` (function): an `AvatarViewer` already in a fresh room
   (`avatar_viewer.room_name`), recording what the avatar shows and says, through
   replacements and handovers (every participant speaking for an agent).
@@ -36,6 +42,7 @@ if TYPE_CHECKING:
     from protoface_emulator.server import Emulator
     from protoface_emulator.testing.livekit_dev import LiveKitServer
     from protoface_emulator.testing.viewer import AvatarViewer
+    from protoface_emulator.timing import Timing
 
 try:
     import pytest_asyncio
@@ -53,6 +60,44 @@ _NEEDS_PYTEST_ASYNCIO = (
     "the protoface_emulator and avatar_viewer fixtures need pytest-asyncio: "
     "pip install 'protoface-emulator[testing]' (or pytest-asyncio)"
 )
+
+
+TIMING_OPTION = "--protoface-timing"
+TIMING_MARK = "protoface_timing"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    """`--protoface-timing=PROFILE`: every `protoface_emulator` that slow."""
+    parser.getgroup("protoface").addoption(
+        TIMING_OPTION,
+        default=None,
+        metavar="PROFILE",
+        help="timing profile of the protoface_emulator fixture: fast (default) or hosted",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Register the `protoface_timing` mark."""
+    config.addinivalue_line(
+        "markers",
+        f"{TIMING_MARK}(profile): the protoface_emulator fixture of this test uses this "
+        "timing profile (fast, hosted) or protoface_emulator.timing.Timing",
+    )
+
+
+def requested_timing(request: pytest.FixtureRequest) -> str | Timing | None:
+    """The timing a test asks for: its `protoface_timing` mark, else `--protoface-timing`."""
+    mark = request.node.get_closest_marker(TIMING_MARK)
+    if mark is not None:
+        if len(mark.args) != 1 or mark.kwargs:
+            raise pytest.UsageError(
+                f"@pytest.mark.{TIMING_MARK} takes one profile name or Timing, e.g. "
+                f'@pytest.mark.{TIMING_MARK}("hosted"); got args={mark.args} kwargs={mark.kwargs}'
+            )
+        value: str | Timing = mark.args[0]
+        return value
+    option: str | None = request.config.getoption(TIMING_OPTION, default=None)
+    return option
 
 
 def in_ci() -> bool:
@@ -111,6 +156,7 @@ if pytest_asyncio is not None:
 
     @pytest_asyncio.fixture
     async def protoface_emulator(
+        request: pytest.FixtureRequest,
         livekit_server: LiveKitServer,
         protoface_emulator_options: dict[str, Any],
     ) -> AsyncIterator[Emulator]:
@@ -121,11 +167,15 @@ if pytest_asyncio is not None:
         `LIVEKIT_API_KEY`, `LIVEKIT_API_SECRET`), so an agent's unchanged
         `protoface.AvatarSession()` gets a real avatar in the room. Afterwards
         every session is ended, every avatar has left, and the environment is
-        restored.
+        restored. Its timing: `protoface_emulator_options["timing"]`, else the
+        test's `protoface_timing` mark, else `--protoface-timing`, else `fast`.
         """
         from protoface_emulator.server import Emulator
 
-        async with Emulator(**protoface_emulator_options) as emulator:
+        options = dict(protoface_emulator_options)
+        if options.get("timing") is None:
+            options["timing"] = requested_timing(request)
+        async with Emulator(**options) as emulator:
             with pytest.MonkeyPatch.context() as env:
                 for name, value in _emulator_env(livekit_server, emulator).items():
                     env.setenv(name, value)
