@@ -1,6 +1,7 @@
 """`protoface-emulator playground`: see, hear and talk to a Protoface avatar in a browser.
 
     protoface-emulator playground [--port PORT] [--agent FILE] [--open] [--verbose]
+                                  [--profile fast|hosted]
 
 Starts `livekit-server --dev`, the `protoface-emulator` command and an agent
 worker on 127.0.0.1, serves a page, and prints `playground: http://127.0.0.1:PORT/`
@@ -9,7 +10,9 @@ on a line of its own once everything is ready. The bundled agent
 `--agent FILE` runs your agent file instead (one that defines
 `server = AgentServer()`, or hands an `AgentServer` or `WorkerOptions` to
 `cli.run_app`; see `run_agent`), with `LIVEKIT_*` and `PROTOFACE_*` pointing at
-the local servers. Ctrl-C or SIGTERM stops everything.
+the local servers. `--profile hosted` makes the emulator as slow as the hosted
+service (cold starts of 1-5 s, API answers of 20-80 ms; `protoface_emulator.timing`).
+Ctrl-C or SIGTERM stops everything.
 
 This process only supervises: it runs `stack` in a process group of its own,
 passes it SIGINT/SIGTERM as SIGTERM, and once it has exited (or after a grace
@@ -27,6 +30,8 @@ import sys
 import time
 from pathlib import Path
 from types import FrameType
+
+from protoface_emulator.timing import DEFAULT_PROFILE, PROFILES
 
 BUNDLED_AGENT = Path(__file__).resolve().parent / "echo_agent.py"
 DEFAULT_PORT = 8800
@@ -56,6 +61,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--open", action="store_true", help="open the page in your browser")
     parser.add_argument(
         "--verbose", action="store_true", help="show every line the agent logs, not only warnings"
+    )
+    parser.add_argument(
+        "--profile",
+        choices=list(PROFILES),
+        default=DEFAULT_PROFILE,
+        help="the emulator's timing: fast (no delays) or hosted (cold starts of 1-5 s, "
+        "API answers of 20-80 ms, like the hosted service) (default %(default)s)",
     )
     parser.add_argument(
         "--ready-timeout",
@@ -99,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
     """Run the stack in its own process group until it ends or we are told to stop."""
     command = [sys.executable, "-m", "protoface_emulator.playground.stack"]
     command += ["--port", str(args.port), "--agent", str(args.agent.resolve())]
-    command += ["--ready-timeout", str(args.ready_timeout)]
+    command += ["--ready-timeout", str(args.ready_timeout), "--profile", args.profile]
     if args.open:
         command.append("--open")
     if args.verbose:

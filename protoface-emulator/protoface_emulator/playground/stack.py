@@ -44,6 +44,7 @@ from protoface_emulator.testing.livekit_dev import (
     LiveKitServerMissing,
     start_livekit_server,
 )
+from protoface_emulator.timing import DEFAULT_PROFILE, PROFILES
 
 log = logging.getLogger("playground")
 
@@ -75,7 +76,9 @@ async def serve(args: argparse.Namespace) -> None:
         started = await asyncio.gather(
             asyncio.to_thread(start_livekit_server),
             asyncio.to_thread(
-                start_emulator_process, args=["--log-level", "warning"], stderr=sys.stderr
+                start_emulator_process,
+                args=["--log-level", "warning", "--profile", args.profile],
+                stderr=sys.stderr,
             ),
             return_exceptions=True,
         )
@@ -167,6 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--open", action="store_true")
     parser.add_argument("--verbose", action="store_true")
     parser.add_argument("--ready-timeout", type=float, default=90.0)
+    parser.add_argument("--profile", default=DEFAULT_PROFILE, choices=list(PROFILES))
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("livekit").setLevel(logging.ERROR)
