@@ -13,7 +13,9 @@ The test kit's `livekit_server` fixture and the playground both run a real
 
 `install_livekit_server()` (the `protoface-emulator install-livekit-server`
 command) builds the pinned release with `go install` into that directory, or
-into `--dir DIR`. The pin is v1.13.5: later tags carry `replace` directives in
+into `--dir DIR`, and says how to run it (`run_hint()`): `protoface-emulator
+livekit-server` (`protoface_emulator.dev_livekit`) runs whatever is found here,
+on PATH or not. The pin is v1.13.5: later tags carry `replace` directives in
 their go.mod, which `go install pkg@version` refuses.
 
 Nothing here imports LiveKit: the command answers in milliseconds.
@@ -22,6 +24,7 @@ Nothing here imports LiveKit: the command answers in milliseconds.
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -39,6 +42,7 @@ __all__ = [
     "find_livekit_server",
     "install_livekit_server",
     "not_found_message",
+    "run_hint",
     "user_bin_dir",
 ]
 
@@ -75,6 +79,27 @@ def not_found_message() -> str:
             "`protoface-emulator install-livekit-server` installs"
         )
     return f"livekit-server not found: {INSTALL_HINT}"
+
+
+def run_hint(binary: Path) -> str:
+    """How to run `binary` once installed, for a person to read (the end of the install).
+
+    `protoface-emulator livekit-server` runs it in dev mode wherever it was found
+    (the per-user directory is not on PATH); when the kit would not find it (a
+    `--dir` elsewhere), the line sets LIVEKIT_SERVER_BIN. The PATH line is for
+    running `livekit-server` by its own name.
+    """
+    found = find_livekit_server()
+    quoted = shlex.quote(str(binary))
+    command = "protoface-emulator livekit-server"
+    if found is None or Path(found).resolve() != binary.resolve():
+        command = f"LIVEKIT_SERVER_BIN={quoted} {command}"
+    lines = [f"run it (dev mode on ws://127.0.0.1:7880): {command}"]
+    on_path = shutil.which(BINARY_NAME)
+    if on_path is None or Path(on_path).resolve() != binary.resolve():
+        folder = shlex.quote(str(binary.parent))
+        lines.append(f'or put it on PATH: export PATH={folder}:"$PATH"')
+    return "\n".join(lines)
 
 
 class LiveKitInstallError(RuntimeError):

@@ -2,7 +2,8 @@
 
 The LiveKit secret and the Protoface key stay in this process. The page's API:
 
-- `POST /api/connect`: a new room for the tab and a token to join it;
+- `POST /api/connect`: a new room for the tab (or the one room the page was
+  started for, `Playground.room`) and a token to join it;
 - `GET /api/sessions`: the emulator's hosted sessions (id, status, timings,
   failure, usage; never their worker tokens);
 - `POST /api/sessions/{id}/end`: end one.
@@ -22,18 +23,19 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 from aiohttp import web
 
-from protoface_emulator.testing.livekit_dev import LiveKitServer, mint_token
+from protoface_emulator.testing.livekit_dev import mint_token
 
 __all__ = [
     "LIVEKIT_CLIENT",
     "PAGE",
     "EmulatorClient",
     "EmulatorError",
+    "LiveKitEndpoint",
     "Playground",
     "livekit_client_bundle",
     "session_summary",
@@ -67,6 +69,22 @@ def livekit_client_bundle() -> Path | None:
         if candidate.is_file():
             return candidate
     return None
+
+
+class LiveKitEndpoint(Protocol):
+    """A livekit-server the page's tokens are for: the playground's own, or one run by hand."""
+
+    @property
+    def url(self) -> str:
+        """Where the page connects (`ws://127.0.0.1:7880`)."""
+
+    @property
+    def api_key(self) -> str:
+        """The key the tokens name."""
+
+    @property
+    def api_secret(self) -> str:
+        """The secret that signs them (it stays in this process)."""
 
 
 class EmulatorError(RuntimeError):
@@ -159,18 +177,20 @@ class Playground:
     """The page's HTTP side: tokens for LiveKit, a window on the emulator.
 
     Attributes:
-        livekit: The local livekit-server (its secret signs the tabs' tokens).
+        livekit: The livekit-server (its secret signs the tabs' tokens).
         protoface: The emulator's API.
         livekit_client: The livekit-client browser bundle to serve.
         agent_name: The agent worker's `agent_name`: when set, each tab's token
             has the server dispatch that agent to the tab's room (a named worker
             gets no room otherwise).
+        room: The room every tab joins; "" gives each tab a new room.
     """
 
-    livekit: LiveKitServer
+    livekit: LiveKitEndpoint
     protoface: EmulatorClient
     livekit_client: Path
     agent_name: str = ""
+    room: str = ""
 
     def app(self) -> web.Application:
         """The aiohttp application serving the page and its API."""
@@ -193,10 +213,11 @@ class Playground:
         return handler
 
     async def connect(self, request: web.Request) -> web.Response:
-        """A fresh room and a person's token for it (the agent is dispatched on join:
-        any unnamed worker automatically, a named one through the token)."""
+        """A room (fresh, or `room`) and a person's token for it (the agent is dispatched
+        when the room is created: any unnamed worker automatically, a named one through
+        the token)."""
         _check_origin(request)
-        room = f"playground-{uuid.uuid4().hex[:8]}"
+        room = self.room or f"playground-{uuid.uuid4().hex[:8]}"
         identity = f"person-{uuid.uuid4().hex[:6]}"
         token = mint_token(
             self.livekit.api_key,

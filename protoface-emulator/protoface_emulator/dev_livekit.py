@@ -1,0 +1,216 @@
+"""A livekit-server to develop against by hand: `protoface-emulator livekit-server`.
+
+    protoface-emulator livekit-server [--port 7880] [-- EXTRA LIVEKIT-SERVER ARGS]
+
+It runs the livekit-server the kit would find (`livekit_binary`: LIVEKIT_SERVER_BIN,
+PATH, a clone's `.tools/bin`, or where `protoface-emulator install-livekit-server`
+put it), so a binary installed into a directory that is not on PATH runs without
+touching PATH. The server runs in dev mode on 127.0.0.1 only (WebRTC included),
+with the dev key pair `DEV_API_KEY` / `DEV_API_SECRET`; once it answers, the
+command prints `export LIVEKIT_URL=... LIVEKIT_API_KEY=... LIVEKIT_API_SECRET=...`
+on stdout and runs until Ctrl-C or SIGTERM, which it passes on.
+
+Why not `livekit-server --dev`'s own `devkey` / `secret`: that secret is 6 bytes,
+and HS256 wants at least 32 (PyJWT warns on every token signed with less), so
+the documented path would not be the tested one. `DEV_API_SECRET` is public and
+for loopback development only; a secret of your own never goes through here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from dataclasses import dataclass
+from types import FrameType
+
+from protoface_emulator.livekit_binary import find_livekit_server, not_found_message
+
+__all__ = [
+    "DEFAULT_DEV_PORT",
+    "DEV_API_KEY",
+    "DEV_API_SECRET",
+    "DevServerPorts",
+    "dev_exports",
+    "loopback_config",
+    "main",
+]
+
+DEV_API_KEY = "devkey"
+"""The API key of a livekit-server started by `protoface-emulator livekit-server`."""
+
+DEV_API_SECRET = "protoface-dev-secret-local-livekit-only"
+"""Its secret: public, 39 bytes (HS256 wants 32 or more), for loopback development only."""
+
+DEFAULT_DEV_PORT = 7880
+"""livekit-server's own default port: `ws://127.0.0.1:7880`."""
+
+READY_TIMEOUT_SECONDS = 30.0
+_PREFIX = "protoface-emulator livekit-server"
+
+
+@dataclass(frozen=True)
+class DevServerPorts:
+    """The ports a dev server listens on: HTTP/WebSocket, then WebRTC over TCP and UDP."""
+
+    http: int
+    rtc_tcp: int
+    rtc_udp: int
+
+    @classmethod
+    def from_port(cls, port: int) -> DevServerPorts:
+        """livekit-server's layout (7880, 7881, 7882) from `port`; 0 picks three free ones."""
+        if port == 0:
+            return cls(
+                _free(socket.SOCK_STREAM), _free(socket.SOCK_STREAM), _free(socket.SOCK_DGRAM)
+            )
+        return cls(port, port + 1, port + 2)
+
+    @property
+    def url(self) -> str:
+        """The WebSocket URL agents and frontends connect to."""
+        return f"ws://127.0.0.1:{self.http}"
+
+
+def _free(kind: int) -> int:
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def loopback_config(ports: DevServerPorts) -> str:
+    """A livekit-server config body that keeps every socket, WebRTC's too, on loopback."""
+    return (
+        f"port: {ports.http}\n"
+        "rtc:\n"
+        f"  tcp_port: {ports.rtc_tcp}\n"
+        f"  udp_port: {ports.rtc_udp}\n"
+        "  use_external_ip: false\n"
+        "  enable_loopback_candidate: true\n"
+        "  interfaces:\n"
+        "    includes: [lo]\n"
+        "  ips:\n"
+        "    includes: [127.0.0.1/8]\n"
+    )
+
+
+def dev_exports(url: str) -> str:
+    """The shell line that points an agent, the emulator's tools and `token` at a dev server."""
+    return (
+        f"export LIVEKIT_URL={url} LIVEKIT_API_KEY={DEV_API_KEY} "
+        f"LIVEKIT_API_SECRET={DEV_API_SECRET}"
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The arguments of `protoface-emulator livekit-server`."""
+    parser = argparse.ArgumentParser(
+        prog=_PREFIX,
+        description="Run livekit-server in dev mode on 127.0.0.1 with the dev key pair "
+        f"({DEV_API_KEY} / {DEV_API_SECRET}) and print the LIVEKIT_* exports for it. "
+        "Arguments after `--` go to livekit-server as they are.",
+    )
+    parser.add_argument(
+        "--port",
+        type=int,
+        default=DEFAULT_DEV_PORT,
+        help="HTTP/WebSocket port; WebRTC takes the next two (default %(default)s; "
+        "0 picks free ones)",
+    )
+    return parser
+
+
+def main(argv: Sequence[str]) -> int:
+    """Run the dev server until Ctrl-C or SIGTERM; its exit status (1 if it failed to start)."""
+    argv = list(argv)
+    extra = argv[argv.index("--") + 1 :] if "--" in argv else []
+    ours = argv[: argv.index("--")] if "--" in argv else argv
+    parser = build_parser()
+    args = parser.parse_args(ours)
+    if not 0 <= args.port <= 65533:
+        parser.error(f"--port {args.port} is not usable: pass 1..65533 (it takes 3 ports) or 0")
+    binary = find_livekit_server()
+    if binary is None:
+        print(f"{_PREFIX}: {not_found_message()}", file=sys.stderr)
+        return 1
+    ports = DevServerPorts.from_port(args.port)
+    process = _launch(binary, ports, extra)
+    stopping = _pass_signals_on(process)
+    if not _wait_ready(process, ports):
+        if process.poll() is None:
+            process.kill()
+        process.wait()
+        if not stopping():
+            print(_start_failure(process, ports, binary), file=sys.stderr)
+            return 1
+        return 0
+    print(f"livekit-server {ports.url} is ready (dev key pair, loopback only); run:", flush=True)
+    print(dev_exports(ports.url), flush=True)
+    code = process.wait()
+    return 0 if stopping() else code
+
+
+def _launch(binary: str, ports: DevServerPorts, extra: list[str]) -> subprocess.Popen[bytes]:
+    # The keys go in the environment, out of the process list.
+    env = {**os.environ, "LIVEKIT_KEYS": f"{DEV_API_KEY}: {DEV_API_SECRET}"}
+    command = [binary, "--dev", "--bind", "127.0.0.1", "--node-ip", "127.0.0.1"]
+    command += ["--config-body", loopback_config(ports), *extra]
+    # Its logs go to stderr: stdout carries only the ready and export lines.
+    return subprocess.Popen(command, env=env, stdout=sys.stderr, stdin=subprocess.DEVNULL)
+
+
+def _pass_signals_on(process: subprocess.Popen[bytes]) -> _Stopping:
+    stopping = _Stopping()
+
+    def on_signal(_sig: int, _frame: FrameType | None) -> None:
+        if process.poll() is not None:
+            return
+        # livekit-server waits for rooms to empty on the first SIGTERM; a second
+        # signal from the user means now.
+        process.send_signal(signal.SIGKILL if stopping.requested else signal.SIGTERM)
+        stopping.requested = True
+
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, on_signal)
+    return stopping
+
+
+class _Stopping:
+    def __init__(self) -> None:
+        self.requested = False
+
+    def __call__(self) -> bool:
+        return self.requested
+
+
+def _wait_ready(process: subprocess.Popen[bytes], ports: DevServerPorts) -> bool:
+    deadline = time.monotonic() + READY_TIMEOUT_SECONDS
+    while time.monotonic() < deadline and process.poll() is None:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{ports.http}", timeout=1) as reply:
+                if reply.status == 200:
+                    return True
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.1)
+    return False
+
+
+def _start_failure(process: subprocess.Popen[bytes], ports: DevServerPorts, binary: str) -> str:
+    if process.returncode not in (None, 0, -signal.SIGKILL):
+        return (
+            f"{_PREFIX}: {binary} exited with code {process.returncode} (its output is above); "
+            f"if a port of {ports.http}-{ports.http + 2} is in use (another livekit-server?), "
+            "stop that one or pass --port with another port"
+        )
+    return (
+        f"{_PREFIX}: {binary} did not answer on http://127.0.0.1:{ports.http} within "
+        f"{READY_TIMEOUT_SECONDS:.0f} s (its output is above)"
+    )
