@@ -62,6 +62,7 @@ from .validation import check_nonblank
 
 __all__ = [
     "DEFAULT_STOCK_AVATAR_ID",
+    "DEFAULT_WAIT_FOR_AVATAR",
     "DEFAULT_WORKER_TOKEN_TTL",
     "END_REASON_METADATA_KEY",
     "MAX_WORKER_TOKEN_TTL",
@@ -78,6 +79,12 @@ FALLBACK_SAMPLE_RATE = SAMPLE_RATE
 DEFAULT_WORKER_TOKEN_TTL = datetime.timedelta(minutes=10)
 """Lifetime of the worker's LiveKit token: long enough to join, short if it leaks."""
 MAX_WORKER_TOKEN_TTL = datetime.timedelta(hours=6)
+DEFAULT_WAIT_FOR_AVATAR = 1.0
+"""Seconds an utterance waits for an avatar that is not ready before the agent's track speaks it.
+
+With the agent's own track published as the wait begins, the first words are
+heard within about 2 s of the line's start, whatever the avatar's cold start."""
+MAX_WAIT_FOR_AVATAR = 600.0
 DEFAULT_POLL_INTERVAL = 15.0
 """Seconds between reads of a joined session: the room reports departures itself."""
 
@@ -141,6 +148,13 @@ class AvatarSession(BaseAvatarSession[EventTypes]):
         wait_playback_start: Let the avatar say when it starts playing each
             utterance (the transcript and `playback_latency` follow the
             avatar's real playback) instead of assuming it starts at once.
+        wait_for_avatar: Seconds an utterance waits for an avatar that is not
+            ready yet (a hosted avatar takes seconds to start) before the
+            agent's own audio track speaks it; the avatar then takes over at
+            the next utterance boundary. Defaults to 1.0, so the first words
+            are heard within about 2 s whatever the avatar's cold start.
+            `0` never waits; `None` always waits (the published plugin's
+            behaviour). Needs `audio_fallback` (without it, speech waits).
 
     Raises:
         ProtofaceException: If no API key is provided.
@@ -165,6 +179,7 @@ class AvatarSession(BaseAvatarSession[EventTypes]):
         audio_fallback: bool = True,
         recovery: bool | RecoveryPolicy = True,
         wait_playback_start: bool = True,
+        wait_for_avatar: float | None = DEFAULT_WAIT_FOR_AVATAR,
     ) -> None:
         """Create a Protoface avatar session; the arguments are described on the class."""
         super().__init__()
@@ -183,6 +198,7 @@ class AvatarSession(BaseAvatarSession[EventTypes]):
         )
         _check_options(worker_token_ttl, poll_interval, audio_fallback, recovery)
         _check_flag(wait_playback_start, "wait_playback_start")
+        self._wait_for_avatar = _check_wait_for_avatar(wait_for_avatar)
         self._worker_token_ttl = worker_token_ttl
         self._poll_interval = float(poll_interval)
         self._audio_fallback = audio_fallback
@@ -370,7 +386,12 @@ class AvatarSession(BaseAvatarSession[EventTypes]):
         try:
             await super().start(agent_session, room)
             hosted = await launcher.launch()
-            output = AvatarAudioOutput(hosted.route, sample_rate=SAMPLE_RATE, avatar_route=True)
+            output = AvatarAudioOutput(
+                hosted.route,
+                sample_rate=SAMPLE_RATE,
+                avatar_route=True,
+                wait_for_avatar=self._wait_for_avatar,
+            )
             agent_session.output.replace_audio_tail(output)
             # A cancel requested while the synchronous swap ran lands here, and
             # so still ends the session, instead of after start() returned.
@@ -635,6 +656,23 @@ def _identity_or_default(value: NotGivenOr[str | None], param: str, default: str
 def _check_flag(value: object, param: str) -> None:
     if not isinstance(value, bool):
         raise ProtofaceValueError(f"{param} must be True or False, got {value!r}", param=param)
+
+
+def _check_wait_for_avatar(value: object) -> float | None:
+    if value is None:
+        return None
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or not 0 <= value <= MAX_WAIT_FOR_AVATAR
+    ):
+        raise ProtofaceValueError(
+            f"wait_for_avatar must be a number of seconds from 0 to {MAX_WAIT_FOR_AVATAR:g}, "
+            f"or None to always wait for the avatar; got {value!r}",
+            param="wait_for_avatar",
+        )
+    return float(value)
 
 
 def _check_options(

@@ -77,6 +77,16 @@ class Launcher:
         self._cleanups: set[asyncio.Task[None]] = set()
 
     @property
+    def room(self) -> rtc.Room:
+        """The agent's room, where every avatar of the conversation joins."""
+        return self._room
+
+    @property
+    def livekit_url(self) -> str:
+        """The LiveKit server the avatars join."""
+        return self._livekit_url
+
+    @property
     def wait_playback_start(self) -> bool:
         """Whether the agent session is told an utterance started when the avatar says so."""
         return self._wait_playback_start

@@ -43,17 +43,22 @@ from .log import logger
 from .monitor import Loss
 from .output import AvatarAudioOutput, DiscardAudio
 from .recovery import LaunchFailed, RecoveryPolicy, is_recoverable, replace
+from .stall import StallCheck
 from .types import TERMINAL_SESSION_STATUSES, SessionOptions
 
-__all__ = ["Lifetime", "keepalive_interval"]
+__all__ = ["Lifetime", "keepalive_interval", "pace_lead"]
 
 CONFIRM_WINDOW = 0.5
 """Seconds the avatar's media are watched before what it left unanswered counts as a loss."""
 MEDIA_CHECK_INTERVAL = 0.5
 MEDIA_STALL = 2.0
 """Seconds without a byte of the avatar's video or audio, while it speaks, that make it lost."""
+RECHECK_WINDOW = 1.0
+"""Seconds the avatar's media are watched again once LiveKit stalled and recovered."""
 _MAX_KEEPALIVE_INTERVAL = 10.0
 _MIN_KEEPALIVE_INTERVAL = 0.2
+PACE_LEAD = 2.0
+"""Seconds of speech an avatar may be sent ahead of what it has played (at most)."""
 
 
 def keepalive_interval(idle_timeout_seconds: int) -> float:
@@ -63,6 +68,16 @@ def keepalive_interval(idle_timeout_seconds: int) -> float:
     most 10 s, since one keep-alive costs a few hundred bytes.
     """
     return max(_MIN_KEEPALIVE_INTERVAL, min(idle_timeout_seconds / 3, _MAX_KEEPALIVE_INTERVAL))
+
+
+def pace_lead(idle_timeout_seconds: int) -> float:
+    """How far ahead of its playback an avatar may be sent the agent's speech.
+
+    A few seconds absorb a network's jitter; a third of the idle timeout at
+    most, so that the last audio received, the rest of the line played and the
+    next keep-alive (`keepalive_interval`) fit in the timeout together.
+    """
+    return min(PACE_LEAD, idle_timeout_seconds / 3)
 
 
 class Lifetime:
@@ -92,10 +107,15 @@ class Lifetime:
         self._switch_request: _SwitchRequest | None = None
         self._switch_wake = asyncio.Event()
         self._following = False
+        self._stall = StallCheck(launcher.room, launcher.livekit_url)
+        # When each spare last got a keep-alive (it may wait long for a boundary).
+        self._spare_kept: dict[str, float] = {}
+        output.pace(pace_lead(first.idle_timeout_seconds))
         output.watch_avatar(
             report_start=launcher.wait_playback_start,
             on_unanswered=self._on_unanswered,
             on_suspect=self._on_suspect,
+            on_not_ready=self._on_not_ready,
         )
 
     def start(self) -> None:
@@ -134,13 +154,25 @@ class Lifetime:
         self._spawn(self._confirm_unanswered(hosted, what), "protoface-confirm")
 
     async def _confirm_unanswered(self, hosted: Hosted, what: str) -> None:
-        """Declare `hosted` lost, unless its media still flow (late, not dead: a busy machine)."""
-        before = await hosted.watch.media_received()
-        await asyncio.sleep(CONFIRM_WINDOW)
-        after = await hosted.watch.media_received() if before is not None else None
+        """Declare `hosted` lost, unless it is late, not dead.
+
+        Late: its media still flow (a busy machine), or LiveKit itself stalls
+        for everyone (the avatar is then no more dead than the agent): once the
+        stall is over, its media flowing again clears it.
+        """
+        exclude = {hosted.identity}
+        others = await self._stall.others_received(exclude)
+        flows = await self._media_flows(hosted, CONFIRM_WINDOW)
         if self.current is not hosted or hosted.watch.lost.done():
             return
-        if before is not None and after is not None and after > before:
+        if not flows and await self._stall.stalled(others, exclude):
+            logger.info("LiveKit stalls for everyone (%s went unanswered); waiting it out", what)
+            flows = await self._stall.wait_over() and await self._media_flows(
+                hosted, RECHECK_WINDOW
+            )
+            if self.current is not hosted or hosted.watch.lost.done():
+                return
+        if flows:
             logger.info("the protoface avatar is late (%s) but its media still arrive", what)
             self._output.forgive(hosted.route)
             return
@@ -148,6 +180,27 @@ class Lifetime:
         # replayed there); the loss and its cause follow from the watch.
         hosted.watch.declare_unresponsive(what)
         await self._away_from_avatar()
+
+    @staticmethod
+    async def _media_flows(hosted: Hosted, window: float) -> bool:
+        """Whether any of the avatar's media arrive within `window` seconds."""
+        before = await hosted.watch.media_received()
+        await asyncio.sleep(window)
+        after = await hosted.watch.media_received() if before is not None else None
+        return before is not None and after is not None and after > before
+
+    def _on_not_ready(self) -> None:
+        # An utterance waited long enough for a face: the room hears it now.
+        if self._fallback is not None:
+            self._spawn(self._speak_until_ready(self.current), "protoface-speak-until-ready")
+
+    async def _speak_until_ready(self, hosted: Hosted) -> None:
+        """The agent's own track speaks until `hosted`'s avatar is ready (`_first_join`)."""
+        assert self._fallback is not None
+        room = await self._fallback.output()
+        waiting = self._output.route is hosted.route and not hosted.watch.joined.is_set()
+        if room is not None and waiting:
+            self._output.switch(room, at_boundary=False, avatar=False, ready=True)
 
     def _on_suspect(self) -> None:
         # The avatar is late to acknowledge: publish the agent's own track now,
@@ -227,7 +280,12 @@ class Lifetime:
     async def _first_join(self, hosted: Hosted) -> bool:
         await _first_of(hosted.watch.joined.wait(), hosted.watch.lost)
         if hosted.watch.joined.is_set():
-            self._output.mark_route_ready(hosted.route)
+            if self._output.route is hosted.route:
+                self._output.mark_route_ready(hosted.route)
+            else:
+                # The agent spoke on its own track while the face was coming:
+                # the avatar takes over between utterances.
+                self._output.switch(hosted.route, at_boundary=True, avatar=True, ready=True)
             if not self._joined.done():
                 self._joined.set_result(None)
             return True
@@ -326,6 +384,7 @@ class Lifetime:
                 late = await pending
                 if late is not None:
                     self._spares.remove(late)
+                    self._output.forget_spare(late.route)
                     await self._launcher.retire(late, end=True)
             return None
         new = await pending
@@ -411,7 +470,9 @@ class Lifetime:
         """`hosted` speaks for the agent now."""
         if hosted in self._spares:
             self._spares.remove(hosted)
+        self._spare_kept.pop(hosted.session_id, None)
         self.current = hosted
+        self._output.pace(pace_lead(hosted.idle_timeout_seconds))
 
     # -- switching to other options, when asked ---------------------------------
 
@@ -578,14 +639,30 @@ class Lifetime:
             )
 
     async def _keep(self) -> None:
-        """Keep-alives while the agent is quiet (the hosted idle timeout counts audio)."""
+        """Keep-alives while the agent is quiet (the hosted idle timeout counts audio).
+
+        While it speaks, the avatar is paced (`pace_lead`) and so keeps
+        receiving; a spare waiting for a boundary gets keep-alives of its own.
+        """
         while True:
             interval = keepalive_interval(self.current.idle_timeout_seconds)
-            wait = interval - self._output.idle_for()
+            wait = min(interval - self._output.idle_for(), await self._keep_spares())
             if wait > 0:
-                await asyncio.sleep(wait)
+                await asyncio.sleep(min(wait, 1.0))
             elif not await self._output.keep_alive():
                 await asyncio.sleep(min(interval, 1.0))
+
+    async def _keep_spares(self) -> float:
+        """Send a keep-alive to each spare that is due one; seconds until the next is due."""
+        now = asyncio.get_running_loop().time()
+        next_due = _MAX_KEEPALIVE_INTERVAL
+        for spare in list(self._spares):
+            interval = keepalive_interval(spare.idle_timeout_seconds)
+            last = self._spare_kept.setdefault(spare.session_id, now)
+            if now - last >= interval and await self._output.keep_spare_alive(spare.route):
+                last = self._spare_kept[spare.session_id] = now
+            next_due = min(next_due, last + interval - now)
+        return max(next_due, _MIN_KEEPALIVE_INTERVAL)
 
 
 # How long a switch's avatar may take to publish video when recovery (and with

@@ -28,6 +28,7 @@ from .api import ProtofaceAPI
 from .errors import ProtofaceAPIError, ProtofaceException
 from .log import logger
 from .retry import should_retry
+from .stall import inbound_bytes
 from .types import TERMINAL_SESSION_STATUSES, SessionResource, end_reason_of, failure_of
 
 __all__ = [
@@ -132,22 +133,7 @@ class SessionWatch:
         None when it subscribes to none of them (an agent that connected with
         `AutoSubscribe.AUDIO_ONLY`, say): then nothing can be told from them.
         """
-        participant = self._room.remote_participants.get(self.identity)
-        if participant is None:
-            return None
-        total: int | None = None
-        for publication in list(participant.track_publications.values()):
-            track = publication.track
-            if track is None:
-                continue
-            try:
-                stats = await track.get_stats()
-            except Exception:
-                continue
-            for entry in stats:
-                if entry.WhichOneof("stats") == "inbound_rtp":
-                    total = (total or 0) + entry.inbound_rtp.inbound.bytes_received
-        return total
+        return await inbound_bytes(self._room.remote_participants.get(self.identity))
 
     def declare_unresponsive(self, what: str) -> None:
         """The avatar stopped answering (`what` went unanswered): settle the loss, with its cause.

@@ -66,6 +66,7 @@ FINISH_GRACE = 2.0
 """Seconds past a segment's expected end (or an interruption) before it counts as unanswered."""
 
 _KEEPALIVE_MS = 20
+_PACE_STEP = 0.1  # how often a paced send looks again
 _KEEPALIVE_SEND_TIMEOUT = 5.0
 
 
@@ -129,6 +130,33 @@ class _Segment:
         self.timers.clear()
 
 
+class _Spare:
+    """The keep-alives in flight to an avatar that does not speak for the agent yet."""
+
+    def __init__(self, route: AudioOutput) -> None:
+        self.route = route
+        self.pending: list[_Segment] = []
+        route.on("playback_started", self._started)
+        route.on("playback_finished", self._finished)
+
+    def _started(self, _: PlaybackStartedEvent) -> None:
+        for segment in self.pending:
+            if segment.started_at is None:
+                segment.started_at = time.monotonic()
+                return
+
+    def _finished(self, _: PlaybackFinishedEvent) -> None:
+        if self.pending:
+            self.pending.pop(0)
+
+    def close(self) -> list[_Segment]:
+        """Stop listening; the keep-alives still in flight, oldest first."""
+        self.route.off("playback_started", self._started)
+        self.route.off("playback_finished", self._finished)
+        pending, self.pending = self.pending, []
+        return pending
+
+
 class AvatarAudioOutput(AudioOutput):
     """Routes the agent's utterances to the avatar, or to the room when there is none.
 
@@ -139,6 +167,10 @@ class AvatarAudioOutput(AudioOutput):
             keep-alives go to it).
         ack_timeout: See `ACK_TIMEOUT`.
         finish_grace: See `FINISH_GRACE`.
+        wait_for_avatar: Seconds an utterance waits for an avatar route that
+            is not ready (its avatar has not shown its face yet) before
+            `on_not_ready` is called to move it elsewhere; None waits without
+            limit, sending into the route, which waits for its participant.
     """
 
     def __init__(
@@ -149,6 +181,7 @@ class AvatarAudioOutput(AudioOutput):
         avatar_route: bool,
         ack_timeout: float = ACK_TIMEOUT,
         finish_grace: float = FINISH_GRACE,
+        wait_for_avatar: float | None = None,
     ) -> None:
         """Start with `route`; the arguments are described on the class."""
         super().__init__(
@@ -172,6 +205,13 @@ class AvatarAudioOutput(AudioOutput):
         self._unanswered_reported = False
         self._acks_expected = True  # the avatar acknowledges each segment it plays
         self._silent_since: float | None = None  # when the current avatar fell silent, if known
+        self._wait_for_avatar = wait_for_avatar
+        self._on_not_ready: Callable[[], None] | None = None
+        self._face_timer: asyncio.TimerHandle | None = None
+        # How far (seconds) the avatar may be sent ahead of what it has played; see `pace`.
+        self._lead = math.inf
+        # Keep-alives sent to avatars that do not speak yet (spares), per route, in order.
+        self._spare_keepalives: dict[int, _Spare] = {}
 
         # Utterances not settled yet, oldest first; only the last may be capturing.
         self._utterances: list[_Utterance] = []
@@ -239,25 +279,50 @@ class AvatarAudioOutput(AudioOutput):
         report_start: bool,
         on_unanswered: Callable[[AudioOutput, str], None],
         on_suspect: Callable[[], None],
+        on_not_ready: Callable[[], None] | None = None,
     ) -> None:
-        """Set who hears of an avatar that stops answering.
+        """Set who hears of an avatar that stops answering, or is not there yet.
 
         Args:
             report_start: Report an utterance started when the avatar says it
                 started playing (True), or when its first frame is captured.
             on_unanswered: Called once per avatar route, with what went
                 unanswered, when that avatar stops answering.
-            on_suspect: Called when an avatar's acknowledgement is late (the
-                fallback may be made ready).
+            on_suspect: Called when an avatar's acknowledgement is late, or an
+                utterance waits for an avatar not ready yet (the fallback may
+                be made ready).
+            on_not_ready: Called when an utterance waited `wait_for_avatar`
+                seconds for an avatar route that is still not ready: the
+                caller may move the speech to another route.
         """
         self._report_start = report_start
         self._on_unanswered = on_unanswered
         self._on_suspect = on_suspect
+        self._on_not_ready = on_not_ready
 
     def mark_route_ready(self, route: AudioOutput) -> None:
         """`route` can take audio without waiting (its avatar publishes video)."""
-        if route is self._route:
-            self._route_ready = True
+        if route is not self._route or self._route_ready:
+            return
+        self._route_ready = True
+        self._cancel_face_timer()
+        if self._utterances and not self._held():
+            task = asyncio.ensure_future(self._drain())
+            task.add_done_callback(_log_replay_failure)
+
+    @property
+    def waiting_for_avatar(self) -> bool:
+        """Whether the route is an avatar that is not ready, holding the agent's speech."""
+        return self._avatar_route and not self._route_ready and self._wait_for_avatar is not None
+
+    def pace(self, lead: float) -> None:
+        """Send an avatar at most `lead` seconds of speech ahead of what it has played.
+
+        The hosted idle timeout counts received audio: an answer handed over
+        all at once, longer than the timeout, would end the session while the
+        avatar still plays it. Paced, the avatar keeps receiving until the end.
+        """
+        self._lead = lead
 
     def switch(self, route: AudioOutput, *, at_boundary: bool, avatar: bool, ready: bool) -> None:
         """Send the agent's speech to `route`: now, or once no utterance is in flight.
@@ -297,9 +362,7 @@ class AvatarAudioOutput(AudioOutput):
             if self.speaking:
                 return False
             route = self._route
-            rate = self.sample_rate or 16000
-            samples = rate * _KEEPALIVE_MS // 1000
-            frame = rtc.AudioFrame(bytes(samples * 2), rate, 1, samples)
+            frame = _silence(self.sample_rate or 16000)
             segment = _Segment(None, 0.0, sent=frame.duration)
             self._segments.append(segment)
             try:
@@ -315,6 +378,39 @@ class AvatarAudioOutput(AudioOutput):
             self._closed(segment, route)
         self._last_activity = time.monotonic()
         return True
+
+    async def keep_spare_alive(self, route: AudioOutput) -> bool:
+        """Send a moment of silence to an avatar that does not speak for the agent yet.
+
+        A replacement, a successor or a switch target may wait for the end of
+        a long utterance; its own idle timeout must not end it meanwhile. Its
+        answers are counted here until it becomes the route (see `_apply`), so
+        they never reach the agent session.
+        """
+        if route is self._route:
+            return False
+        spare = self._spare_keepalives.get(id(route))
+        if spare is None:
+            spare = self._spare_keepalives[id(route)] = _Spare(route)
+        segment = _Segment(None, 0.0)
+        spare.pending.append(segment)
+        frame = _silence(self.sample_rate or 16000)
+        try:
+            await asyncio.wait_for(route.capture_frame(frame), _KEEPALIVE_SEND_TIMEOUT)
+            route.flush()
+        except Exception as exc:
+            if segment in spare.pending:
+                spare.pending.remove(segment)
+            logger.debug("could not send a keep-alive to a waiting avatar: %s", exc)
+            return False
+        segment.sent = frame.duration
+        return True
+
+    def forget_spare(self, route: AudioOutput) -> None:
+        """`route` will never speak for the agent: stop counting its keep-alives."""
+        spare = self._spare_keepalives.pop(id(route), None)
+        if spare is not None:
+            spare.close()
 
     # -- AudioOutput ---------------------------------------------------------
 
@@ -333,6 +429,8 @@ class AvatarAudioOutput(AudioOutput):
         if not self._report_start and not utterance.started:
             utterance.started = True
             self.on_playback_started(created_at=time.time())
+        if self.waiting_for_avatar and self._face_timer is None:
+            self._wait_for_face()
         try:
             await self._drain()
         except asyncio.CancelledError:
@@ -471,6 +569,11 @@ class AvatarAudioOutput(AudioOutput):
                     self._close_if_sent(utterance)
                     return
                 frame, frame_end = found
+                ahead = self._ahead(self._open)
+                if ahead > 0:
+                    # Paced (see `pace`); woken early by nothing: every change is re-read.
+                    await asyncio.sleep(min(ahead, _PACE_STEP))
+                    continue
                 route = self._route
                 first = self._open is None
                 if first:
@@ -495,6 +598,14 @@ class AvatarAudioOutput(AudioOutput):
                 if first:
                     self._sent(segment, route)
 
+    def _ahead(self, segment: _Segment | None) -> float:
+        """Seconds `segment` was sent beyond `pace`'s lead over what its avatar played."""
+        if not self._avatar_route or segment is None or segment.sent_at is None:
+            return 0.0
+        began = segment.started_at if segment.started_at is not None else segment.sent_at
+        played = time.monotonic() - began
+        return segment.sent - played - self._lead
+
     def _sending(self) -> _Utterance | None:
         """The utterance whose audio goes to the route now (the oldest not fully sent)."""
         for utterance in self._utterances:
@@ -506,7 +617,34 @@ class AvatarAudioOutput(AudioOutput):
 
     def _held(self) -> bool:
         # Paused on an avatar: nothing goes out until resume() knows where to go on from.
-        return self._avatar_route and (self._paused or any(s.pausing for s in self._segments))
+        # Not ready (no face yet): nothing goes out until it is, or the speech moves.
+        return self._avatar_route and (
+            self._paused or any(s.pausing for s in self._segments) or self.waiting_for_avatar
+        )
+
+    def _wait_for_face(self) -> None:
+        """An utterance began while the avatar is not ready: it waits `wait_for_avatar` at most."""
+        assert self._wait_for_avatar is not None
+        if self._on_suspect is not None:
+            self._on_suspect()  # the fallback gets ready while the utterance waits
+        self._face_timer = asyncio.get_running_loop().call_later(
+            self._wait_for_avatar, self._face_late
+        )
+
+    def _face_late(self) -> None:
+        self._face_timer = None
+        if self.waiting_for_avatar and self._utterances and self._on_not_ready is not None:
+            logger.info(
+                "the protoface avatar is not ready after %g s; the agent speaks on its own track "
+                "until it is",
+                self._wait_for_avatar,
+            )
+            self._on_not_ready()
+
+    def _cancel_face_timer(self) -> None:
+        if self._face_timer is not None:
+            self._face_timer.cancel()
+            self._face_timer = None
 
     async def _send(self, route: AudioOutput, frame: rtc.AudioFrame) -> bool:
         """Send `frame` to `route`; False if the route changed first (nothing was sent)."""
@@ -687,9 +825,12 @@ class AvatarAudioOutput(AudioOutput):
             utterance = segment.utterance
             if utterance is not None and not utterance.settled:
                 utterance.heard = max(utterance.heard, self._estimate_heard(segment))
-        self._segments = []
-        self._started = 0
+        spare = self._spare_keepalives.pop(id(route), None)
+        # Keep-alives still in flight to the new route: its answers to them come first.
+        self._segments = spare.close() if spare is not None else []
+        self._started = sum(1 for s in self._segments if s.started_at is not None)
         self._open = None
+        self._cancel_face_timer()
         self._wake_pause_waiters()
         pending = [u for u in self._utterances if not u.cleared]
         for utterance in pending[:-1]:
@@ -714,6 +855,8 @@ class AvatarAudioOutput(AudioOutput):
         if self._utterances and not self._held():
             replay = asyncio.ensure_future(self._drain())
             replay.add_done_callback(_log_replay_failure)
+        elif self._utterances and self.waiting_for_avatar:
+            self._wait_for_face()
         self._boundary_reached()
 
     def _listen(self, route: AudioOutput) -> None:
@@ -798,6 +941,11 @@ class AvatarAudioOutput(AudioOutput):
             self._apply(*pending)
             return
         self._boundary.set()
+
+
+def _silence(rate: int) -> rtc.AudioFrame:
+    samples = rate * _KEEPALIVE_MS // 1000
+    return rtc.AudioFrame(bytes(samples * 2), rate, 1, samples)
 
 
 def _log_replay_failure(task: asyncio.Future[None]) -> None:
