@@ -80,9 +80,9 @@ def blocks_of(path: Path) -> list[Block]:
             continue
         fence, language = opened.group(1), opened.group(2).lower()
         end = next((j for j in range(i + 1, len(lines)) if lines[j].startswith(fence)), len(lines))
-        if language in LANGUAGES:
-            block = Block(path, i + 1, language, "\n".join(lines[i + 1 : end]) + "\n")
-            _read_directives(block, lines, i)
+        block = Block(path, i + 1, language, "\n".join(lines[i + 1 : end]) + "\n")
+        _read_directives(block, lines, i)
+        if language in LANGUAGES or block.file:  # any block can be saved as a file
             found.append(block)
         i = end + 1
     return found
