@@ -31,7 +31,7 @@ LIVEKIT_URL = "ws://127.0.0.1:7880"
 AGENT_IDENTITY = "agent-under-test"
 ROOM_NAME = "fake-room"  # the name fake_job_context gives an unconnected room
 
-# Fast retries: the first retry waits 0.1-0.5 s (jittered), the others none.
+# Fast retries: the first retry waits 0.1-0.6 s (jittered), the others none.
 FAST = APIConnectOptions(max_retry=3, retry_interval=0.0, timeout=2.0)
 
 CREATE = "POST /v1/sessions"

@@ -60,7 +60,7 @@ async def test_retry_after_seconds_is_waited(emu: Emulator) -> None:
         await api.get_status()
 
     first, second = emu.requests.matching(STATUS)
-    # Without Retry-After the first retry goes after 0.1-0.5 s; the server asked for 1 s.
+    # Without Retry-After the first retry goes after 0.1-0.6 s; the server asked for 1 s.
     assert second.arrived_at - first.arrived_at >= 0.9
 
 

@@ -51,7 +51,7 @@ def test_retry_window_honours_retry_after_only_where_the_api_sends_it() -> None:
     # The waits are jittered (test_retry_jitter.py): these pin which window applies.
     assert retry_window(0, 7.0, status=503, conn_options=OPTIONS)[0] == 7.0
     assert retry_window(2, 7.0, status=429, conn_options=OPTIONS)[0] == 7.0
-    assert retry_window(0, 7.0, status=500, conn_options=OPTIONS) == (0.1, 0.5)
+    assert retry_window(0, 7.0, status=500, conn_options=OPTIONS) == (0.1, 0.6)
     assert retry_window(1, None, status=503, conn_options=OPTIONS) == (1.0, 3.0)
     assert retry_window(1, None, status=None, conn_options=OPTIONS) == (1.0, 3.0)
     assert 7.0 <= retry_delay(0, 7.0, status=503, conn_options=OPTIONS) < 8.3

@@ -98,7 +98,7 @@ class ProtofaceAPI:
             then `https://api.protoface.com`. A trailing `/` is dropped.
         conn_options: `max_retry` retries after the first attempt,
             `retry_interval` between them on average (the first retry waits
-            0.1-0.5 s), and
+            0.1-0.6 s), and
             `timeout` per attempt, in seconds.
         session: A caller-owned aiohttp session; `aclose()` never closes
             it. When omitted, the job's shared session is used inside a
