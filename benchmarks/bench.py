@@ -1,6 +1,6 @@
 """The benchmark orchestrator behind `benchmarks/run`: ours against the published 1.8.9.
 
-    uv run python benchmarks/bench.py [--quick] [--only latency,scale,faults,e2e] [--out DIR]
+    uv run python benchmarks/bench.py [--quick] [--only latency,scale,faults,e2e,fleet] [--out DIR]
 
 It runs the emulator in this process (one per measurement, serving both
 clients), starts each client as its own process (`client.py` under the
@@ -24,6 +24,9 @@ Measurements (see RESULTS.md for the numbers and the method in full):
 - `scale_curve`: N concurrent watched sessions against the emulator command,
   the load generator in its own process: viewer fps, emulator CPU (all its
   processes), API latency, failures (`scale_curve.py`).
+- `fleet`: N agents (200, 500) creating at once against a server answering
+  503 to each key's first two attempts: the peak share of retries in any 100 ms
+  window, sessions created, waits (`fleet.py`; no published client needed).
 """
 
 from __future__ import annotations
@@ -48,6 +51,8 @@ from typing import IO, Any
 import null_worker
 import numpy as np
 import psutil
+from fleet import measure_fleet
+from fleet_report import fleet_targets
 from lifetime import measure_lifetime
 from livekit.agents import __version__ as agents_version
 from livekit.rtc import __version__ as rtc_version
@@ -880,6 +885,7 @@ def targets(results: Json) -> Json:
             "met": idle is not None and p99_8 is not None and p99_8 <= 2 * idle,
         }
     out.update(parity_targets(results))
+    out.update(fleet_targets(results))
     return out
 
 
@@ -898,7 +904,7 @@ def leftover_processes() -> list[str]:
 
 
 async def run(plan: Plan, only: set[str]) -> Json:
-    if not PUBLISHED_PYTHON.exists():
+    if only - {"fleet"} and not PUBLISHED_PYTHON.exists():
         raise SystemExit(
             f"{PUBLISHED_PYTHON} is missing: run benchmarks/run, which installs "
             f"livekit-plugins-protoface=={PUBLISHED_VERSION} there"
@@ -946,6 +952,7 @@ async def run(plan: Plan, only: set[str]) -> Json:
                     quick=plan.mode == "quick",
                 ),
             ),
+            ("fleet", lambda: measure_fleet(quick=plan.mode == "quick")),
         ]
         keys = {
             "latency": "start_latency",
@@ -955,6 +962,7 @@ async def run(plan: Plan, only: set[str]) -> Json:
             "lifetime": "lifetime",
             "scale_curve": "scale_curve",
             "parity": "parity",
+            "fleet": "fleet",
         }
         for name, measure in phases:
             if name not in only:
@@ -1006,6 +1014,7 @@ SECTIONS = {
     "lifetime": "lifetime",
     "scale_curve": "scale_curve",
     "parity": "parity",
+    "fleet": "fleet",
 }
 
 
@@ -1046,8 +1055,8 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="fewer samples: under 5 minutes")
     parser.add_argument(
         "--only",
-        default="latency,scale,faults,e2e,lifetime,scale_curve,parity",
-        help="comma-separated subset of latency,scale,faults,e2e,lifetime,scale_curve,parity "
+        default="latency,scale,faults,e2e,lifetime,scale_curve,parity,fleet",
+        help="comma-separated subset of latency,scale,faults,e2e,lifetime,scale_curve,parity,fleet "
         "(default: all)",
     )
     parser.add_argument("--out", type=Path, default=HERE, help="where results.json/RESULTS.md go")

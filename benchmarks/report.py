@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from fleet_report import markdown as fleet_markdown
 from parity_report import markdown as parity_markdown
 
 Json = dict[str, Any]
@@ -946,6 +947,7 @@ def write_markdown(results: Json, path: Path) -> None:
         + _lifetime(results)
         + _scale_curve(results)
         + parity_markdown(results)
+        + fleet_markdown(results)
         + _bounds(results)
         + _findings(results)
     )
