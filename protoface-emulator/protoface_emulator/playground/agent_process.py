@@ -1,7 +1,9 @@
 """The agent worker as a child process: started, its output relayed, its registration awaited.
 
 The worker runs through `run_agent` (`python -m protoface_emulator.playground.run_agent
-FILE`), with `LIVEKIT_*` and `PROTOFACE_*` pointing at the playground's servers.
+FILE`), with `LIVEKIT_*` and `PROTOFACE_*` pointing at the playground's servers, and
+LiveKit Inference's credentials taken from the user's own environment, or named
+when missing (`inference_check`).
 Everything it prints goes to a log file; warnings, errors and whatever is not a log
 line (prints, tracebacks) also go to stderr, all of it with `verbose`.
 """
@@ -19,6 +21,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+from protoface_emulator.playground.inference_check import (
+    inference_credentials,
+    missing_variables,
+)
 from protoface_emulator.testing.launch import stop_process
 
 __all__ = [
@@ -81,9 +87,16 @@ def start_agent(agent_file: Path, env: dict[str, str], *, verbose: bool) -> Agen
     log_file = tempfile.NamedTemporaryFile(  # noqa: SIM115 - lives as long as the agent
         prefix="playground-agent-", suffix=".log", delete=False
     )
+    command = [sys.executable, "-m", "protoface_emulator.playground.run_agent", str(agent_file)]
+    # `env` points LIVEKIT_API_KEY / _SECRET at the local server, which LiveKit
+    # Inference would otherwise sign with: the user's own credentials go through.
+    inference = inference_credentials(os.environ)
+    missing = missing_variables(os.environ)
+    if missing:
+        command += ["--inference-missing", ",".join(missing)]
     process = subprocess.Popen(
-        [sys.executable, "-m", "protoface_emulator.playground.run_agent", str(agent_file)],
-        env={**os.environ, **env},
+        command,
+        env={**os.environ, **env, **inference},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,

@@ -16,7 +16,9 @@ that block runs with `cli.run_app` standing in to catch what it is given instead
 of starting the deprecated CLI, and the worker it describes is run as above.
 
 The worker reads `LIVEKIT_URL`, `LIVEKIT_API_KEY` and `LIVEKIT_API_SECRET`
-from the environment (the playground sets them).
+from the environment (the playground sets them). `--inference-missing NAMES`
+(the playground passes it when it found no LiveKit Inference credentials) has
+each session that starts with Inference models log which variables to set.
 """
 
 from __future__ import annotations
@@ -25,9 +27,12 @@ import argparse
 import ast
 import importlib
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
 from typing import Any
+
+from protoface_emulator.playground.inference_check import guard_job_processes
 
 __all__ = ["AgentFileError", "load_agent_server", "main"]
 
@@ -99,10 +104,22 @@ def _report_idle(server: Any) -> None:
     server.load_fnc = _idle
 
 
-def load_agent_server(path: Path) -> str:
+def _prepare(server: Any, inference_missing: Sequence[str]) -> None:
+    _report_idle(server)
+    if inference_missing:
+        guard_job_processes(server, list(inference_missing))
+
+
+def load_agent_server(path: Path, *, inference_missing: Sequence[str] = ()) -> str:
     """Import `path` and make sure it holds an `AgentServer`; returns the module's name.
 
     Every `AgentServer` it holds then reports itself idle (see `_report_idle`).
+
+    Args:
+        path: The agent file.
+        inference_missing: The LiveKit Inference variables the playground could
+            not fill: when given, a session that starts with Inference models
+            logs which to set (`inference_check.guard_job_processes`).
 
     Raises:
         AgentFileError: It has no `AgentServer` and hands none (nor `WorkerOptions`)
@@ -117,7 +134,7 @@ def load_agent_server(path: Path) -> str:
     module = importlib.import_module(data.module_import_str)
     servers = [value for value in vars(module).values() if isinstance(value, AgentServer)]
     for server in servers:
-        _report_idle(server)
+        _prepare(server, inference_missing)
     if servers:
         return module.__name__
     given = _catch_run_app(module, path)
@@ -129,7 +146,7 @@ def load_agent_server(path: Path) -> str:
             "`@server.rtc_session()` on your entrypoint (or hand an AgentServer or "
             "WorkerOptions to cli.run_app under `if __name__ == '__main__':`)"
         )
-    _report_idle(given)
+    _prepare(given, inference_missing)
     setattr(module, CAUGHT_SERVER, given)
     return module.__name__
 
@@ -142,12 +159,20 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("file", type=Path, help="the agent's .py file")
     parser.add_argument("--log-level", default="INFO", help="the worker's log level")
+    parser.add_argument(
+        "--inference-missing",
+        default="",
+        metavar="NAMES",
+        help="comma-separated LiveKit Inference variables that are not set: a session "
+        "with Inference models says to set them",
+    )
     args = parser.parse_args(argv)
     path: Path = args.file.resolve()
     if not path.is_file():
         parser.error(f"{args.file}: no such file; pass the path of your agent's .py file")
     try:
-        load_agent_server(path)
+        missing = [name for name in args.inference_missing.split(",") if name]
+        load_agent_server(path, inference_missing=missing)
     except AgentFileError as exc:
         print(f"run_agent: {exc}", file=sys.stderr)
         return 2
