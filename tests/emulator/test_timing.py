@@ -225,3 +225,28 @@ async def test_ending_during_a_cold_start_never_starts_the_worker(
         # Past the cold start: a worker it forgot to call off would have started by now.
         await asyncio.sleep(1.0)
         assert workers.for_session(session_id) == []
+
+
+def test_the_workers_delays_survive_the_wire_to_processes_and_dispatched_jobs() -> None:
+    from protoface_emulator.lifecycle import WorkerSpec
+    from protoface_emulator.workers.protocol import (
+        job_metadata,
+        read_job_metadata,
+        spec_from_wire,
+        spec_to_wire,
+    )
+
+    spec = WorkerSpec("sess_1", "ws://x", "room", "avatar", first_frame_delay=0.7, ack_delay=0.1)
+    assert spec_from_wire(spec_to_wire(spec)) == spec
+    assert read_job_metadata(job_metadata("k", "t", "ws://r", spec)).spec == spec
+
+
+async def test_the_command_applies_its_profile_and_overrides() -> None:
+    from test_cli import emulator_process, get
+
+    async with emulator_process(
+        "--api-key", "k", "--profile", "hosted", "--api-latency", "0.3"
+    ) as running:
+        began = time.monotonic()
+        assert await get(running.url, "k", "/v1/status") == 200
+        assert time.monotonic() - began >= 0.3
