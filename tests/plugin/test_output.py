@@ -297,3 +297,22 @@ async def test_an_avatar_that_never_sends_started_is_judged_by_its_finishes_alon
     assert unanswered == []  # a missing acknowledgement says nothing now
     avatar.finish()
     assert len(finished) == 1
+
+
+async def test_an_avatar_is_sent_no_more_than_the_lead_ahead_of_its_playback() -> None:
+    """A long utterance handed over at once reaches the avatar paced, so it keeps receiving."""
+    sink = Sink()
+    output, finished = router(sink)
+    output.pace(0.2)
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    for _ in range(40):  # 0.8 s of speech, captured as fast as the caller can
+        await output.capture_frame(frame())
+    output.flush()
+    took = loop.time() - began
+    # Without pacing every frame is forwarded at once; paced, the last one waits
+    # until only `lead` seconds are unplayed.
+    assert took >= 0.8 - 0.2 - 0.05, took
+    assert sink.segments == [40]
+    sink.finish()
+    assert len(finished) == 1

@@ -162,10 +162,18 @@ class Lifetime:
         """
         exclude = {hosted.identity}
         others = await self._stall.others_received(exclude)
-        flows = await self._media_flows(hosted, CONFIRM_WINDOW)
+        probe = self._stall.probe()
+        try:
+            flows = await self._media_flows(hosted, CONFIRM_WINDOW)
+        except BaseException:
+            probe.cancel()
+            raise
         if self.current is not hosted or hosted.watch.lost.done():
+            probe.cancel()
             return
-        if not flows and await self._stall.stalled(others, exclude):
+        if flows:
+            probe.cancel()
+        elif await self._stall.stalled(others, exclude, probe):
             logger.info("LiveKit stalls for everyone (%s went unanswered); waiting it out", what)
             flows = await self._stall.wait_over() and await self._media_flows(
                 hosted, RECHECK_WINDOW

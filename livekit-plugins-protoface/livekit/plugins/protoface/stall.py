@@ -20,6 +20,7 @@ What the agent can see decides, not a longer timeout:
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Collection
 
 import aiohttp
@@ -31,6 +32,8 @@ __all__ = ["STALL_PATIENCE", "StallCheck", "inbound_bytes"]
 
 STALL_PATIENCE = 8.0
 """Seconds a stall is waited out before what the avatar left unanswered counts after all."""
+SLOW_ANSWER = 0.3
+"""Seconds past which LiveKit's answer to the probe means it stalled (it answers in ms)."""
 _PROBE_TIMEOUT = 1.0
 _POLL = 0.25
 
@@ -81,19 +84,33 @@ class StallCheck:
                 total = (total or 0) + received
         return total
 
-    async def stalled(self, others_before: int | None, exclude: Collection[str]) -> bool:
-        """Whether LiveKit stalls now.
+    def probe(self) -> asyncio.Task[float]:
+        """Ask LiveKit's HTTP endpoint now; the task gives the seconds it took to answer.
+
+        Start it as the silence in question is watched: a server stalled then
+        answers late (or not at all: `math.inf`) even if it recovers meanwhile.
+        """
+        return asyncio.create_task(self._answer_time(), name="protoface-livekit-probe")
+
+    async def stalled(
+        self, others_before: int | None, exclude: Collection[str], probe: asyncio.Task[float]
+    ) -> bool:
+        """Whether LiveKit stalled while `probe` ran (and the silence was watched).
 
         Args:
-            others_before: `others_received(exclude)` a moment ago.
+            others_before: `others_received(exclude)` when the watch began.
             exclude: The participants whose silence is in question.
+            probe: `probe()`, started when the watch began.
         """
-        if self._room.connection_state != rtc.ConnectionState.CONN_CONNECTED:
-            return True
-        after = await self.others_received(exclude)
-        if others_before is not None and after is not None and after > others_before:
-            return False  # LiveKit delivers everyone else's media
-        return not await self._server_answers()
+        try:
+            if self._room.connection_state != rtc.ConnectionState.CONN_CONNECTED:
+                return True
+            after = await self.others_received(exclude)
+            if others_before is not None and after is not None and after > others_before:
+                return False  # LiveKit delivers everyone else's media
+            return await probe >= SLOW_ANSWER
+        finally:
+            probe.cancel()
 
     async def wait_over(self, patience: float = STALL_PATIENCE) -> bool:
         """Wait until the room is connected and LiveKit answers; False after `patience` s."""
@@ -105,6 +122,11 @@ class StallCheck:
                 return True
             await asyncio.sleep(_POLL)
         return False
+
+    async def _answer_time(self) -> float:
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        return loop.time() - began if await self._server_answers() else math.inf
 
     async def _server_answers(self) -> bool:
         if self._probe_url is None:
