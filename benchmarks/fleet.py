@@ -15,9 +15,10 @@ swapping `requester.retry_delay` for the duration of that fleet.
 Per fleet: the largest share of the retries (attempts after a key's first) that
 arrived at the server within any 100 ms window, the sessions created and the
 distinct ids returned, errors, and each agent's wait (the instant all started to
-its `start_session` returning): p50 and the slowest. Server and clients share
-one process and event loop, which serialises their work a little and so, if
-anything, smears the fixed waits' lockstep.
+its `start_session` returning): p50 and the slowest. The server runs in a
+process of its own (`fleet.py --serve`), the agents share this one's event loop;
+on a loaded machine that loop falls behind and sends in bursts, which inflates
+the jittered share and, if anything, smears the fixed waits' lockstep.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import aiohttp
 from aiohttp import web
 from livekit.agents import APIConnectOptions
 
@@ -78,20 +80,56 @@ class RecoveringService:
         session_id = self.sessions.setdefault(key, f"ses_{len(self.sessions) + 1:06d}")
         return web.json_response({"id": session_id, "status": "queued"}, status=201)
 
+    async def stats(self, request: web.Request) -> web.Response:
+        return web.json_response(
+            {
+                "attempts": dict(self.attempts),
+                "retry_times": self.retry_times,
+                "sessions": len(self.sessions),
+            }
+        )
 
-@asynccontextmanager
-async def recovering_service() -> AsyncIterator[tuple[RecoveringService, str]]:
-    """The service on 127.0.0.1 (a free port), and its URL."""
+
+async def serve() -> None:
+    """`--serve`: the service on 127.0.0.1 (a free port, printed) until stdin closes."""
     state = RecoveringService()
     app = web.Application()
     app.router.add_post("/v1/sessions", state.create)
+    app.router.add_get("/stats", state.stats)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", 0, backlog=2048).start()
+    print(runner.addresses[0][1], flush=True)
+    loop = asyncio.get_running_loop()
+    await loop.run_in_executor(None, sys.stdin.read)  # the parent closing stdin stops it
+    await runner.cleanup()
+
+
+@asynccontextmanager
+async def recovering_service() -> AsyncIterator[str]:
+    """A fresh service in a process of its own, and its URL.
+
+    Its own process: a light process is woken promptly even on a loaded machine,
+    so its arrival times are not bunched by the clients' event loop falling behind.
+    """
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        __file__,
+        "--serve",
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+    )
+    assert proc.stdin is not None and proc.stdout is not None
     try:
-        yield state, f"http://127.0.0.1:{runner.addresses[0][1]}"
+        port = int(await asyncio.wait_for(proc.stdout.readline(), timeout=30))
+        yield f"http://127.0.0.1:{port}"
     finally:
-        await runner.cleanup()
+        proc.stdin.close()
+        try:
+            await asyncio.wait_for(proc.wait(), timeout=10)
+        except asyncio.TimeoutError:
+            proc.kill()
+            await proc.wait()
 
 
 def largest_window(times: list[float], window: float = WINDOW_S) -> int:
@@ -134,7 +172,7 @@ def _policy(name: str) -> Iterator[None]:
 
 async def one_fleet(agents: int, policy: str) -> Json:
     """N agents create at once against a fresh recovering service; what the server saw."""
-    async with recovering_service() as (state, url):
+    async with recovering_service() as url:
         clients = [
             ProtofaceAPI(api_key=API_KEY, api_url=url, conn_options=APIConnectOptions())
             for _ in range(agents)
@@ -161,19 +199,23 @@ async def one_fleet(agents: int, policy: str) -> Json:
                 done = await asyncio.wait_for(asyncio.gather(*tasks), timeout=120)
             finally:
                 await asyncio.gather(*(api.aclose() for api in clients))
+        async with aiohttp.ClientSession() as http, http.get(f"{url}/stats") as response:
+            seen: Json = await response.json()
+    attempts: dict[str, int] = seen["attempts"]
+    retry_times: list[float] = seen["retry_times"]
     ids = [session_id for session_id, _ in done if session_id is not None]
     waits = sorted(wait for _, wait in done)
-    peak = largest_window(state.retry_times)
+    peak = largest_window(retry_times)
     return {
         "agents": agents,
         "policy": policy,
-        "sessions_created": len(state.sessions),
+        "sessions_created": seen["sessions"],
         "distinct_ids_returned": len(set(ids)),
         "errors": agents - len(ids),
-        "attempts": sum(state.attempts.values()),
-        "retries": len(state.retry_times),
+        "attempts": sum(attempts.values()),
+        "retries": len(retry_times),
         "peak_window_retries": peak,
-        "peak_window_share": round(peak / max(1, len(state.retry_times)), 4),
+        "peak_window_share": round(peak / max(1, len(retry_times)), 4),
         "wait_p50_s": round(statistics.median(waits), 3),
         "wait_max_s": round(waits[-1], 3),
     }
@@ -225,7 +267,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--agents", default="200,500", help="comma-separated fleet sizes")
     parser.add_argument("--rounds", type=int, default=ROUNDS["full"])
+    parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.serve:
+        asyncio.run(serve())
+        return 0
     sizes = tuple(int(part) for part in args.agents.split(",") if part.strip())
     ROUNDS["full"] = args.rounds
     section = asyncio.run(measure_fleet(sizes=sizes))

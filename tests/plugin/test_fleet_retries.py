@@ -1,8 +1,9 @@
 """A fleet meeting the same 503s does not retry in step, and still creates one session each.
 
-A loopback aiohttp server answers 503 (no `Retry-After`) to the first two
-attempts of every `Idempotency-Key` and creates the session on the third, as a
-recovering Protoface would. 200 `ProtofaceAPI` clients, each with its own HTTP
+A loopback aiohttp server (`recovering_server.py`, in a process of its own)
+answers 503 (no `Retry-After`) to the first two attempts of every
+`Idempotency-Key` and creates the session on the third, as a recovering
+Protoface would. 200 `ProtofaceAPI` clients, each with its own HTTP
 session as separate agents have, start their creates at the same instant. With
 the fixed delays of before, every first retry landed in one 100 ms window (half
 of all retries); the jittered waits must spread them, while the idempotency key
@@ -13,20 +14,20 @@ same scenario and reports the numbers.
 from __future__ import annotations
 
 import asyncio
-import collections
-import time
+import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
 
+import aiohttp
 import pytest
-from aiohttp import web
 from livekit.agents import APIConnectOptions
 
 from livekit.plugins.protoface.api import ProtofaceAPI
 
-from .helpers import API_KEY, LIVEKIT_URL, envelope
+from .helpers import API_KEY, LIVEKIT_URL
+from .recovering_server import FAILURES_PER_KEY
 
 AGENTS = 200
-FAILURES_PER_KEY = 2
 TRANSPORT = {
     "type": "livekit",
     "url": LIVEKIT_URL,
@@ -35,45 +36,26 @@ TRANSPORT = {
 }
 
 
-class RecoveringService:
-    """Counts attempts per key: 503 to the first two, a session (once per key) after."""
-
-    def __init__(self) -> None:
-        self.attempts: collections.Counter[str] = collections.Counter()
-        self.retry_times: list[float] = []
-        self.sessions: dict[str, str] = {}
-        self.created = 0
-
-    async def create(self, request: web.Request) -> web.Response:
-        key = request.headers["Idempotency-Key"]
-        await request.read()
-        self.attempts[key] += 1
-        if self.attempts[key] > 1:
-            self.retry_times.append(time.monotonic())
-        if self.attempts[key] <= FAILURES_PER_KEY:
-            return web.json_response(
-                envelope("service_unavailable", "unavailable", "recovering"), status=503
-            )
-        if key not in self.sessions:
-            self.created += 1
-            self.sessions[key] = f"ses_{self.created:06d}"
-        return web.json_response({"id": self.sessions[key], "status": "queued"}, status=201)
+SERVER = Path(__file__).with_name("recovering_server.py")
 
 
 @pytest.fixture
-async def service() -> AsyncIterator[tuple[RecoveringService, str]]:
-    state = RecoveringService()
-    app = web.Application()
-    app.router.add_post("/v1/sessions", state.create)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0, backlog=1024)
-    await site.start()
-    port = runner.addresses[0][1]
+async def service() -> AsyncIterator[str]:
+    """The recovering service in a process of its own; its URL."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, str(SERVER), stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE
+    )
+    assert proc.stdin is not None and proc.stdout is not None
     try:
-        yield state, f"http://127.0.0.1:{port}"
+        port = int(await asyncio.wait_for(proc.stdout.readline(), timeout=30))
+        yield f"http://127.0.0.1:{port}"
     finally:
-        await runner.cleanup()
+        proc.stdin.close()
+        try:
+            await asyncio.wait_for(proc.wait(), timeout=10)
+        except asyncio.TimeoutError:
+            proc.kill()
+            await proc.wait()
 
 
 def largest_window_share(times: list[float], window: float = 0.1) -> float:
@@ -88,9 +70,9 @@ def largest_window_share(times: list[float], window: float = 0.1) -> float:
 
 
 async def test_a_fleet_meeting_the_same_503s_spreads_its_retries_and_creates_one_session_each(
-    service: tuple[RecoveringService, str],
+    service: str,
 ) -> None:
-    state, url = service
+    url = service
     # The published defaults (3 retries, retry_interval 2 s), as a fleet would run.
     clients = [
         ProtofaceAPI(api_key=API_KEY, api_url=url, conn_options=APIConnectOptions())
@@ -114,11 +96,13 @@ async def test_a_fleet_meeting_the_same_503s_spreads_its_retries_and_creates_one
     finally:
         await asyncio.gather(*(api.aclose() for api in clients))
 
-    assert state.created == AGENTS
-    assert len(set(ids)) == AGENTS  # one session per agent, none shared
-    assert all(state.attempts[key] == FAILURES_PER_KEY + 1 for key in keys)  # no extra create
-    assert len(state.retry_times) == AGENTS * FAILURES_PER_KEY
-    share = largest_window_share(state.retry_times)
+    async with aiohttp.ClientSession() as http, http.get(f"{url}/stats") as response:
+        seen = await response.json()
+    assert len(seen["sessions"]) == AGENTS
+    assert sorted(ids) == sorted(seen["sessions"].values())  # one session per agent, none shared
+    assert all(seen["attempts"][key] == FAILURES_PER_KEY + 1 for key in keys)  # no extra create
+    assert len(seen["retry_times"]) == AGENTS * FAILURES_PER_KEY
+    share = largest_window_share(seen["retry_times"])
     # In lockstep half of the retries share one window (0.5 here); jittered, about
     # 0.11-0.14 (benchmarks/fleet.py). The bound is generous so a busy machine does
     # not flake.
