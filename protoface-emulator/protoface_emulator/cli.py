@@ -65,7 +65,7 @@ from typing import cast
 from protoface_emulator.lifecycle import WorkerFactory
 from protoface_emulator.server import Emulator
 from protoface_emulator.store import DEFAULT_JOIN_TIMEOUT_SECONDS, DEFAULT_MAX_CONCURRENCY
-from protoface_emulator.timing import DEFAULT_PROFILE, PROFILES, Seconds, Timing, parse_seconds
+from protoface_emulator.timing import add_timing_arguments, timing_from_args
 from protoface_emulator.workers.agent_worker import DEFAULT_CAPACITY
 from protoface_emulator.workers.dispatch import DEFAULT_AGENT_NAME
 
@@ -94,49 +94,6 @@ def _seconds(text: str) -> float:
     if not (math.isfinite(value) and value > 0):
         raise argparse.ArgumentTypeError(f"must be a positive number of seconds; got {text!r}")
     return value
-
-
-def _delay(text: str) -> Seconds:
-    try:
-        return parse_seconds(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def _add_timing_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--profile",
-        choices=list(PROFILES),
-        default=DEFAULT_PROFILE,
-        help="how slow to be: fast (no delays) or hosted (like the hosted service: "
-        "cold starts of 1-5 s, API answers of 20-80 ms) (default %(default)s)",
-    )
-    for flag, what in (
-        ("--cold-start", "from a create until its worker starts joining"),
-        ("--first-frame-delay", "from joining until the first frame"),
-        ("--api-latency", "added to each API answer"),
-        ("--ack-delay", "before each lk.playback_started"),
-    ):
-        parser.add_argument(
-            flag,
-            type=_delay,
-            default=None,
-            metavar="S|LOW-HIGH",
-            help=f"seconds {what}, e.g. 2 or 1-5 (default: the profile's)",
-        )
-    parser.add_argument(
-        "--timing-seed", type=int, default=None, help="seed for delays drawn from ranges"
-    )
-
-
-def timing_from_args(args: argparse.Namespace) -> Timing:
-    """The `Timing` the command line asks for: `--profile`, then each override."""
-    return Timing.profile(args.profile, seed=args.timing_seed).with_overrides(
-        cold_start=args.cold_start,
-        first_frame_delay=args.first_frame_delay,
-        api_latency=args.api_latency,
-        ack_delay=args.ack_delay,
-    )
 
 
 def _processes(text: str) -> int:
@@ -249,7 +206,19 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_JOIN_TIMEOUT_SECONDS,
         help="seconds a worker may take to publish its first frame (default %(default)s)",
     )
-    _add_timing_arguments(parser)
+    add_timing_arguments(parser)
+    _add_worker_arguments(parser)
+    parser.add_argument(
+        "--log-level",
+        default="info",
+        choices=["debug", "info", "warning", "error"],
+        help="stderr log level; debug adds an access log",
+    )
+    return parser
+
+
+def _add_worker_arguments(parser: argparse.ArgumentParser) -> None:
+    """Where the avatars render: worker processes, a factory, or dispatched jobs."""
     parser.add_argument(
         "--worker-processes",
         type=_processes,
@@ -283,13 +252,6 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="ws://HOST:PORT",
         help="where worker hosts reach that port, when not at --host:--dispatch-port",
     )
-    parser.add_argument(
-        "--log-level",
-        default="info",
-        choices=["debug", "info", "warning", "error"],
-        help="stderr log level; debug adds an access log",
-    )
-    return parser
 
 
 def load_worker_factory(reference: str) -> WorkerFactory:

@@ -32,6 +32,7 @@ acknowledgement delays to the worker in its `WorkerSpec`.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import dataclasses
 import logging
@@ -56,8 +57,10 @@ __all__ = [
     "Seconds",
     "TimedWorkers",
     "Timing",
+    "add_timing_arguments",
     "parse_seconds",
     "resolve_timing",
+    "timing_from_args",
 ]
 
 logger = logging.getLogger("protoface_emulator.timing")
@@ -231,6 +234,58 @@ def parse_seconds(text: str) -> Seconds:
         raise ValueError(f"{text!r} has LOW > HIGH; write {high_text}-{low_text}")
     _bounds(repr(text), value)
     return value
+
+
+# -- the command-line form ----------------------------------------------------------------
+
+
+def _delay_argument(text: str) -> Seconds:
+    try:
+        return parse_seconds(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def add_timing_arguments(parser: argparse.ArgumentParser, *, overrides: bool = True) -> None:
+    """Add `--profile` and, with `overrides`, one option per delay and `--timing-seed`.
+
+    The `protoface-emulator` command takes them all, the playground `--profile`.
+    """
+    parser.add_argument(
+        "--profile",
+        choices=list(PROFILES),
+        default=DEFAULT_PROFILE,
+        help="how slow the emulator is: fast (no delays) or hosted (like the hosted service: "
+        "cold starts of 1-5 s, API answers of 20-80 ms) (default %(default)s)",
+    )
+    if not overrides:
+        return
+    for flag, what in (
+        ("--cold-start", "from a create until its worker starts joining"),
+        ("--first-frame-delay", "from joining until the first frame"),
+        ("--api-latency", "added to each API answer"),
+        ("--ack-delay", "before each lk.playback_started"),
+    ):
+        parser.add_argument(
+            flag,
+            type=_delay_argument,
+            default=None,
+            metavar="S|LOW-HIGH",
+            help=f"seconds {what}, e.g. 2 or 1-5 (default: the profile's)",
+        )
+    parser.add_argument(
+        "--timing-seed", type=int, default=None, help="seed for delays drawn from ranges"
+    )
+
+
+def timing_from_args(args: argparse.Namespace) -> Timing:
+    """The `Timing` the options of `add_timing_arguments` ask for: the profile, then overrides."""
+    return Timing.profile(args.profile, seed=args.timing_seed).with_overrides(
+        cold_start=args.cold_start,
+        first_frame_delay=args.first_frame_delay,
+        api_latency=args.api_latency,
+        ack_delay=args.ack_delay,
+    )
 
 
 class Delays:

@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 from types import FrameType
 
-from protoface_emulator.timing import DEFAULT_PROFILE, PROFILES
+from protoface_emulator.timing import add_timing_arguments
 
 BUNDLED_AGENT = Path(__file__).resolve().parent / "echo_agent.py"
 DEFAULT_PORT = 8800
@@ -62,13 +62,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--verbose", action="store_true", help="show every line the agent logs, not only warnings"
     )
-    parser.add_argument(
-        "--profile",
-        choices=list(PROFILES),
-        default=DEFAULT_PROFILE,
-        help="the emulator's timing: fast (no delays) or hosted (cold starts of 1-5 s, "
-        "API answers of 20-80 ms, like the hosted service) (default %(default)s)",
-    )
+    add_timing_arguments(parser, overrides=False)
     parser.add_argument(
         "--ready-timeout",
         type=float,

@@ -24,6 +24,7 @@ import subprocess
 import sys
 import webbrowser
 from pathlib import Path
+from typing import cast
 
 from aiohttp import web
 
@@ -71,25 +72,7 @@ async def serve(args: argparse.Namespace) -> None:
     runner: web.AppRunner | None = None
     protoface: EmulatorClient | None = None
     try:
-        # Both at once (each takes seconds on a busy machine); if one fails, the
-        # other is still stopped below.
-        started = await asyncio.gather(
-            asyncio.to_thread(start_livekit_server),
-            asyncio.to_thread(
-                start_emulator_process,
-                args=["--log-level", "warning", "--profile", args.profile],
-                stderr=sys.stderr,
-            ),
-            return_exceptions=True,
-        )
-        if isinstance(started[0], LiveKitServer):
-            livekit = started[0]
-        if isinstance(started[1], EmulatorProcess):
-            emulator = started[1]
-        for outcome in started:
-            if isinstance(outcome, BaseException):
-                raise outcome
-        assert livekit is not None and emulator is not None
+        livekit, emulator = await _start_servers(args.profile)
         env = {
             "LIVEKIT_URL": livekit.url,
             "LIVEKIT_API_KEY": livekit.api_key,
@@ -100,16 +83,7 @@ async def serve(args: argparse.Namespace) -> None:
         agent = start_agent(agent_file, env, verbose=args.verbose)
         protoface = EmulatorClient(emulator.url, emulator.api_key)
         page = Playground(livekit, protoface, bundle)
-        runner = web.AppRunner(page.app(), access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", args.port)
-        try:
-            await site.start()
-        except OSError as exc:
-            raise PlaygroundError(
-                f"cannot listen on 127.0.0.1:{args.port} ({exc.strerror}): "
-                "pass --port with a free port, or --port 0 for any"
-            ) from None
+        runner = await _listen(page, args.port)
         await wait_registered(agent, agent_file, args.ready_timeout, stop)
         if stop.is_set():
             return
@@ -134,6 +108,43 @@ async def serve(args: argparse.Namespace) -> None:
             await asyncio.to_thread(_stop_livekit, livekit)
         if agent is not None:
             agent.log_path.unlink(missing_ok=True)
+
+
+async def _start_servers(profile: str) -> tuple[LiveKitServer, EmulatorProcess]:
+    """livekit-server and the emulator command (with timing `profile`), both or neither."""
+    # Both at once: each takes seconds on a busy machine.
+    livekit, emulator = await asyncio.gather(
+        asyncio.to_thread(start_livekit_server),
+        asyncio.to_thread(
+            start_emulator_process,
+            args=["--log-level", "warning", "--profile", profile],
+            stderr=sys.stderr,
+        ),
+        return_exceptions=True,
+    )
+    if isinstance(livekit, LiveKitServer) and isinstance(emulator, EmulatorProcess):
+        return livekit, emulator
+    # One failed: stop the other before saying why.
+    if isinstance(emulator, EmulatorProcess):
+        await asyncio.to_thread(emulator.stop)
+    if isinstance(livekit, LiveKitServer):
+        await asyncio.to_thread(_stop_livekit, livekit)
+    raise livekit if isinstance(livekit, BaseException) else cast(BaseException, emulator)
+
+
+async def _listen(page: Playground, port: int) -> web.AppRunner:
+    """Serve the page on 127.0.0.1:`port`."""
+    runner = web.AppRunner(page.app(), access_log=None)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+    except OSError as exc:
+        await runner.cleanup()
+        raise PlaygroundError(
+            f"cannot listen on 127.0.0.1:{port} ({exc.strerror}): "
+            "pass --port with a free port, or --port 0 for any"
+        ) from None
+    return runner
 
 
 def _stop_livekit(livekit: LiveKitServer) -> None:
