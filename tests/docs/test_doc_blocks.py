@@ -80,7 +80,14 @@ def test_the_blocks_of_the_document_run_as_written(
     run = DocumentRun(work, venv.environment(tmp_path))
     try:
         for block in blocks:
-            run.run(block)
+            try:
+                run.run(block)
+            except AssertionError as exc:  # what the servers and the agent said, to see why
+                logs = "".join(
+                    f"\n--- {b.where} (background) ---\n{run.log_of(b)[-2000:]}"
+                    for b, _, _ in run.background
+                )
+                raise AssertionError(f"{exc}{logs}") from None
     finally:
         died = run.close()
     assert died == [], "a background block stopped while the document ran"
