@@ -114,10 +114,14 @@ ENV_VIDEO_FPS: Final = "PROTOFACE_EMULATOR_VIDEO_FPS"
 # How long cleanup may take when a worker is closed before it is abandoned: aclose()
 # must return promptly even if the native SDK hangs.
 _CLOSE_TIMEOUT = 5.0
-# How far the runner's audio and video queues may run ahead of real time. The
-# framework's 100 ms lets the generator get ~4 frames ahead of what viewers see;
-# one frame period keeps the mouth within a frame or two of the speech.
-_RUNNER_QUEUE_MS = 50
+# How far the runner's audio and video queues run ahead of real time while the
+# avatar speaks, as the agent's own track does (livekit-agents queues 200 ms of its
+# audio): on a busy machine the loop stalls for tens to hundreds of ms, and a queue
+# kept empty ran dry on each stall; the sender fell silent, the viewer's jitter buffer
+# grew to cover the gaps, and everything after, barge-in included, was heard that
+# much later. Both queues are equally deep, so the mouth keeps to the speech, and
+# `clear_buffer` flushes both, so barge-in does not wait for them.
+_RUNNER_QUEUE_MS = 200
 # The idle timer only needs a heartbeat, not a call per 100 ms audio frame.
 _AUDIO_EVENT_INTERVAL = 0.5
 # How long an interruption waits for the runner to finish pushing the frame it holds;
@@ -414,24 +418,23 @@ class FaceVideoGenerator(VideoGenerator):
             yield item
             self._consumer_idle.set()
 
-    async def _idle_until_due(self, period: float) -> None:
-        """After an idle frame, wait a frame period unless audio arrives first.
-
-        The consumer accepts frames as fast as its queue drains, so a generator that
-        never waits keeps that queue full of closed-mouth frames, and the first
-        frame of speech would be shown only after all of them. Idling at a frame
-        period keeps the queue empty while silent, so speech shows on the next
-        frame the room receives.
-        """
+    async def _wait_for_audio(self, timeout: float) -> None:
+        """Wait up to `timeout` for a frame period's audio (or a segment end) to be queued."""
         self._audio_queued.clear()
-        if self._queued_samples or self._queued_ends:
+        if self._period_ready():
             return
         with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(self._audio_queued.wait(), timeout=period)
+            await asyncio.wait_for(self._audio_queued.wait(), timeout=timeout)
 
     async def _produce(self) -> AsyncIterator[rtc.VideoFrame | rtc.AudioFrame | AudioSegmentEnd]:
         options = self._options
         period = 1.0 / options.video_fps
+        # While there is nothing to say, one closed-mouth frame per period, however
+        # often audio trickles in: the consumer takes frames as fast as its queue
+        # drains, and idle frames queued ahead would show the speech that follows
+        # them late. Speaking frames are not paced here: they run ahead into the
+        # runner's queues (`_RUNNER_QUEUE_MS`), which pace them.
+        idle_due = 0.0
         while True:
             if self._queue and isinstance(self._queue[0], AudioSegmentEnd):
                 self._queue.popleft()
@@ -441,6 +444,12 @@ class FaceVideoGenerator(VideoGenerator):
 
             generation = self._generation
             chunk = self._take_period()
+            if chunk is None:
+                wait = idle_due - time.monotonic()
+                if wait > 0:
+                    await self._wait_for_audio(wait)
+                    continue
+                idle_due = time.monotonic() + period
             level = audio_level(chunk) if chunk is not None else 0.0
             yield rtc.VideoFrame(
                 options.video_width,
@@ -453,10 +462,7 @@ class FaceVideoGenerator(VideoGenerator):
                 self._on_frame_published(self._frames_published)
 
             if chunk is None or generation != self._generation:
-                # Nothing to say, or cleared while the frame was being consumed.
-                if chunk is None:
-                    await self._idle_until_due(period)
-                continue
+                continue  # nothing to say, or cleared while the frame was being consumed
             yield rtc.AudioFrame(
                 chunk.tobytes(),
                 options.audio_sample_rate,
@@ -464,16 +470,24 @@ class FaceVideoGenerator(VideoGenerator):
                 chunk.size // self._channels,
             )
 
+    def _period_samples(self) -> int:
+        """Samples per channel in the next frame period (drift-free across periods)."""
+        rate = self._options.audio_sample_rate
+        fps = self._options.video_fps
+        k = self._audio_periods
+        return math.floor((k + 1) * rate / fps) - math.floor(k * rate / fps)
+
+    def _period_ready(self) -> bool:
+        """Whether `_take_period` has a period to give, or a segment end is queued."""
+        return self._queued_ends > 0 or self._queued_samples >= self._period_samples()
+
     def _take_period(self) -> npt.NDArray[np.int16] | None:
         """The audio for the next frame period, or None if there is none to play.
 
         A short chunk is returned only at the end of a segment; while a segment is
         still arriving and less than a period is queued, the frame waits (None).
         """
-        rate = self._options.audio_sample_rate
-        fps = self._options.video_fps
-        k = self._audio_periods
-        wanted = math.floor((k + 1) * rate / fps) - math.floor(k * rate / fps)
+        wanted = self._period_samples()
         if self._queued_samples == 0 or (self._queued_samples < wanted and not self._queued_ends):
             return None
 
