@@ -13,6 +13,8 @@ viewer participant in a real room (`livekit-server --dev`):
   `NoWordsSTT`): resumed or not, seconds of the line heard, the audio gap;
 - `pause`: (avatar) `pause()` to silence at the viewer, and the line heard
   after `resume()`;
+- `barge_in_under_load`: the barge-in above, avatar and own track, with two
+  CPU-bound processes beside (`bargein_load.py`);
 - `hard_death`: (avatar) the worker SIGKILLed, the worker frozen, the whole
   emulator SIGKILLed, then a 3 s line said 2 s later: its start to the first
   audio heard in the room (the mute time), to `avatar_lost`, to its playout.
@@ -331,5 +333,9 @@ async def measure_parity(livekit: LiveKitServer, *, quick: bool) -> Json:
             "samples": samples,
         }
     result["hard_death"] = deaths
+    # Imported here: bargein_load builds on this module's conversation and barge-in.
+    from bargein_load import measure_bargein_load
+
+    result["barge_in_under_load"] = await measure_bargein_load(livekit, runs=runs)
     result["duration_s"] = round(time.monotonic() - started, 1)
     return result

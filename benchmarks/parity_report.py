@@ -56,6 +56,15 @@ def markdown(results: Json) -> list[str]:
     for label, path, unit in rows:
         with_avatar, without = fmt(get(avatar, *path), unit), fmt(get(none, *path), unit)
         lines.append(f"| {label} | {with_avatar} | {without} |")
+    loaded = parity.get("barge_in_under_load")
+    if isinstance(loaded, dict):
+        burners = loaded.get("burners")
+        for q in ("p50", "p90"):
+            label = f"barge-in under load ({burners} CPU-bound processes) → silence ({q})"
+            key = f"silence_{q}_s"
+            with_avatar = fmt(get(loaded, "avatar", key))
+            without = fmt(get(loaded, "none", key))
+            lines.append(f"| {label} | {with_avatar} | {without} |")
     pause = avatar.get("pause") or {}
     lines += [
         "",
@@ -103,6 +112,14 @@ def parity_targets(results: Json) -> Json:
         "value": {"avatar_s": ours, "own_track_s": theirs},
         "met": ours is not None and theirs is not None and ours - theirs <= 0.1,
     }
+    loaded = parity.get("barge_in_under_load")
+    if isinstance(loaded, dict):
+        ours = (loaded.get("avatar") or {}).get("silence_p50_s")
+        theirs = (loaded.get("none") or {}).get("silence_p50_s")
+        out["parity_barge_in_under_load_silence_p50_within_100ms_of_the_agents_own_track"] = {
+            "value": {"avatar_s": ours, "own_track_s": theirs, "burners": loaded.get("burners")},
+            "met": ours is not None and theirs is not None and ours - theirs <= 0.1,
+        }
     storm = (avatar.get("storm") or {}).get("unsettled_after_3s")
     out["parity_12_interruptions_all_settled_within_3s"] = {
         "value": storm,
