@@ -50,6 +50,7 @@ from .events import (
 )
 from .fallback import RoomAudio
 from .hosted import SAMPLE_RATE, Hosted, Launcher
+from .identities import DEFAULT_AVATAR_IDENTITY, AvatarIdentities, speaks_for
 from .lifetime import Lifetime
 from .log import logger
 from .output import AvatarAudioOutput
@@ -88,7 +89,6 @@ MAX_WAIT_FOR_AVATAR = 600.0
 DEFAULT_POLL_INTERVAL = 15.0
 """Seconds between reads of a joined session: the room reports departures itself."""
 
-_AVATAR_AGENT_IDENTITY = "protoface-avatar-agent"
 _AVATAR_AGENT_NAME = "protoface-avatar-agent"
 
 
@@ -122,8 +122,12 @@ class AvatarSession(BaseAvatarSession[EventTypes]):
             limit). With recovery on, a conversation outlives it: a
             successor session takes over before it runs out.
         avatar_participant_identity: LiveKit identity of the avatar
-            participant. Defaults to `protoface-avatar-agent`; successors
-            join as `<identity>-2`, `<identity>-3`, ...
+            participant. Defaults to `protoface-avatar-agent` for an agent
+            alone in its room, and to `protoface-avatar-agent-for-<agent
+            identity>` where another agent is (so two agents' avatars never
+            knock each other out); successors join as `<identity>-2`,
+            `<identity>-3`, ... An identity another agent's avatar holds is
+            refused at `start()`.
         avatar_participant_name: Display name of the avatar participant.
             Defaults to `protoface-avatar-agent`.
         conn_options: Timeout and retry options for Protoface API calls.
@@ -190,11 +194,14 @@ class AvatarSession(BaseAvatarSession[EventTypes]):
             idle_timeout_seconds=_given(idle_timeout_seconds),
             metadata=_given(metadata) or {},
         )
-        self._identity = _identity_or_default(
-            avatar_participant_identity, "avatar_participant_identity", _AVATAR_AGENT_IDENTITY
+        self._explicit_identity: str | None = _identity_or_default(
+            avatar_participant_identity, "avatar_participant_identity", None
         )
-        self._name = _identity_or_default(
-            avatar_participant_name, "avatar_participant_name", _AVATAR_AGENT_NAME
+        # Until start() picks one for the room (`identities.py`): the published default.
+        self._identity = self._explicit_identity or DEFAULT_AVATAR_IDENTITY
+        self._name = (
+            _identity_or_default(avatar_participant_name, "avatar_participant_name", None)
+            or _AVATAR_AGENT_NAME
         )
         _check_options(worker_token_ttl, poll_interval, audio_fallback, recovery)
         _check_flag(wait_playback_start, "wait_playback_start")
@@ -339,13 +346,16 @@ class AvatarSession(BaseAvatarSession[EventTypes]):
             avatar_identity=self._identity,
             ttl=self._worker_token_ttl,
         )
+        identities = AvatarIdentities(room, tokens.agent_identity, self._explicit_identity)
+        identities.check_explicit()
+        self._identity = identities.base
         return Launcher(
             self._api,
             self._options,
             tokens=tokens,
             livekit_url=url,
             room=room,
-            identity=self._identity,
+            identities=identities,
             name=self._name,
             poll_interval=self._poll_interval,
             wait_playback_start=self._wait_playback_start,
@@ -607,6 +617,10 @@ class AvatarSession(BaseAvatarSession[EventTypes]):
     async def _release(self) -> None:
         lifetime, self._lifetime = self._lifetime, None
         launcher, self._launcher = self._launcher, None
+        if lifetime is not None:
+            # The base class removes the participant named by `avatar_identity`
+            # from the room at close: the last avatar, never another agent's.
+            self._identity = _removable(launcher, lifetime.current.identity)
         agent_session = self._agent_session
         if agent_session is not None:
             agent_session.off("close", self._on_agent_session_closed)
@@ -642,11 +656,29 @@ class AvatarSession(BaseAvatarSession[EventTypes]):
         self.emit("avatar_usage", usage)
 
 
+def _removable(launcher: Launcher | None, identity: str) -> str:
+    """`identity` if removing it from the room removes our avatar; else one nobody holds."""
+    if launcher is None:
+        return identity
+    participant = launcher.room.remote_participants.get(identity)
+    owner = speaks_for(participant) if participant is not None else None
+    if owner is None or owner == launcher.agent_identity:
+        return identity
+    logger.warning(
+        "the avatar identity %r now speaks for agent %r; it is not removed from the room",
+        identity,
+        owner,
+    )
+    return f"{identity}-released"
+
+
 def _given(value: NotGivenOr[Any]) -> Any:
     return value if utils.is_given(value) else None
 
 
-def _identity_or_default(value: NotGivenOr[str | None], param: str, default: str) -> str:
+def _identity_or_default(
+    value: NotGivenOr[str | None], param: str, default: str | None
+) -> str | None:
     if not utils.is_given(value) or value is None:
         return default
     check_nonblank(value, param)

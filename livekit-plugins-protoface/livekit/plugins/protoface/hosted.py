@@ -21,6 +21,7 @@ from livekit.agents.voice.avatar import DataStreamAudioOutput
 from .api import ProtofaceAPI
 from .compat import stop_waiting_for_avatar
 from .errors import ProtofaceAPIError, ProtofaceException
+from .identities import AvatarIdentities
 from .log import logger
 from .monitor import SessionWatch
 from .tokens import WorkerTokens
@@ -58,7 +59,7 @@ class Launcher:
         tokens: WorkerTokens,
         livekit_url: str,
         room: rtc.Room,
-        identity: str,
+        identities: AvatarIdentities,
         name: str,
         poll_interval: float,
         wait_playback_start: bool,
@@ -68,13 +69,18 @@ class Launcher:
         self._tokens = tokens
         self._livekit_url = livekit_url
         self._room = room
-        self._identity = identity
+        self._identities = identities
         self._name = name
         self._poll_interval = poll_interval
         self._wait_playback_start = wait_playback_start
         self.created: list[str] = []
         self._unended: set[str] = set()
         self._cleanups: set[asyncio.Task[None]] = set()
+
+    @property
+    def agent_identity(self) -> str:
+        """The identity of the agent the avatars speak for."""
+        return self._tokens.agent_identity
 
     @property
     def room(self) -> rtc.Room:
@@ -95,9 +101,10 @@ class Launcher:
         """The participant identity of the conversation's `generation`-th session (1-based).
 
         The first keeps the configured identity; each successor has one of its
-        own, so it can join while its predecessor is still in the room.
+        own, so it can join while its predecessor is still in the room; none
+        is one that another agent's avatar holds (`identities.py`).
         """
-        return self._identity if generation <= 1 else f"{self._identity}-{generation}"
+        return self._identities.for_generation(generation)
 
     @property
     def options(self) -> SessionOptions:

@@ -1,0 +1,111 @@
+"""Which LiveKit identity each avatar of a conversation joins as, beside other agents.
+
+An avatar participant speaks for one agent: its token carries
+`lk.publish_on_behalf` = that agent's identity, which is how frontends pair
+them. LiveKit drops the older of two participants with the same identity, so
+two agents whose avatars both took the published default would knock each
+other's avatars out, and each would replace its own, again and again. Hence:
+
+- an agent alone in its room keeps the published default,
+  `protoface-avatar-agent` (existing frontends look for it), and its
+  successors `protoface-avatar-agent-2`, `-3`, ...;
+- an agent that meets another agent in the room (at `start()`, or before any
+  later session) takes `protoface-avatar-agent-for-<its identity>`, which no
+  other agent can take, for the sessions it starts from then on;
+- no identity held by a participant speaking for another agent is ever used,
+  and an explicit `avatar_participant_identity` held so is refused.
+"""
+
+from __future__ import annotations
+
+from livekit import rtc
+from livekit.agents.voice.room_io import ATTRIBUTE_PUBLISH_ON_BEHALF
+
+from .errors import ProtofaceValueError
+
+__all__ = ["DEFAULT_AVATAR_IDENTITY", "AvatarIdentities", "speaks_for"]
+
+DEFAULT_AVATAR_IDENTITY = "protoface-avatar-agent"
+
+
+def speaks_for(participant: rtc.Participant) -> str | None:
+    """The agent `participant` publishes on behalf of, if it is an avatar."""
+    return participant.attributes.get(ATTRIBUTE_PUBLISH_ON_BEHALF) or None
+
+
+class AvatarIdentities:
+    """The identities one agent's avatars join as, generation by generation.
+
+    Args:
+        room: The agent's room.
+        agent_identity: The agent's own identity.
+        explicit: The `avatar_participant_identity` the user chose, if any
+            (then it is kept, whoever else is in the room).
+    """
+
+    def __init__(self, room: rtc.Room, agent_identity: str, explicit: str | None) -> None:
+        self._room = room
+        self._agent = agent_identity
+        self._explicit = explicit
+        self._base = explicit or DEFAULT_AVATAR_IDENTITY
+        self._used: set[str] = set()
+
+    @property
+    def base(self) -> str:
+        """The identity of the first avatar; later ones add `-2`, `-3`, ..."""
+        return self._base
+
+    def check_explicit(self) -> None:
+        """Refuse an explicit identity that another agent's avatar holds now.
+
+        Raises:
+            ProtofaceValueError: It is held; the message names it, the other
+                agent, and the fix.
+        """
+        if self._explicit is None:
+            return
+        other = self._held_for_another(self._explicit)
+        if other is not None:
+            raise ProtofaceValueError(
+                f"avatar_participant_identity {self._explicit!r} is the identity of the avatar "
+                f"speaking for agent {other!r} in room {self._room.name!r}; give each agent's "
+                "avatar an identity of its own, or leave avatar_participant_identity unset "
+                "(each agent then gets one)",
+                param="avatar_participant_identity",
+            )
+
+    def for_generation(self, generation: int) -> str:
+        """The identity of the conversation's `generation`-th avatar (1-based).
+
+        Never one already used by this conversation, nor one that a participant
+        speaking for another agent holds.
+        """
+        if self._explicit is None and self._base == DEFAULT_AVATAR_IDENTITY and self._shared():
+            self._base = f"{DEFAULT_AVATAR_IDENTITY}-for-{self._agent}"
+        candidate = self._base if generation <= 1 else f"{self._base}-{generation}"
+        extra = 1
+        while candidate in self._used or self._held_for_another(candidate) is not None:
+            extra += 1
+            candidate = f"{self._base}-{generation}-{extra}"
+        self._used.add(candidate)
+        return candidate
+
+    def _shared(self) -> bool:
+        """Whether another agent is in the room, or its avatar holds the default identity."""
+        for participant in list(self._room.remote_participants.values()):
+            if participant.identity == self._agent:
+                continue
+            owner = speaks_for(participant)
+            if owner is not None:
+                if owner != self._agent:
+                    return True
+            elif participant.kind == rtc.ParticipantKind.PARTICIPANT_KIND_AGENT:
+                return True
+        return False
+
+    def _held_for_another(self, identity: str) -> str | None:
+        participant = self._room.remote_participants.get(identity)
+        if participant is None:
+            return None
+        owner = speaks_for(participant)
+        return owner if owner is not None and owner != self._agent else None
