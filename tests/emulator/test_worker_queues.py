@@ -89,8 +89,8 @@ async def _held_while_speaking(audio: rtc.AudioSource, seconds: float) -> list[f
 
 async def test_while_speaking_audio_is_queued_ahead_so_a_stall_does_not_run_it_dry() -> None:
     # Before: the queue was one frame period deep and the generator was throttled
-    # by idle frames queued ahead of the speech; the source held ~0 ms, so every
-    # loop stall under load was a gap in the room's audio.
+    # by idle frames queued ahead of the speech; the source held ~70 ms, so a
+    # loop stall under load left a gap in the room's audio.
     gen = FaceVideoGenerator(OPTIONS)
     async with _runner_queues(gen, OPTIONS) as audio:
         await asyncio.sleep(0.3)  # idle first, as between lines
