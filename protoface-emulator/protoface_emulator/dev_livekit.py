@@ -1,6 +1,6 @@
 """A livekit-server to develop against by hand: `protoface-emulator livekit-server`.
 
-    protoface-emulator livekit-server [--port 7880] [-- EXTRA LIVEKIT-SERVER ARGS]
+    protoface-emulator livekit-server [--port 7880] [--log-level warn] [-- LIVEKIT-SERVER ARGS]
 
 It runs the livekit-server the kit would find (`livekit_binary`: LIVEKIT_SERVER_BIN,
 PATH, a clone's `.tools/bin`, or where `protoface-emulator install-livekit-server`
@@ -53,6 +53,7 @@ DEFAULT_DEV_PORT = 7880
 """livekit-server's own default port: `ws://127.0.0.1:7880`."""
 
 READY_TIMEOUT_SECONDS = 30.0
+DRAIN_SECONDS = 2.0
 _PREFIX = "protoface-emulator livekit-server"
 
 
@@ -85,10 +86,11 @@ def _free(kind: int) -> int:
         return int(s.getsockname()[1])
 
 
-def loopback_config(ports: DevServerPorts) -> str:
+def loopback_config(ports: DevServerPorts, log_level: str = "warn") -> str:
     """A livekit-server config body that keeps every socket, WebRTC's too, on loopback."""
     return (
         f"port: {ports.http}\n"
+        f"logging:\n  level: {log_level}\n"
         "rtc:\n"
         f"  tcp_port: {ports.rtc_tcp}\n"
         f"  udp_port: {ports.rtc_udp}\n"
@@ -124,6 +126,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="HTTP/WebSocket port; WebRTC takes the next two (default %(default)s; "
         "0 picks free ones)",
     )
+    parser.add_argument(
+        "--log-level",
+        default="warn",
+        choices=["debug", "info", "warn", "error"],
+        help="livekit-server's log level, on stderr (default %(default)s; --dev alone "
+        "logs every signalling message)",
+    )
     return parser
 
 
@@ -141,7 +150,7 @@ def main(argv: Sequence[str]) -> int:
         print(f"{_PREFIX}: {not_found_message()}", file=sys.stderr)
         return 1
     ports = DevServerPorts.from_port(args.port)
-    process = _launch(binary, ports, extra)
+    process = _launch(binary, loopback_config(ports, args.log_level), extra)
     stopping = _pass_signals_on(process)
     if not _wait_ready(process, ports):
         if process.poll() is None:
@@ -153,15 +162,33 @@ def main(argv: Sequence[str]) -> int:
         return 0
     print(f"livekit-server {ports.url} is ready (dev key pair, loopback only); run:", flush=True)
     print(dev_exports(ports.url), flush=True)
-    code = process.wait()
+    code = _wait_exit(process, stopping)
     return 0 if stopping() else code
 
 
-def _launch(binary: str, ports: DevServerPorts, extra: list[str]) -> subprocess.Popen[bytes]:
+def _wait_exit(process: subprocess.Popen[bytes], stopping: _Stopping) -> int:
+    """The server's exit code; a stop it was asked for is pressed after `DRAIN_SECONDS`.
+
+    On a first SIGTERM livekit-server waits for its rooms to empty, sometimes for
+    minutes even with none; nothing of a dev server's is worth that wait, and a
+    second SIGTERM makes it go at once.
+    """
+    while True:
+        try:
+            return process.wait(timeout=0.5)
+        except subprocess.TimeoutExpired:
+            pass
+        since = stopping.since
+        if since is not None and not stopping.pressed and time.monotonic() - since > DRAIN_SECONDS:
+            stopping.pressed = True
+            process.send_signal(signal.SIGTERM)
+
+
+def _launch(binary: str, config: str, extra: list[str]) -> subprocess.Popen[bytes]:
     # The keys go in the environment, out of the process list.
     env = {**os.environ, "LIVEKIT_KEYS": f"{DEV_API_KEY}: {DEV_API_SECRET}"}
     command = [binary, "--dev", "--bind", "127.0.0.1", "--node-ip", "127.0.0.1"]
-    command += ["--config-body", loopback_config(ports), *extra]
+    command += ["--config-body", config, *extra]
     # Its logs go to stderr: stdout carries only the ready and export lines.
     return subprocess.Popen(command, env=env, stdout=sys.stderr, stdin=subprocess.DEVNULL)
 
@@ -176,6 +203,7 @@ def _pass_signals_on(process: subprocess.Popen[bytes]) -> _Stopping:
         # signal from the user means now.
         process.send_signal(signal.SIGKILL if stopping.requested else signal.SIGTERM)
         stopping.requested = True
+        stopping.since = stopping.since or time.monotonic()
 
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, on_signal)
@@ -185,6 +213,8 @@ def _pass_signals_on(process: subprocess.Popen[bytes]) -> _Stopping:
 class _Stopping:
     def __init__(self) -> None:
         self.requested = False
+        self.since: float | None = None  # when the first stop signal came
+        self.pressed = False  # the second SIGTERM was sent
 
     def __call__(self) -> bool:
         return self.requested
