@@ -5,15 +5,17 @@ avatar has joined, says one pre-recorded line through it (`session.say` with
 audio: no text-to-speech). Run a local LiveKit server and the emulator, then
 the agent, as LiveKit Agents recommends:
 
-    livekit-server --dev &
+    protoface-emulator livekit-server &     # livekit-server --dev, with a long dev secret
     protoface-emulator --api-key dev-key &
-    export LIVEKIT_URL=ws://127.0.0.1:7880 LIVEKIT_API_KEY=devkey LIVEKIT_API_SECRET=secret
+    export LIVEKIT_URL=ws://127.0.0.1:7880 LIVEKIT_API_KEY=devkey
+    export LIVEKIT_API_SECRET=protoface-dev-secret-local-livekit-only
     export PROTOFACE_API_URL=http://127.0.0.1:8790 PROTOFACE_API_KEY=dev-key
     python -m livekit.agents start --dev examples/quickstart_offline.py
 
-Join any room on that server (a LiveKit frontend, or `scripts/playground`) and
-the avatar greets you. It needs `protoface-emulator`, which brings the audio
-helpers used here.
+Join a room on that server and the avatar greets you: `protoface-emulator join`
+serves a page to open (in the same shell, with the exports above), and
+`protoface-emulator token --room ROOM` prints a token for any LiveKit frontend.
+It needs `protoface-emulator`, which brings the audio helpers used here.
 """
 
 from pathlib import Path
