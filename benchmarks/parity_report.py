@@ -65,6 +65,14 @@ def markdown(results: Json) -> list[str]:
             with_avatar = fmt(get(loaded, "avatar", key))
             without = fmt(get(loaded, "none", key))
             lines.append(f"| {label} | {with_avatar} | {without} |")
+    if isinstance(loaded, dict) and isinstance(loaded.get("measured"), dict):
+        measured = loaded["measured"]
+        lines += [
+            "",
+            f"Barge-in under load ({loaded.get('runs')} runs; `benchmarks/bargein_load.py`): "
+            f"measured {measured.get('date')} at `{measured.get('commit')}`, load average "
+            f"{measured.get('load_average')} at its start.",
+        ]
     pause = avatar.get("pause") or {}
     lines += [
         "",
