@@ -27,6 +27,9 @@ Measurements (see RESULTS.md for the numbers and the method in full):
 - `fleet`: N agents (200, 500) creating at once against a server answering
   503 to each key's first two attempts: the peak share of retries in any 100 ms
   window, sessions created, waits (`fleet.py`; no published client needed).
+- `hosted_timing`: cold starts of 0, 2 and 5 s: time to first word and to face,
+  avatar and no avatar; a line twice the idle timeout; the agent process's CPU
+  per conversation minute (`hosted_timing.py`; no published client needed).
 """
 
 from __future__ import annotations
@@ -53,6 +56,8 @@ import numpy as np
 import psutil
 from fleet import measure_fleet
 from fleet_report import fleet_targets
+from hosted_timing import measure_hosted_timing
+from hosted_timing_report import hosted_timing_targets
 from lifetime import measure_lifetime
 from livekit.agents import __version__ as agents_version
 from livekit.rtc import __version__ as rtc_version
@@ -886,6 +891,7 @@ def targets(results: Json) -> Json:
         }
     out.update(parity_targets(results))
     out.update(fleet_targets(results))
+    out.update(hosted_timing_targets(results))
     return out
 
 
@@ -904,7 +910,7 @@ def leftover_processes() -> list[str]:
 
 
 async def run(plan: Plan, only: set[str]) -> Json:
-    if only - {"fleet"} and not PUBLISHED_PYTHON.exists():
+    if only - {"fleet", "hosted_timing"} and not PUBLISHED_PYTHON.exists():
         raise SystemExit(
             f"{PUBLISHED_PYTHON} is missing: run benchmarks/run, which installs "
             f"livekit-plugins-protoface=={PUBLISHED_VERSION} there"
@@ -923,7 +929,7 @@ async def run(plan: Plan, only: set[str]) -> Json:
     livekit: LiveKitServer | None = None
     servers = contextlib.ExitStack()
     try:
-        if only & {"faults", "e2e", "lifetime", "scale_curve", "parity"}:
+        if only & {"faults", "e2e", "lifetime", "scale_curve", "parity", "hosted_timing"}:
             livekit = servers.enter_context(local_livekit_server())
         phases: list[tuple[str, Any]] = [
             ("latency", lambda: measure_latency(plan)),
@@ -953,6 +959,13 @@ async def run(plan: Plan, only: set[str]) -> Json:
                 ),
             ),
             ("fleet", lambda: measure_fleet(quick=plan.mode == "quick")),
+            (
+                "hosted_timing",
+                lambda: measure_hosted_timing(
+                    livekit,  # type: ignore[arg-type]
+                    quick=plan.mode == "quick",
+                ),
+            ),
         ]
         keys = {
             "latency": "start_latency",
@@ -963,6 +976,7 @@ async def run(plan: Plan, only: set[str]) -> Json:
             "scale_curve": "scale_curve",
             "parity": "parity",
             "fleet": "fleet",
+            "hosted_timing": "hosted_timing",
         }
         for name, measure in phases:
             if name not in only:
@@ -1015,6 +1029,7 @@ SECTIONS = {
     "scale_curve": "scale_curve",
     "parity": "parity",
     "fleet": "fleet",
+    "hosted_timing": "hosted_timing",
 }
 
 
@@ -1055,9 +1070,8 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="fewer samples: under 5 minutes")
     parser.add_argument(
         "--only",
-        default="latency,scale,faults,e2e,lifetime,scale_curve,parity,fleet",
-        help="comma-separated subset of latency,scale,faults,e2e,lifetime,scale_curve,parity,fleet "
-        "(default: all)",
+        default=",".join(SECTIONS),
+        help=f"comma-separated subset of {','.join(SECTIONS)} (default: all)",
     )
     parser.add_argument("--out", type=Path, default=HERE, help="where results.json/RESULTS.md go")
     args = parser.parse_args()

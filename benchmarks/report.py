@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from fleet_report import markdown as fleet_markdown
+from hosted_timing_report import markdown as hosted_timing_markdown
 from parity_report import markdown as parity_markdown
 
 Json = dict[str, Any]
@@ -948,6 +949,7 @@ def write_markdown(results: Json, path: Path) -> None:
         + _scale_curve(results)
         + parity_markdown(results)
         + fleet_markdown(results)
+        + hosted_timing_markdown(results)
         + _bounds(results)
         + _findings(results)
     )
