@@ -14,7 +14,7 @@ LANGUAGES = {"bash", "sh", "shell", "console", "python"}
 FENCE = re.compile(r"^(```+|~~~+)\s*([\w+-]*)")
 DIRECTIVE = re.compile(r"^<!--\s*([\w-]+):\s*(.*?)\s*-->\s*$")
 KNOWN = {"not-run", "file", "run"}
-RUN_KEYS = {"background", "ready", "timeout", "fails", "expect"}
+RUN_KEYS = {"background", "ready", "timeout", "fails", "expect", "logs"}
 
 
 @dataclass

@@ -50,6 +50,11 @@ class DocumentRun:
 
     def run(self, block: Block) -> None:
         """Run (or save) one block, failing with its output if it misbehaves."""
+        self._run(block)
+        if "logs" in block.run:
+            self._wait_for_logs(block, block.run["logs"])
+
+    def _run(self, block: Block) -> None:
         if block.file:
             target = self.cwd / block.file
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -159,6 +164,15 @@ class DocumentRun:
         raise BlockFailed(
             f"{block.where}: no {text!r} within {block.timeout:g} s:\n{output[-3000:]}"
         )
+
+    def _wait_for_logs(self, block: Block, text: str) -> None:
+        """What a block makes a server or an agent print (the background blocks' logs)."""
+        deadline = time.monotonic() + block.timeout
+        while time.monotonic() < deadline:
+            if any(text in self.log_of(b) for b, _, _ in self.background):
+                return
+            time.sleep(0.5)
+        raise BlockFailed(f"{block.where}: no {text!r} in the background blocks' output")
 
     def close(self) -> list[str]:
         """Stop the background jobs, newest first; what each printed if it died early."""

@@ -23,6 +23,8 @@ between; several may stack):
                                      take; 120 by default
     <!-- run: fails -->              the block must exit non-zero (a documented error)
     <!-- run: expect=TEXT -->        its output must show TEXT
+    <!-- run: logs=TEXT -->          after it, a background block's output must show
+                                     TEXT (what it made a server or agent say)
 
 Several `run:` settings share one comment: `<!-- run: background
 ready="listening on" timeout=60 -->` (quote a TEXT that has spaces).
@@ -119,6 +121,7 @@ def test_a_document_run_carries_exports_and_fails_on_a_broken_block(tmp_path: Pa
         "<!-- run: expect=hello -->\n```bash\npython say.py\n```\n"
         "```python\nimport asyncio\nawait asyncio.sleep(0)\n```\n"
         '<!-- run: background ready="up" timeout=20 -->\n```bash\necho up; sleep 600\n```\n'
+        "<!-- run: logs=up -->\n```bash\ntrue\n```\n"
         "```bash\nfalse\n```\n"
     )
     (tmp_path / "work").mkdir()
