@@ -21,9 +21,7 @@ every hosted session the conversation started.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import datetime
-import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -34,13 +32,12 @@ from livekit.agents import (
     AgentSession,
     APIConnectOptions,
     NotGivenOr,
-    utils,
 )
-from livekit.agents.voice import AgentStateChangedEvent
 from livekit.agents.voice.avatar import AvatarSession as BaseAvatarSession
 
 from .api import ProtofaceAPI
-from .errors import ProtofaceException, ProtofaceValueError
+from .conversation import Conversation, Credentials, Settings
+from .errors import ProtofaceException
 from .events import (
     AvatarHandoverEvent,
     AvatarLostEvent,
@@ -48,18 +45,24 @@ from .events import (
     AvatarSwitchedEvent,
     EventTypes,
 )
-from .fallback import RoomAudio
-from .hosted import SAMPLE_RATE, Hosted, Launcher
-from .identities import DEFAULT_AVATAR_IDENTITY, AvatarIdentities, speaks_for
-from .lifetime import Lifetime
+from .hosted import SAMPLE_RATE
+from .identities import DEFAULT_AVATAR_IDENTITY
 from .log import logger
-from .output import AvatarAudioOutput
+from .options import (
+    DEFAULT_POLL_INTERVAL,
+    DEFAULT_WAIT_FOR_AVATAR,
+    DEFAULT_WORKER_TOKEN_TTL,
+    MAX_WORKER_TOKEN_TTL,
+    changed_options,
+    check_flag,
+    check_options,
+    check_wait_for_avatar,
+    given,
+    identity_or_default,
+)
 from .recovery import RecoveryPolicy
-from .telemetry import AvatarTelemetry
-from .tokens import worker_tokens_for
 from .types import DEFAULT_STOCK_AVATAR_ID, END_REASON_METADATA_KEY, MetadataValue, SessionOptions
-from .usage import AvatarUsage, UsageRecorder
-from .validation import check_nonblank
+from .usage import AvatarUsage
 
 __all__ = [
     "DEFAULT_STOCK_AVATAR_ID",
@@ -77,17 +80,7 @@ __all__ = [
 ]
 
 FALLBACK_SAMPLE_RATE = SAMPLE_RATE
-DEFAULT_WORKER_TOKEN_TTL = datetime.timedelta(minutes=10)
-"""Lifetime of the worker's LiveKit token: long enough to join, short if it leaks."""
-MAX_WORKER_TOKEN_TTL = datetime.timedelta(hours=6)
-DEFAULT_WAIT_FOR_AVATAR = 1.0
-"""Seconds an utterance waits for an avatar that is not ready before the agent's track speaks it.
 
-With the agent's own track published as the wait begins, the first words are
-heard within about 2 s of the line's start, whatever the avatar's cold start."""
-MAX_WAIT_FOR_AVATAR = 600.0
-DEFAULT_POLL_INTERVAL = 15.0
-"""Seconds between reads of a joined session: the room reports departures itself."""
 
 _AVATAR_AGENT_NAME = "protoface-avatar-agent"
 
@@ -189,28 +182,29 @@ class AvatarSession(BaseAvatarSession[EventTypes]):
         super().__init__()
         self._options = SessionOptions(
             avatar_id=avatar_id,
-            max_duration_seconds=_given(max_duration_seconds),
-            quality=_given(quality),
-            idle_timeout_seconds=_given(idle_timeout_seconds),
-            metadata=_given(metadata) or {},
+            max_duration_seconds=given(max_duration_seconds),
+            quality=given(quality),
+            idle_timeout_seconds=given(idle_timeout_seconds),
+            metadata=given(metadata) or {},
         )
-        self._explicit_identity: str | None = _identity_or_default(
+        explicit = identity_or_default(
             avatar_participant_identity, "avatar_participant_identity", None
         )
         # Until start() picks one for the room (`identities.py`): the published default.
-        self._identity = self._explicit_identity or DEFAULT_AVATAR_IDENTITY
-        self._name = (
-            _identity_or_default(avatar_participant_name, "avatar_participant_name", None)
-            or _AVATAR_AGENT_NAME
+        self._identity = explicit or DEFAULT_AVATAR_IDENTITY
+        check_options(worker_token_ttl, poll_interval, audio_fallback, recovery)
+        check_flag(wait_playback_start, "wait_playback_start")
+        self._settings = Settings(
+            explicit_identity=explicit,
+            name=identity_or_default(avatar_participant_name, "avatar_participant_name", None)
+            or _AVATAR_AGENT_NAME,
+            worker_token_ttl=worker_token_ttl,
+            poll_interval=float(poll_interval),
+            audio_fallback=audio_fallback,
+            policy=RecoveryPolicy() if recovery is True else (recovery or None),
+            wait_playback_start=wait_playback_start,
+            wait_for_avatar=check_wait_for_avatar(wait_for_avatar),
         )
-        _check_options(worker_token_ttl, poll_interval, audio_fallback, recovery)
-        _check_flag(wait_playback_start, "wait_playback_start")
-        self._wait_for_avatar = _check_wait_for_avatar(wait_for_avatar)
-        self._worker_token_ttl = worker_token_ttl
-        self._poll_interval = float(poll_interval)
-        self._audio_fallback = audio_fallback
-        self._policy = RecoveryPolicy() if recovery is True else (recovery or None)
-        self._wait_playback_start = wait_playback_start
         self._api = ProtofaceAPI(api_key=api_key, api_url=api_url, conn_options=conn_options)
 
         self._starting = False
@@ -218,12 +212,8 @@ class AvatarSession(BaseAvatarSession[EventTypes]):
         self._attach_task: asyncio.Task[None] | None = None
         self._closed_while_starting = False
         self._close_lock = asyncio.Lock()
-        self._lifetime: Lifetime | None = None
-        self._launcher: Launcher | None = None
+        self._conversation: Conversation | None = None
         self._closing: asyncio.Future[None] | None = None
-        # What the conversation's avatars did and cost (usage.py), once started.
-        self._recorder: UsageRecorder | None = None
-        self._final_usage: AvatarUsage | None = None
 
     def __repr__(self) -> str:
         return (
@@ -235,7 +225,7 @@ class AvatarSession(BaseAvatarSession[EventTypes]):
     @property
     def avatar_identity(self) -> str:
         """LiveKit identity of the avatar participant the agent's speech goes to now."""
-        current = self._lifetime.current if self._lifetime is not None else None
+        current = self._conversation.current if self._conversation is not None else None
         return current.identity if current is not None else self._identity
 
     @property
@@ -249,7 +239,7 @@ class AvatarSession(BaseAvatarSession[EventTypes]):
 
         `None` until `start()` succeeds and after `aclose()`.
         """
-        current = self._lifetime.current if self._lifetime is not None else None
+        current = self._conversation.current if self._conversation is not None else None
         return current.session_id if current is not None else None
 
     @property
@@ -262,19 +252,15 @@ class AvatarSession(BaseAvatarSession[EventTypes]):
         eventually consistent). The same value is emitted as `"avatar_usage"`
         and logged in one INFO line when the conversation ends.
         """
-        if self._final_usage is not None:
-            return self._final_usage
-        recorder = self._recorder
-        if recorder is None:
+        if self._conversation is None:
             return AvatarUsage()
-        if self._launcher is not None:
-            recorder.sessions_started(len(self._launcher.created))
-        return recorder.usage()
+        return self._conversation.usage()
 
     @property
     def session_ids(self) -> list[str]:
         """Every hosted session this conversation started, oldest first."""
-        return list(self._launcher.created) if self._launcher is not None else []
+        conversation = self._conversation
+        return list(conversation.launcher.created) if conversation is not None else []
 
     async def start(
         self,
@@ -311,7 +297,7 @@ class AvatarSession(BaseAvatarSession[EventTypes]):
             ProtofaceAPIError: If Protoface refuses the session.
             APIConnectionError: If Protoface cannot be reached after retries.
         """
-        if self._starting or self._lifetime is not None:
+        if self._starting or self._conversation is not None:
             raise RuntimeError(
                 "AvatarSession.start() called twice; create a new AvatarSession "
                 "for each agent session"
@@ -320,56 +306,27 @@ class AvatarSession(BaseAvatarSession[EventTypes]):
         try:
             # Everything that can be refused is refused before the base class
             # starts its join watcher and before anything goes over the network.
-            launcher = self._launcher_for(
+            conversation = Conversation.prepare(
+                self._api,
+                self._options,
+                self._settings,
                 room,
-                livekit_url=livekit_url,
-                livekit_api_key=livekit_api_key,
-                livekit_api_secret=livekit_api_secret,
+                Credentials(livekit_url, livekit_api_key, livekit_api_secret),
             )
-            await self._run_attach(agent_session, room, launcher)
+            self._identity = conversation.identity
+            await self._run_attach(agent_session, room, conversation)
         finally:
             self._starting = False
 
-    def _launcher_for(
-        self,
-        room: rtc.Room,
-        *,
-        livekit_url: NotGivenOr[str | None],
-        livekit_api_key: NotGivenOr[str | None],
-        livekit_api_secret: NotGivenOr[str | None],
-    ) -> Launcher:
-        url, tokens = worker_tokens_for(
-            room,
-            livekit_url=livekit_url,
-            livekit_api_key=livekit_api_key,
-            livekit_api_secret=livekit_api_secret,
-            avatar_identity=self._identity,
-            ttl=self._worker_token_ttl,
-        )
-        identities = AvatarIdentities(room, tokens.agent_identity, self._explicit_identity)
-        identities.check_explicit()
-        self._identity = identities.base
-        return Launcher(
-            self._api,
-            self._options,
-            tokens=tokens,
-            livekit_url=url,
-            room=room,
-            identities=identities,
-            name=self._name,
-            poll_interval=self._poll_interval,
-            wait_playback_start=self._wait_playback_start,
-        )
-
     async def _run_attach(
-        self, agent_session: AgentSession[Any], room: rtc.Room, launcher: Launcher
+        self, agent_session: AgentSession[Any], room: rtc.Room, conversation: Conversation
     ) -> None:
         # The rest runs in a task of its own, so that aclose() can stop it;
         # cancelling start() cancels it too. Should it be cancelled before it
         # ever ran, nothing was started, so there is nothing to clean up.
         self._closed_while_starting = False
         attach = asyncio.create_task(
-            self._attach(agent_session, room, launcher), name="protoface-start"
+            self._attach(agent_session, room, conversation), name="protoface-start"
         )
         self._attach_task = attach
         try:
@@ -385,101 +342,19 @@ class AvatarSession(BaseAvatarSession[EventTypes]):
             self._attach_task = None
 
     async def _attach(
-        self, agent_session: AgentSession[Any], room: rtc.Room, launcher: Launcher
+        self, agent_session: AgentSession[Any], room: rtc.Room, conversation: Conversation
     ) -> None:
-        self._launcher = launcher
-        telemetry = AvatarTelemetry(
-            avatar_id=self._options.avatar_id, quality=self._options.quality
-        )
-        self._recorder = UsageRecorder(telemetry)
-        hosted: Hosted | None = None
+        self._conversation = conversation
         try:
             await super().start(agent_session, room)
-            hosted = await launcher.launch()
-            output = AvatarAudioOutput(
-                hosted.route,
-                sample_rate=SAMPLE_RATE,
-                avatar_route=True,
-                wait_for_avatar=self._wait_for_avatar,
-            )
-            agent_session.output.replace_audio_tail(output)
-            # A cancel requested while the synchronous swap ran lands here, and
-            # so still ends the session, instead of after start() returned.
-            await asyncio.sleep(0)
+            await conversation.begin(agent_session, room, self.emit)
         except BaseException:
             # Shielded: a second cancel cannot orphan the session.
-            await asyncio.shield(self._release_attach(launcher, hosted))
+            await asyncio.shield(self._release())
             raise
-        self._lifetime = Lifetime(
-            self._on_lifetime_event,
-            launcher,
-            hosted,
-            output=output,
-            fallback=RoomAudio(room, sample_rate=FALLBACK_SAMPLE_RATE)
-            if self._audio_fallback
-            else None,
-            policy=self._policy,
-        )
-        self._lifetime.start()
         agent_session.on("close", self._on_agent_session_closed)
-        agent_session.on("agent_state_changed", self._on_agent_state_changed)
-        self.on("metrics_collected", self._on_metrics_collected)
-        self._watch_first_join(self._lifetime)
-
-    def _on_lifetime_event(self, event: EventTypes, payload: object) -> None:
-        # The books first, so a handler reading `usage` already sees the event.
-        recorder = self._recorder
-        if recorder is not None:
-            if isinstance(payload, AvatarLostEvent):
-                recorder.lost(payload)
-            elif isinstance(payload, AvatarRestoredEvent):
-                recorder.restored(payload)
-            elif isinstance(payload, AvatarHandoverEvent):
-                recorder.handed_over(payload)
-            elif isinstance(payload, AvatarSwitchedEvent):
-                recorder.switched(payload)
-        self.emit(event, payload)
-
-    def _watch_first_join(self, lifetime: Lifetime) -> None:
-        def settled(joined: asyncio.Future[None]) -> None:
-            recorder = self._recorder
-            if recorder is None or joined.cancelled():
-                return
-            exc = joined.exception()
-            session_id = lifetime.current.session_id
-            if exc is None:
-                recorder.joined(session_id)
-            else:
-                reason = getattr(exc, "failure_code", None) or type(exc).__name__
-                recorder.join_failed(session_id, str(reason))
-
-        asyncio.ensure_future(lifetime.first_join()).add_done_callback(settled)
-
-    def _on_agent_state_changed(self, ev: AgentStateChangedEvent) -> None:
-        if self._recorder is not None:
-            self._recorder.speaking(ev.new_state == "speaking")
-
-    def _on_metrics_collected(self, metrics: object) -> None:
-        # The base class reports each utterance's playback latency as an
-        # `AvatarMetrics` (type "avatar_metrics"), which livekit-agents does not
-        # export by name: read the two public fields.
-        latency = getattr(metrics, "playback_latency", None)
-        if (
-            self._recorder is not None
-            and getattr(metrics, "type", None) == "avatar_metrics"
-            and isinstance(latency, (int, float))
-            and latency > 0
-        ):
-            self._recorder.playback_latency(float(latency))
-
-    async def _release_attach(self, launcher: Launcher, hosted: Hosted | None) -> None:
-        if hosted is not None:
-            await launcher.retire(hosted, end=True)
-        await launcher.aclose()
-        await self._close_books(launcher)
-        self._launcher = None
-        await BaseAvatarSession.aclose(self)
-        await self._api.aclose()
+        agent_session.on("agent_state_changed", conversation.books.agent_state_changed)
+        self.on("metrics_collected", conversation.books.metrics_collected)
 
     def _on_agent_session_closed(self, _: object) -> None:
         # A job that hands the caller over ends the agent session, not the job:
@@ -490,7 +365,7 @@ class AvatarSession(BaseAvatarSession[EventTypes]):
     @property
     def avatar_id(self) -> str:
         """The avatar the agent's speech goes to now (it changes with `switch()`)."""
-        current = self._lifetime.current if self._lifetime is not None else None
+        current = self._conversation.current if self._conversation is not None else None
         if current is not None and current.options is not None:
             return current.options.avatar_id
         return self._options.avatar_id
@@ -534,43 +409,26 @@ class AvatarSession(BaseAvatarSession[EventTypes]):
                 started or did not join (the current avatar goes on speaking;
                 the cause is chained).
         """
-        changes: dict[str, Any] = {
-            name: value
-            for name, value in (
-                ("avatar_id", avatar_id),
-                ("quality", quality),
-                ("max_duration_seconds", max_duration_seconds),
-                ("idle_timeout_seconds", idle_timeout_seconds),
-                ("metadata", metadata),
-            )
-            if utils.is_given(value)
-        }
-        if "metadata" in changes and changes["metadata"] is None:
-            changes["metadata"] = {}
         # What the conversation's sessions are created with now (a switch the
         # caller stopped waiting for may have changed it since).
-        current = self._launcher.options if self._launcher is not None else self._options
-        options = dataclasses.replace(current, **changes)  # validates
-        lifetime = self._lifetime
-        if lifetime is None:
+        conversation = self._conversation
+        current = conversation.launcher.options if conversation is not None else self._options
+        options = changed_options(
+            current,
+            avatar_id=avatar_id,
+            quality=quality,
+            max_duration_seconds=max_duration_seconds,
+            idle_timeout_seconds=idle_timeout_seconds,
+            metadata=metadata,
+        )
+        lifetime = conversation.lifetime if conversation is not None else None
+        if conversation is None or lifetime is None:
             raise ProtofaceException(
                 f"AvatarSession.switch(avatar_id={options.avatar_id!r}) needs a started "
                 "avatar: call start() first (and not after aclose())"
             )
-        telemetry = self._recorder.telemetry if self._recorder is not None else None
-        if telemetry is not None:
-            telemetry.switch_started(options.avatar_id, options.quality)
-        try:
-            event = await lifetime.switch(options)
-        except asyncio.CancelledError:
-            raise  # the caller stopped waiting; the switch itself goes on
-        except BaseException as exc:
-            if telemetry is not None:
-                telemetry.switch_failed(type(exc).__name__)
-            raise
+        event = await conversation.switch(lifetime, options)
         self._options = options
-        if telemetry is not None:
-            telemetry.set_quality(options.quality)
         return event
 
     async def wait_for_join(self, *, timeout: float | None = 30.0) -> None:
@@ -587,7 +445,7 @@ class AvatarSession(BaseAvatarSession[EventTypes]):
                 avatar joined.
             asyncio.TimeoutError: If the avatar did not join within `timeout`.
         """
-        lifetime = self._lifetime
+        lifetime = self._conversation.lifetime if self._conversation is not None else None
         if lifetime is None:
             # start() has not created a hosted session: base class behaviour.
             await super().wait_for_join(timeout=timeout)
@@ -615,123 +473,18 @@ class AvatarSession(BaseAvatarSession[EventTypes]):
             await asyncio.shield(asyncio.ensure_future(self._release()))
 
     async def _release(self) -> None:
-        lifetime, self._lifetime = self._lifetime, None
-        launcher, self._launcher = self._launcher, None
-        if lifetime is not None:
+        conversation, self._conversation = self._conversation, None
+        agent_session = self._agent_session
+        if conversation is not None:
             # The base class removes the participant named by `avatar_identity`
             # from the room at close: the last avatar, never another agent's.
-            self._identity = _removable(launcher, lifetime.current.identity)
-        agent_session = self._agent_session
-        if agent_session is not None:
-            agent_session.off("close", self._on_agent_session_closed)
-            agent_session.off("agent_state_changed", self._on_agent_state_changed)
-        if lifetime is not None:
-            await lifetime.aclose()
-        if launcher is not None:
-            await launcher.aclose()
-            await self._close_books(launcher)
+            self._identity = conversation.identity_to_remove(self._identity)
+            if agent_session is not None:
+                agent_session.off("close", self._on_agent_session_closed)
+                agent_session.off("agent_state_changed", conversation.books.agent_state_changed)
+            await conversation.end(self._api, self._emit_usage)
         await BaseAvatarSession.aclose(self)
         await self._api.aclose()
 
-    async def _close_books(self, launcher: Launcher) -> None:
-        """Read what the ended sessions billed; report the usage once (event, log, telemetry)."""
-        recorder = self._recorder
-        if recorder is None or self._final_usage is not None:
-            return
-        try:
-            usage = await recorder.finish(self._api, launcher.created)
-        except Exception:
-            logger.exception("could not total the protoface avatar's usage")
-            return
-        self._final_usage = usage
-        logger.info(
-            "protoface avatar usage: %s",
-            usage.describe(),
-            extra={
-                "sessions_started": usage.sessions_started,
-                "billable_seconds": usage.billable_seconds,
-                "billable_seconds_final": usage.billable_seconds_final,
-            },
-        )
+    def _emit_usage(self, usage: AvatarUsage) -> None:
         self.emit("avatar_usage", usage)
-
-
-def _removable(launcher: Launcher | None, identity: str) -> str:
-    """`identity` if removing it from the room removes our avatar; else one nobody holds."""
-    if launcher is None:
-        return identity
-    participant = launcher.room.remote_participants.get(identity)
-    owner = speaks_for(participant) if participant is not None else None
-    if owner is None or owner == launcher.agent_identity:
-        return identity
-    logger.warning(
-        "the avatar identity %r now speaks for agent %r; it is not removed from the room",
-        identity,
-        owner,
-    )
-    return f"{identity}-released"
-
-
-def _given(value: NotGivenOr[Any]) -> Any:
-    return value if utils.is_given(value) else None
-
-
-def _identity_or_default(
-    value: NotGivenOr[str | None], param: str, default: str | None
-) -> str | None:
-    if not utils.is_given(value) or value is None:
-        return default
-    check_nonblank(value, param)
-    return value
-
-
-def _check_flag(value: object, param: str) -> None:
-    if not isinstance(value, bool):
-        raise ProtofaceValueError(f"{param} must be True or False, got {value!r}", param=param)
-
-
-def _check_wait_for_avatar(value: object) -> float | None:
-    if value is None:
-        return None
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, float))
-        or not math.isfinite(value)
-        or not 0 <= value <= MAX_WAIT_FOR_AVATAR
-    ):
-        raise ProtofaceValueError(
-            f"wait_for_avatar must be a number of seconds from 0 to {MAX_WAIT_FOR_AVATAR:g}, "
-            f"or None to always wait for the avatar; got {value!r}",
-            param="wait_for_avatar",
-        )
-    return float(value)
-
-
-def _check_options(
-    worker_token_ttl: object, poll_interval: object, audio_fallback: object, recovery: object
-) -> None:
-    """The options a caller gets wrong in ways the type checker does not catch."""
-    if not isinstance(worker_token_ttl, datetime.timedelta) or not (
-        datetime.timedelta(0) < worker_token_ttl <= MAX_WORKER_TOKEN_TTL
-    ):
-        raise ProtofaceValueError(
-            f"worker_token_ttl must be a timedelta above 0 and at most 6 hours, got "
-            f"{worker_token_ttl!r}; e.g. datetime.timedelta(minutes=10)",
-            param="worker_token_ttl",
-        )
-    if (
-        isinstance(poll_interval, bool)
-        or not isinstance(poll_interval, (int, float))
-        or not math.isfinite(poll_interval)
-        or poll_interval <= 0
-    ):
-        raise ProtofaceValueError(
-            f"poll_interval must be a number of seconds above 0, got {poll_interval!r}",
-            param="poll_interval",
-        )
-    _check_flag(audio_fallback, "audio_fallback")
-    if not isinstance(recovery, (bool, RecoveryPolicy)):
-        raise ProtofaceValueError(
-            f"recovery must be True, False or a RecoveryPolicy, got {recovery!r}",
-            param="recovery",
-        )

@@ -1,5 +1,7 @@
 """The agent's own audio track in the room, for when no avatar speaks for it.
 
+(And `DiscardAudio`, where speech goes instead when the fallback is off.)
+
 Published on first need (the avatar lost, or never coming) and kept until the
 conversation ends, so a second loss is heard at once: the listeners are
 already subscribed. While an avatar speaks, the track stays silent.
@@ -12,12 +14,12 @@ import contextlib
 
 from livekit import rtc
 from livekit.agents import utils
-from livekit.agents.voice.io import AudioOutput
+from livekit.agents.voice.io import AudioOutput, AudioOutputCapabilities
 
 from .compat import ParticipantAudioOutput, published_track_sid
 from .log import logger
 
-__all__ = ["RoomAudio"]
+__all__ = ["DiscardAudio", "RoomAudio"]
 
 _PUBLISH_TIMEOUT = 5.0  # publishing can hang on a dying room; report instead of waiting
 _CLOSE_TIMEOUT = 3.0
@@ -90,3 +92,44 @@ class RoomAudio:
             logger.debug("closing the fallback audio output timed out; the room is going away")
         except Exception:
             logger.warning("failed to close the fallback audio output", exc_info=True)
+
+
+class DiscardAudio(AudioOutput):
+    """A sink that plays nothing: each utterance is over (interrupted) as soon as it is flushed.
+
+    Where speech goes when the avatar is lost and `audio_fallback=False`: the
+    agent session's `wait_for_playout()` must not wait for an avatar that is gone.
+    """
+
+    def __init__(self) -> None:
+        """A sink that drops every frame."""
+        super().__init__(
+            label="ProtofaceDiscard", capabilities=AudioOutputCapabilities(pause=False)
+        )
+        self._open = False
+        self._pending = 0
+
+    async def capture_frame(self, frame: rtc.AudioFrame) -> None:
+        """Drop `frame`."""
+        if not self._open:
+            self._open = True
+            self._pending += 1
+        await super().capture_frame(frame)
+
+    def flush(self) -> None:
+        """End the utterance: it is reported finished, interrupted, at once."""
+        super().flush()
+        if self._open:
+            self._open = False
+            self._finish()
+
+    def clear_buffer(self) -> None:
+        """Nothing plays: an utterance still open is over now."""
+        if self._open:
+            self._open = False
+            self._finish()
+
+    def _finish(self) -> None:
+        while self._pending > 0:
+            self._pending -= 1
+            self.on_playback_finished(playback_position=0.0, interrupted=True)

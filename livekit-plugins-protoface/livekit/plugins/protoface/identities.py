@@ -22,8 +22,9 @@ from livekit import rtc
 from livekit.agents.voice.room_io import ATTRIBUTE_PUBLISH_ON_BEHALF
 
 from .errors import ProtofaceValueError
+from .log import logger
 
-__all__ = ["DEFAULT_AVATAR_IDENTITY", "AvatarIdentities", "speaks_for"]
+__all__ = ["DEFAULT_AVATAR_IDENTITY", "AvatarIdentities", "removable_identity", "speaks_for"]
 
 DEFAULT_AVATAR_IDENTITY = "protoface-avatar-agent"
 
@@ -109,3 +110,21 @@ class AvatarIdentities:
             return None
         owner = speaks_for(participant)
         return owner if owner is not None and owner != self._agent else None
+
+
+def removable_identity(room: rtc.Room, agent_identity: str, identity: str) -> str:
+    """`identity` if removing it from `room` removes this agent's avatar; else one nobody holds.
+
+    The base class removes the participant named by `avatar_identity` at
+    close: it must never be another agent's avatar.
+    """
+    participant = room.remote_participants.get(identity)
+    owner = speaks_for(participant) if participant is not None else None
+    if owner is None or owner == agent_identity:
+        return identity
+    logger.warning(
+        "the avatar identity %r now speaks for agent %r; it is not removed from the room",
+        identity,
+        owner,
+    )
+    return f"{identity}-released"

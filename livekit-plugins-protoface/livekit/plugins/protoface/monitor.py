@@ -25,7 +25,7 @@ from livekit import rtc
 from livekit.agents import APIConnectOptions, APIError
 
 from .api import ProtofaceAPI
-from .errors import ProtofaceAPIError, ProtofaceException
+from .errors import AvatarSessionFailedError, ProtofaceAPIError, ProtofaceException
 from .log import logger
 from .retry import should_retry
 from .stall import inbound_bytes
@@ -75,6 +75,17 @@ class Loss:
     joined: bool
     failure_code: str | None = None
     message: str | None = None
+
+    def error(self, session_id: str) -> AvatarSessionFailedError:
+        """The error `wait_for_join()` raises when session `session_id` ended before joining."""
+        detail = self.failure_code or self.reason
+        return AvatarSessionFailedError(
+            f"Protoface session {session_id} {self.status} before its avatar joined the "
+            f"room ({detail})" + (f": {self.message}" if self.message else ""),
+            session_id=session_id,
+            status=self.status,
+            failure_code=self.failure_code,
+        )
 
 
 class SessionWatch:
