@@ -13,7 +13,8 @@ FIRST_WORD_GOAL_S = 2.0
 VARIANT_LABELS = {
     "none": "no avatar (its own track)",
     "avatar": "avatar, `wait_for_avatar=1.0` (default)",
-    "avatar_always_wait": "avatar, `wait_for_avatar=None` (published)",
+    # Not the option's value: RESULTS.md never prints the word for a missing number.
+    "avatar_always_wait": "avatar, always waiting for its face (published)",
 }
 SOURCES = {"avatar": "avatar", "own_track": "own track", "None": "nothing"}
 
@@ -124,7 +125,9 @@ def markdown(results: Json) -> list[str]:
         "(`benchmarks/hosted_timing.py`). A 3 s greeting is said right after "
         "`session.start()`; times run from the `say()` call: the first speech a viewer hears "
         "(from the avatar or the agent's own track), the avatar's first frame at the viewer "
-        f"(time to face). Goal: the first word within {FIRST_WORD_GOAL_S:g} s at the default. "
+        "(time to face). The avatar at the plugin's default (waiting at most 1 s for its face, "
+        "then the agent's own track speaks) and always waiting for its face, as the published "
+        f"plugin does. Goal: the first word within {FIRST_WORD_GOAL_S:g} s at the default. "
         "`heard in all` is the greeting's seconds heard from both (once: about 3 s).",
         "",
         *_first_word(section),
@@ -148,7 +151,7 @@ def hosted_timing_targets(results: Json) -> Json:
             if "avatar" in variants
         ]
         value = None if not worst or None in worst else max(worst)
-        out["first_word_within_2s_whatever_the_cold_start"] = {
+        out["first_word_within_2_s_at_every_cold_start"] = {
             "value": value,
             "limit": FIRST_WORD_GOAL_S,
             "met": value is not None and value <= FIRST_WORD_GOAL_S,
