@@ -55,7 +55,13 @@ def _run(argv: list[str], cwd: Path) -> None:
 
 
 def _livekit_server() -> str:
-    from protoface_emulator.livekit_binary import find_livekit_server, not_found_message
+    try:
+        from protoface_emulator.local.livekit_binary import find_livekit_server, not_found_message
+    except ImportError:  # before the emulator's modules moved into subpackages
+        from protoface_emulator.livekit_binary import (  # type: ignore[no-redef]
+            find_livekit_server,
+            not_found_message,
+        )
 
     found = find_livekit_server()
     if found is None:
