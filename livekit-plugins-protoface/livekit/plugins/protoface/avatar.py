@@ -306,7 +306,7 @@ class AvatarSession(BaseAvatarSession[EventTypes]):
         try:
             # Everything that can be refused is refused before the base class
             # starts its join watcher and before anything goes over the network.
-            conversation = Conversation.prepare(
+            conversation = await Conversation.prepare(
                 self._api,
                 self._options,
                 self._settings,

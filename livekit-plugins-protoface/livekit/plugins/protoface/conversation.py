@@ -68,7 +68,7 @@ class Conversation:
         self._settings = settings
 
     @classmethod
-    def prepare(
+    async def prepare(
         cls,
         api: ProtofaceAPI,
         options: SessionOptions,
@@ -93,7 +93,8 @@ class Conversation:
             ttl=settings.worker_token_ttl,
         )
         identities = AvatarIdentities(room, tokens.agent_identity, settings.explicit_identity)
-        identities.check_explicit()
+        await identities.survey(lambda: tokens.participants(url))
+        identity = identities.choose()
         launcher = Launcher(
             api,
             options,
@@ -106,7 +107,7 @@ class Conversation:
             wait_playback_start=settings.wait_playback_start,
         )
         books = Books(AvatarTelemetry(avatar_id=options.avatar_id, quality=options.quality))
-        return cls(launcher, books, settings, identities.base)
+        return cls(launcher, books, settings, identity)
 
     @property
     def current(self) -> Hosted | None:

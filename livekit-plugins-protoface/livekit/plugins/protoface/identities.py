@@ -14,11 +14,19 @@ other's avatars out, and each would replace its own, again and again. Hence:
   other agent can take, for the sessions it starts from then on;
 - no identity held by a participant speaking for another agent is ever used,
   and an explicit `avatar_participant_identity` held so is refused.
+
+An agent usually starts its avatar before its room is connected (the
+quickstart's order: `avatar.start()`, then `session.start()` connects), so
+its room lists nobody yet; `survey()` then asks LiveKit's API who is there.
 """
 
 from __future__ import annotations
 
-from livekit import rtc
+import asyncio
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
+
+from livekit import api, rtc
 from livekit.agents.voice.room_io import ATTRIBUTE_PUBLISH_ON_BEHALF
 
 from .errors import ProtofaceValueError
@@ -27,6 +35,16 @@ from .log import logger
 __all__ = ["DEFAULT_AVATAR_IDENTITY", "AvatarIdentities", "removable_identity", "speaks_for"]
 
 DEFAULT_AVATAR_IDENTITY = "protoface-avatar-agent"
+_SURVEY_TIMEOUT = 3.0
+
+
+@dataclass(frozen=True)
+class _Present:
+    """A participant in the room: its identity, whether it is an agent, whom it speaks for."""
+
+    identity: str
+    agent: bool
+    owner: str | None
 
 
 def speaks_for(participant: rtc.Participant) -> str | None:
@@ -50,11 +68,64 @@ class AvatarIdentities:
         self._explicit = explicit
         self._base = explicit or DEFAULT_AVATAR_IDENTITY
         self._used: set[str] = set()
+        self._surveyed: list[_Present] | None = None  # LiveKit's list, before the room connects
+
+    async def survey(
+        self, list_participants: Callable[[], Awaitable[list[api.ParticipantInfo]]]
+    ) -> None:
+        """Learn who is in the room from LiveKit's API when the room is not connected yet.
+
+        A failure is logged and leaves the room's own (empty) list in use.
+        """
+        if self._room.isconnected():
+            return
+        try:
+            infos = await asyncio.wait_for(list_participants(), _SURVEY_TIMEOUT)
+        except Exception as exc:
+            logger.warning(
+                "could not list the room's participants to pick the avatar's identity: %s", exc
+            )
+            return
+        self._surveyed = [
+            _Present(
+                info.identity,
+                info.kind == api.ParticipantInfo.Kind.AGENT,
+                info.attributes.get(ATTRIBUTE_PUBLISH_ON_BEHALF) or None,
+            )
+            for info in infos
+        ]
+
+    def _present(self) -> Iterator[_Present]:
+        """Everyone else in the room: from the room once connected, else from the survey."""
+        if self._room.isconnected() or self._surveyed is None:
+            for participant in list(self._room.remote_participants.values()):
+                yield _Present(
+                    participant.identity,
+                    participant.kind == rtc.ParticipantKind.PARTICIPANT_KIND_AGENT,
+                    speaks_for(participant),
+                )
+        else:
+            yield from self._surveyed
 
     @property
     def base(self) -> str:
         """The identity of the first avatar; later ones add `-2`, `-3`, ..."""
         return self._base
+
+    def choose(self) -> str:
+        """Check an explicit identity, and pick the first avatar's for the room as it is now.
+
+        Raises:
+            ProtofaceValueError: See `check_explicit`.
+        """
+        self.check_explicit()
+        self._rebase()
+        return self._base
+
+    def _rebase(self) -> None:
+        # Another agent here: from now on, identities no other agent can take.
+        if self._explicit is None and self._base == DEFAULT_AVATAR_IDENTITY and self._shared():
+            self._base = f"{DEFAULT_AVATAR_IDENTITY}-for-{self._agent}"
 
     def check_explicit(self) -> None:
         """Refuse an explicit identity that another agent's avatar holds now.
@@ -81,8 +152,7 @@ class AvatarIdentities:
         Never one already used by this conversation, nor one that a participant
         speaking for another agent holds.
         """
-        if self._explicit is None and self._base == DEFAULT_AVATAR_IDENTITY and self._shared():
-            self._base = f"{DEFAULT_AVATAR_IDENTITY}-for-{self._agent}"
+        self._rebase()
         candidate = self._base if generation <= 1 else f"{self._base}-{generation}"
         extra = 1
         while candidate in self._used or self._held_for_another(candidate) is not None:
@@ -92,24 +162,23 @@ class AvatarIdentities:
         return candidate
 
     def _shared(self) -> bool:
-        """Whether another agent is in the room, or its avatar holds the default identity."""
-        for participant in list(self._room.remote_participants.values()):
-            if participant.identity == self._agent:
+        """Whether another agent is in the room, or an avatar speaking for one."""
+        for present in self._present():
+            if present.identity == self._agent:
                 continue
-            owner = speaks_for(participant)
-            if owner is not None:
-                if owner != self._agent:
+            if present.owner is not None:
+                if present.owner != self._agent:
                     return True
-            elif participant.kind == rtc.ParticipantKind.PARTICIPANT_KIND_AGENT:
+            elif present.agent:
                 return True
         return False
 
     def _held_for_another(self, identity: str) -> str | None:
-        participant = self._room.remote_participants.get(identity)
-        if participant is None:
-            return None
-        owner = speaks_for(participant)
-        return owner if owner is not None and owner != self._agent else None
+        for present in self._present():
+            if present.identity == identity:
+                owner = present.owner
+                return owner if owner is not None and owner != self._agent else None
+        return None
 
 
 def removable_identity(room: rtc.Room, agent_identity: str, identity: str) -> str:

@@ -47,6 +47,17 @@ class WorkerTokens:
     def __repr__(self) -> str:
         return f"WorkerTokens(room_name={self.room_name!r}, agent_identity={self.agent_identity!r})"
 
+    async def participants(self, livekit_url: str) -> list[api.ParticipantInfo]:
+        """Who is in the room now, asked of LiveKit's API (the agent may not be connected yet).
+
+        Signed with this key pair as a room admin of this one room, for this call only.
+        """
+        async with api.LiveKitAPI(livekit_url, self._api_key, self._api_secret) as lk:
+            answer = await lk.room.list_participants(
+                api.ListParticipantsRequest(room=self.room_name)
+            )
+        return list(answer.participants)
+
     def mint(self, *, identity: str, name: str) -> str:
         """A token for a worker joining as `identity`, publishing on the agent's behalf."""
         # Least privilege: join this one room and publish/subscribe/data; no
