@@ -46,6 +46,13 @@ from .watchdog import ACK_TIMEOUT, FINISH_GRACE, Watchdog
 
 __all__ = ["ACK_TIMEOUT", "FINISH_GRACE", "AvatarAudioOutput", "DiscardAudio"]
 
+FALLBACK_READY_LEAD = 0.6
+"""Seconds before an utterance's wait for a face ends that the agent's own track is published.
+
+Publishing, and a listener subscribing, take a few hundred milliseconds: so
+the track is ready when the wait ends, and is not published at all when the
+avatar shows its face within the first moments of the wait."""
+
 
 class AvatarAudioOutput(LedgerSender):
     """Routes the agent's utterances to the avatar, or to the room when there is none.
@@ -92,7 +99,7 @@ class AvatarAudioOutput(LedgerSender):
         self._on_suspect: Callable[[], None] | None = None
         self._on_not_ready: Callable[[], None] | None = None
         self._wait_for_avatar = wait_for_avatar
-        self._face_timer: asyncio.TimerHandle | None = None
+        self._face_timers: list[asyncio.TimerHandle] = []
         self._spares = SpareKeepAlives()
         self._pausing = PauseState()
         self._listen(route)
@@ -306,7 +313,7 @@ class AvatarAudioOutput(LedgerSender):
         if not self._report_start and not utterance.started:
             utterance.started = True
             self.on_playback_started(created_at=time.time())
-        if self.waiting_for_avatar and self._face_timer is None:
+        if self.waiting_for_avatar and not self._face_timers:
             self._wait_for_face()
 
     def _frame_sent(self, segment: Segment) -> None:
@@ -326,14 +333,22 @@ class AvatarAudioOutput(LedgerSender):
     def _wait_for_face(self) -> None:
         """An utterance began while the avatar is not ready: it waits `wait_for_avatar` at most."""
         assert self._wait_for_avatar is not None
-        if self._on_suspect is not None:
-            self._on_suspect()  # the fallback gets ready while the utterance waits
-        self._face_timer = asyncio.get_running_loop().call_later(
-            self._wait_for_avatar, self._face_late
-        )
+        loop = asyncio.get_running_loop()
+        # The agent's own track gets ready in time to speak when the wait ends,
+        # but not at once: an avatar about to show its face should not share
+        # the start with a track being published for nothing.
+        ready_at = max(0.0, self._wait_for_avatar - FALLBACK_READY_LEAD)
+        self._face_timers = [
+            loop.call_later(ready_at, self._suspect_while_waiting),
+            loop.call_later(self._wait_for_avatar, self._face_late),
+        ]
+
+    def _suspect_while_waiting(self) -> None:
+        if self.waiting_for_avatar and self._on_suspect is not None:
+            self._on_suspect()
 
     def _face_late(self) -> None:
-        self._face_timer = None
+        self._face_timers = []
         if self.waiting_for_avatar and self._ledger.utterances and self._on_not_ready is not None:
             logger.info(
                 "the protoface avatar is not ready after %g s; the agent speaks on its own track "
@@ -343,9 +358,9 @@ class AvatarAudioOutput(LedgerSender):
             self._on_not_ready()
 
     def _cancel_face_timer(self) -> None:
-        if self._face_timer is not None:
-            self._face_timer.cancel()
-            self._face_timer = None
+        for timer in self._face_timers:
+            timer.cancel()
+        self._face_timers = []
 
     # -- the watchdog's callbacks ---------------------------------------------
 
