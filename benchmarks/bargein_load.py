@@ -34,10 +34,10 @@ from typing import Any
 import numpy as np
 from parity import HEARD, MODES, _barge_in, _conversation, _loud, _until
 
+from protoface_emulator.local.livekit_dev import local_livekit_server
 from protoface_emulator.server import Emulator
 from protoface_emulator.testing import LiveKitServer
 from protoface_emulator.testing.audio import tone
-from protoface_emulator.testing.livekit_dev import local_livekit_server
 
 Json = dict[str, Any]
 BURN = "while True: pass"
@@ -95,8 +95,8 @@ class Trace:
         from livekit import rtc
         from livekit.agents.voice.avatar import AvatarRunner, DataStreamAudioOutput
 
-        from protoface_emulator.face import audio_level
-        from protoface_emulator.worker import FaceVideoGenerator
+        from protoface_emulator.avatar.face import audio_level
+        from protoface_emulator.avatar.worker import FaceVideoGenerator
 
         trace = self
 

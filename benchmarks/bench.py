@@ -67,7 +67,7 @@ from report import write_markdown
 from scale_curve import measure_scale_curve
 
 from livekit.plugins.protoface.version import __version__ as ours_version
-from protoface_emulator.faults import Fault, Faults
+from protoface_emulator.api.faults import Fault, Faults
 from protoface_emulator.server import Emulator
 from protoface_emulator.testing import (
     LiveKitServer,

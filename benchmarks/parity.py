@@ -37,12 +37,12 @@ from livekit.agents import Agent, AgentSession
 from livekit.agents.voice.room_io import RoomOptions
 from livekit.plugins import protoface
 
+from protoface_emulator.hosting import ProcessPool
+from protoface_emulator.local.launch import start_emulator_process
 from protoface_emulator.server import Emulator
 from protoface_emulator.testing import AgentInRoom, AvatarViewer, LiveKitServer, agent_in, viewer_in
 from protoface_emulator.testing.audio import tone
-from protoface_emulator.testing.launch import start_emulator_process
 from protoface_emulator.testing.user import UserInRoom, listening_session, user_in
-from protoface_emulator.workers import ProcessPool
 
 Json = dict[str, Any]
 HEARD = 0.05

@@ -1,6 +1,6 @@
 """The emulator's real avatar worker, with timestamps at the stages the e2e benchmark profiles.
 
-`factory` is `protoface_emulator.worker.start_worker` (the real LiveKit worker,
+`factory` is `protoface_emulator.avatar.worker.start_worker` (the real LiveKit worker,
 `WorkerOptions.from_env()`) with the worker's `FaceVideoGenerator` swapped for a
 subclass that appends a JSON line to `$BENCH_PROBE_LOG` at three moments:
 
@@ -39,7 +39,7 @@ from livekit import rtc
 from livekit.agents.voice.avatar import AudioSegmentEnd
 
 from protoface_emulator import worker as _worker
-from protoface_emulator.face import FaceRenderer, mouth_box
+from protoface_emulator.avatar.face import FaceRenderer, mouth_box
 from protoface_emulator.lifecycle import WorkerEvents, WorkerHandle, WorkerSpec
 from protoface_emulator.testing.viewer import MOUTH_OPEN_THRESHOLD
 

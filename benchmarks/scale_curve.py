@@ -34,8 +34,8 @@ from typing import Any
 
 import psutil
 
+from protoface_emulator.avatar.worker import VIDEO_TIERS
 from protoface_emulator.testing import LiveKitServer, start_emulator_process
-from protoface_emulator.worker import VIDEO_TIERS
 
 Json = dict[str, Any]
 HERE = Path(__file__).resolve()

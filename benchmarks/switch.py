@@ -30,10 +30,10 @@ from livekit.agents import Agent, AgentSession
 from livekit.agents.voice.room_io import RoomOptions
 from livekit.plugins import protoface
 
+from protoface_emulator.local.livekit_dev import local_livekit_server
 from protoface_emulator.server import Emulator
 from protoface_emulator.testing import LiveKitServer, agent_in, wav_frames
 from protoface_emulator.testing.faces import FaceWatch
-from protoface_emulator.testing.livekit_dev import local_livekit_server
 
 SPEECH = Path(__file__).resolve().parents[1] / "examples" / "assets" / "hello.wav"
 FACES = ["av_stock_001", "av_stock_002", "av_stock_003"]

@@ -46,9 +46,9 @@ from livekit import rtc
 from livekit.agents.types import ATTRIBUTE_PUBLISH_ON_BEHALF
 from livekit.agents.voice.avatar import DataStreamAudioOutput
 
+from protoface_emulator.avatar.worker import VIDEO_TIERS, WorkerOptions, make_worker_factory
 from protoface_emulator.lifecycle import WorkerSpec
 from protoface_emulator.testing import local_livekit_server
-from protoface_emulator.worker import VIDEO_TIERS, WorkerOptions, make_worker_factory
 
 SPEECH_RATE = 16000
 

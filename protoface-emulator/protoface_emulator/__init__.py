@@ -10,10 +10,10 @@ package does not load LiveKit; the worker is imported when an emulator without
 a `worker_factory` is created.
 """
 
-from protoface_emulator.errors import ApiError
-from protoface_emulator.faults import Fault, FaultKind, Faults
+from protoface_emulator.api.errors import ApiError
+from protoface_emulator.api.faults import Fault, FaultKind, Faults
+from protoface_emulator.api.store import SessionRecord, Store, StoreConfig
 from protoface_emulator.server import Emulator, default_worker_factory
-from protoface_emulator.store import SessionRecord, Store, StoreConfig
 
 __all__ = [
     "ApiError",

@@ -36,13 +36,13 @@ sides read that server from `--livekit-url`, `--livekit-api-key` and
 
 `install-livekit-server` finds livekit-server as the test kit would, or builds
 the pinned release with `go install` into a per-user directory the kit then
-finds (`protoface_emulator.livekit_binary`); it prints the binary's path, and
+finds (`protoface_emulator.local.livekit_binary`); it prints the binary's path, and
 on stderr how to run it. `livekit-server` runs that binary in dev mode on
 127.0.0.1 with a dev key pair and prints the `LIVEKIT_*` exports for it
-(`protoface_emulator.dev_livekit`). `token` prints a participant token for a
+(`protoface_emulator.local.dev_livekit`). `token` prints a participant token for a
 room on that server (or the one in `LIVEKIT_*`), and `join` serves the
 playground's page for it, so a person can see, hear and talk to the avatar of an
-agent run by hand (`protoface_emulator.join`).
+agent run by hand (`protoface_emulator.playground.join`).
 `playground` serves a page to see, hear and talk to an avatar, with your agent
 or the bundled echo agent (`protoface_emulator.playground`).
 """
@@ -62,12 +62,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import cast
 
+from protoface_emulator.api.store import DEFAULT_JOIN_TIMEOUT_SECONDS, DEFAULT_MAX_CONCURRENCY
+from protoface_emulator.hosting.agent_worker import DEFAULT_CAPACITY
+from protoface_emulator.hosting.dispatch import DEFAULT_AGENT_NAME
 from protoface_emulator.lifecycle import WorkerFactory
 from protoface_emulator.server import Emulator
-from protoface_emulator.store import DEFAULT_JOIN_TIMEOUT_SECONDS, DEFAULT_MAX_CONCURRENCY
 from protoface_emulator.timing import add_timing_arguments, timing_from_args
-from protoface_emulator.workers.agent_worker import DEFAULT_CAPACITY
-from protoface_emulator.workers.dispatch import DEFAULT_AGENT_NAME
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8790
@@ -278,7 +278,7 @@ def _default_workers(args: argparse.Namespace) -> WorkerFactory | None:
     if args.dispatch:
         if args.worker_processes is not None:
             raise ValueError("--dispatch renders on worker hosts; drop --worker-processes")
-        from protoface_emulator.workers.dispatch import AgentDispatch
+        from protoface_emulator.hosting.dispatch import AgentDispatch
 
         url, key, secret = _livekit(args)
         return AgentDispatch(
@@ -294,7 +294,7 @@ def _default_workers(args: argparse.Namespace) -> WorkerFactory | None:
         )
     if args.worker_processes == 0:
         return None
-    from protoface_emulator.workers import ProcessPool
+    from protoface_emulator.hosting import ProcessPool
 
     return ProcessPool(args.worker_processes, log_level=args.log_level)
 
@@ -353,7 +353,7 @@ async def _serve(args: argparse.Namespace) -> int:
 
 
 async def _work(args: argparse.Namespace) -> int:
-    from protoface_emulator.workers.agent_worker import WorkerHost
+    from protoface_emulator.hosting.agent_worker import WorkerHost
 
     url, key, secret = _livekit(args)
     try:
@@ -382,7 +382,7 @@ async def _work(args: argparse.Namespace) -> int:
 
 def build_install_parser() -> argparse.ArgumentParser:
     """The arguments of `protoface-emulator install-livekit-server`."""
-    from protoface_emulator.livekit_binary import PINNED_TAG, user_bin_dir
+    from protoface_emulator.local.livekit_binary import PINNED_TAG, user_bin_dir
 
     parser = argparse.ArgumentParser(
         prog="protoface-emulator install-livekit-server",
@@ -409,7 +409,7 @@ def build_install_parser() -> argparse.ArgumentParser:
 
 
 def _install_livekit_server(argv: Sequence[str]) -> int:
-    from protoface_emulator.livekit_binary import (
+    from protoface_emulator.local.livekit_binary import (
         LiveKitInstallError,
         install_livekit_server,
         run_hint,
@@ -437,11 +437,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv[:1] == ["install-livekit-server"]:
         return _install_livekit_server(argv[1:])
     if argv[:1] == ["livekit-server"]:
-        from protoface_emulator.dev_livekit import main as dev_livekit
+        from protoface_emulator.local.dev_livekit import main as dev_livekit
 
         return dev_livekit(argv[1:])
     if argv[:1] in (["token"], ["join"]):
-        from protoface_emulator.join import join_main, token_main
+        from protoface_emulator.playground.join import join_main, token_main
 
         return (token_main if argv[0] == "token" else join_main)(argv[1:])
     if argv[:1] == ["playground"]:

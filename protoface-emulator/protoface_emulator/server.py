@@ -20,18 +20,18 @@ from typing import Any
 
 from aiohttp import web
 
-from protoface_emulator.app import Api, error_response
-from protoface_emulator.errors import CODE_INTERNAL, CODE_MALFORMED_HTTP, ApiError
-from protoface_emulator.faults import Faults, RequestLog
-from protoface_emulator.ids import new_id
-from protoface_emulator.lifecycle import ManagedWorkerFactory, WorkerFactory
-from protoface_emulator.store import (
+from protoface_emulator.api.app import Api, error_response
+from protoface_emulator.api.errors import CODE_INTERNAL, CODE_MALFORMED_HTTP, ApiError
+from protoface_emulator.api.faults import Faults, RequestLog
+from protoface_emulator.api.ids import new_id
+from protoface_emulator.api.store import (
     DEFAULT_AVATAR_PROCESSING_SECONDS,
     DEFAULT_JOIN_TIMEOUT_SECONDS,
     DEFAULT_MAX_CONCURRENCY,
     Store,
     StoreConfig,
 )
+from protoface_emulator.lifecycle import ManagedWorkerFactory, WorkerFactory
 from protoface_emulator.timing import Delays, TimedWorkers, Timing, resolve_timing
 
 logger = logging.getLogger("protoface_emulator.server")
@@ -53,12 +53,12 @@ def _is_sendable_key(key: str) -> bool:
 
 
 def default_worker_factory() -> WorkerFactory:
-    """The real LiveKit worker (`protoface_emulator.worker.start_worker`).
+    """The real LiveKit worker (`protoface_emulator.avatar.worker.start_worker`).
 
     Imported here, not at module level, so the API and its tests do not load
     LiveKit unless a real worker is wanted.
     """
-    from protoface_emulator.worker import start_worker
+    from protoface_emulator.avatar.worker import start_worker
 
     return start_worker
 
@@ -121,7 +121,7 @@ class Emulator:
         host: address to listen on.
         port: port to listen on; 0 picks a free one (see `url`).
         worker_factory: starts a worker per session; None means the real LiveKit
-            worker from `protoface_emulator.worker`, in this process. A
+            worker from `protoface_emulator.avatar.worker`, in this process. A
             `lifecycle.ManagedWorkerFactory` (`workers.ProcessPool`) is started
             with the emulator and closed after its sessions.
         max_concurrency: the plan's concurrent-session limit (429 beyond it).

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from protoface_emulator.testing.launch import EmulatorProcess
+from protoface_emulator.local.launch import EmulatorProcess
 
 
 @pytest.fixture

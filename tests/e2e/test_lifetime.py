@@ -19,10 +19,10 @@ from livekit import api
 from livekit.plugins import protoface
 
 from protoface_emulator.lifecycle import WorkerEvents, WorkerHandle, WorkerSpec
+from protoface_emulator.local.launch import EmulatorProcess, start_emulator_process
 from protoface_emulator.server import Emulator, default_worker_factory
 from protoface_emulator.testing import AvatarViewer, LiveKitServer
 from protoface_emulator.testing.audio import tone
-from protoface_emulator.testing.launch import EmulatorProcess, start_emulator_process
 
 from .harness import (
     AgentSide,

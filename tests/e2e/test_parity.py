@@ -27,11 +27,11 @@ from typing import Any, NamedTuple
 from livekit.agents.voice.io import PlaybackFinishedEvent
 from livekit.plugins import protoface
 
+from protoface_emulator.hosting import ProcessPool
+from protoface_emulator.local.launch import EmulatorProcess, start_emulator_process
 from protoface_emulator.server import Emulator
 from protoface_emulator.testing import AvatarViewer, LiveKitServer
 from protoface_emulator.testing.audio import tone
-from protoface_emulator.testing.launch import EmulatorProcess, start_emulator_process
-from protoface_emulator.workers import ProcessPool
 
 from .harness import (
     AgentSide,

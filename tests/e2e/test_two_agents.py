@@ -17,10 +17,10 @@ import pytest
 from livekit import api
 from livekit.plugins import protoface
 
+from protoface_emulator.hosting import ProcessPool
 from protoface_emulator.server import Emulator
 from protoface_emulator.testing import AvatarViewer, LiveKitServer
 from protoface_emulator.testing.audio import tone
-from protoface_emulator.workers import ProcessPool
 
 from .harness import AgentSide, agent_in, eventually, room_name, viewer_in
 

@@ -13,9 +13,9 @@ import aiohttp
 import pytest
 from emulator_helpers import PNG, assert_error, call, exchange, raw_reply, session_body
 
-from protoface_emulator.app import Api
+from protoface_emulator.api.app import Api
+from protoface_emulator.api.urls import ROUTES
 from protoface_emulator.server import Emulator
-from protoface_emulator.urls import ROUTES
 
 
 def _request(

@@ -11,9 +11,9 @@ from emulator_helpers import assert_error, call, session_body, with_transport
 from protoface_sdk._generated import Session
 from standin_worker import StandInWorkers
 
-from protoface_emulator.schema import parse_session_create
+from protoface_emulator.api.schema import parse_session_create
+from protoface_emulator.api.store import Store, StoreConfig
 from protoface_emulator.server import Emulator
-from protoface_emulator.store import Store, StoreConfig
 
 
 async def test_same_key_and_body_replays_the_same_session_without_a_second_worker(

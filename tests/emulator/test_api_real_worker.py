@@ -1,4 +1,4 @@
-"""The emulator with its real default worker (protoface_emulator.worker).
+"""The emulator with its real default worker (protoface_emulator.avatar.worker).
 
 Nothing listens at ws://127.0.0.1:1, so there the real worker cannot join: the
 session must still reach `failed`, with the code that says why
@@ -16,10 +16,10 @@ from emulator_helpers import eventually, with_transport
 from livekit import rtc
 from protoface_sdk import ProtofaceClient, SessionStatus
 
+from protoface_emulator.avatar.worker import WorkerOptions
 from protoface_emulator.lifecycle import FAILURE_LIVEKIT_UNREACHABLE
 from protoface_emulator.server import Emulator
 from protoface_emulator.testing import LiveKitServer
-from protoface_emulator.worker import WorkerOptions
 
 JOIN_TIMEOUT = 10.0
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from livekit import api as lkapi
 
-from protoface_emulator.dev_livekit import DEV_API_KEY, DEV_API_SECRET, dev_exports
-from protoface_emulator.livekit_binary import run_hint, user_bin_dir
+from protoface_emulator.local.dev_livekit import DEV_API_KEY, DEV_API_SECRET, dev_exports
+from protoface_emulator.local.livekit_binary import run_hint, user_bin_dir
 
 COMMAND = [sys.executable, "-m", "protoface_emulator.cli"]
 
@@ -118,7 +118,7 @@ def test_the_exports_line_names_the_dev_pair() -> None:
 
 
 def test_install_livekit_server_ends_by_saying_how_to_run_it(tmp_path: Path) -> None:
-    from protoface_emulator.livekit_binary import PINNED_TAG
+    from protoface_emulator.local.livekit_binary import PINNED_TAG
 
     folder = tmp_path / "tools"
     binary = _fake_binary(folder)  # already the pinned version: nothing to build

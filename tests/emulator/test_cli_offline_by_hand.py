@@ -29,9 +29,9 @@ import pytest
 from livekit import api as lkapi
 
 from protoface_emulator import Emulator
-from protoface_emulator.dev_livekit import DEV_API_KEY, DEV_API_SECRET
+from protoface_emulator.local.dev_livekit import DEV_API_KEY, DEV_API_SECRET
+from protoface_emulator.local.launch import stop_process
 from protoface_emulator.testing import AvatarViewer, LiveKitServer, eventually
-from protoface_emulator.testing.launch import stop_process
 
 pytestmark = pytest.mark.e2e
 

@@ -24,11 +24,11 @@ import aiohttp
 import pytest
 from test_workers_pool import DEADLINE, status_of, watched_session
 
+from protoface_emulator.hosting.dispatch import AgentDispatch
+from protoface_emulator.hosting.protocol import job_metadata, read_job_metadata
 from protoface_emulator.lifecycle import FAILURE_JOIN_TIMEOUT, FAILURE_WORKER_CRASHED, WorkerSpec
 from protoface_emulator.server import Emulator
 from protoface_emulator.testing import LiveKitServer, eventually, start_emulator_process
-from protoface_emulator.workers.dispatch import AgentDispatch
-from protoface_emulator.workers.protocol import job_metadata, read_job_metadata
 
 pytestmark = pytest.mark.e2e
 

@@ -6,7 +6,7 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from protoface_emulator.face import (
+from protoface_emulator.avatar.face import (
     MOUTH_STEPS,
     FaceRenderer,
     audio_level,
@@ -213,7 +213,7 @@ def test_advance_reports_the_look_render_would_draw() -> None:
 
 
 def test_an_odd_frame_size_is_refused_for_i420_with_the_size_named() -> None:
-    from protoface_emulator.face import rgba_to_i420
+    from protoface_emulator.avatar.face import rgba_to_i420
 
     with pytest.raises(ValueError, match="33x32"):
         rgba_to_i420(np.zeros((32, 33, 4), np.uint8))

@@ -16,7 +16,8 @@ import pytest
 from emulator_helpers import eventually, session_body
 from standin_worker import StandInWorkers
 
-from protoface_emulator.face import (
+from protoface_emulator.api.schema import parse_session_create
+from protoface_emulator.avatar.face import (
     DEFAULT_STYLE,
     STOCK_STYLES,
     FaceRenderer,
@@ -25,7 +26,6 @@ from protoface_emulator.face import (
     style_for,
     style_from_wire,
 )
-from protoface_emulator.schema import parse_session_create
 from protoface_emulator.server import Emulator
 from protoface_emulator.testing.faces import MAX_FACE_DISTANCE, face_distances, which_face
 from protoface_emulator.testing.png import encode_png

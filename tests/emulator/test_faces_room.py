@@ -18,12 +18,12 @@ import pytest
 from emulator_helpers import eventually, with_transport
 from livekit import rtc
 
-from protoface_emulator.face import STOCK_STYLES, style_for
+from protoface_emulator.avatar.face import STOCK_STYLES, style_for
+from protoface_emulator.hosting.pool import ProcessPool
 from protoface_emulator.server import Emulator
 from protoface_emulator.testing import LiveKitServer
 from protoface_emulator.testing.faces import FaceWatch
 from protoface_emulator.testing.png import encode_png
-from protoface_emulator.workers.pool import ProcessPool
 
 # Generous: four workers and a watcher share a busy 2-core machine.
 DEADLINE = 90.0

@@ -19,10 +19,10 @@ from livekit.plugins import protoface
 from protoface_sdk import ProtofaceClient
 from standin_worker import StandInWorkers
 
+from protoface_emulator.avatar.worker import VIDEO_TIERS, FaceVideoGenerator, WorkerOptions
 from protoface_emulator.contract import QUALITIES
 from protoface_emulator.server import Emulator
 from protoface_emulator.testing import AvatarViewer, LiveKitServer, agent_in, eventually
-from protoface_emulator.worker import VIDEO_TIERS, FaceVideoGenerator, WorkerOptions
 
 
 def test_every_quality_has_a_tier_and_tiers_cost_more_in_order() -> None:

@@ -13,7 +13,9 @@ from emulator_helpers import eventually, session_body
 from protoface_sdk._generated import Session
 from standin_worker import StandInWorker, StandInWorkers
 
-from protoface_emulator.errors import ApiError
+from protoface_emulator.api.errors import ApiError
+from protoface_emulator.api.schema import SessionCreate, parse_session_create
+from protoface_emulator.api.store import SessionRecord, Store, StoreConfig
 from protoface_emulator.lifecycle import (
     END_REASON_IDLE_TIMEOUT,
     END_REASON_KEY,
@@ -27,8 +29,6 @@ from protoface_emulator.lifecycle import (
     WorkerFactory,
     WorkerSpec,
 )
-from protoface_emulator.schema import SessionCreate, parse_session_create
-from protoface_emulator.store import SessionRecord, Store, StoreConfig
 
 
 def request(**overrides: Any) -> SessionCreate:

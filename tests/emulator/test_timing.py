@@ -228,13 +228,13 @@ async def test_ending_during_a_cold_start_never_starts_the_worker(
 
 
 def test_the_workers_delays_survive_the_wire_to_processes_and_dispatched_jobs() -> None:
-    from protoface_emulator.lifecycle import WorkerSpec
-    from protoface_emulator.workers.protocol import (
+    from protoface_emulator.hosting.protocol import (
         job_metadata,
         read_job_metadata,
         spec_from_wire,
         spec_to_wire,
     )
+    from protoface_emulator.lifecycle import WorkerSpec
 
     spec = WorkerSpec("sess_1", "ws://x", "room", "avatar", first_frame_delay=0.7, ack_delay=0.1)
     assert spec_from_wire(spec_to_wire(spec)) == spec

@@ -22,7 +22,7 @@ from livekit import rtc
 from livekit.agents.types import ATTRIBUTE_PUBLISH_ON_BEHALF
 from livekit.agents.voice.avatar import DataStreamAudioOutput
 
-from protoface_emulator.notices import RPC_PLAYBACK_STARTED
+from protoface_emulator.avatar.notices import RPC_PLAYBACK_STARTED
 from protoface_emulator.server import Emulator
 from protoface_emulator.testing import LiveKitServer, eventually, speech
 from protoface_emulator.timing import Timing

@@ -27,6 +27,8 @@ from livekit import api, rtc
 from livekit.agents.types import ATTRIBUTE_PUBLISH_ON_BEHALF
 from livekit.agents.voice.avatar import DataStreamAudioOutput
 
+from protoface_emulator.avatar.notices import RPC_PLAYBACK_FINISHED, RPC_PLAYBACK_STARTED
+from protoface_emulator.avatar.worker import WorkerOptions, make_worker_factory
 from protoface_emulator.lifecycle import (
     FAILURE_LIVEKIT_AUTH,
     FAILURE_LIVEKIT_UNREACHABLE,
@@ -34,10 +36,8 @@ from protoface_emulator.lifecycle import (
     WorkerHandle,
     WorkerSpec,
 )
-from protoface_emulator.notices import RPC_PLAYBACK_FINISHED, RPC_PLAYBACK_STARTED
+from protoface_emulator.local.livekit_dev import ParticipantKind
 from protoface_emulator.testing import AvatarViewer, LiveKitServer, eventually
-from protoface_emulator.testing.livekit_dev import ParticipantKind
-from protoface_emulator.worker import WorkerOptions, make_worker_factory
 
 pytestmark = pytest.mark.e2e
 

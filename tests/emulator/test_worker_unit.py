@@ -19,9 +19,8 @@ import pytest
 from livekit import rtc
 from livekit.agents.voice.avatar import AudioReceiver, AudioSegmentEnd, AvatarRunner
 
-from protoface_emulator.face import FaceRenderer, mouth_box
-from protoface_emulator.lifecycle import FAILURE_LIVEKIT_UNREACHABLE, WorkerSpec
-from protoface_emulator.worker import (
+from protoface_emulator.avatar.face import FaceRenderer, mouth_box
+from protoface_emulator.avatar.worker import (
     ENV_VIDEO_FPS,
     ENV_VIDEO_HEIGHT,
     ENV_VIDEO_WIDTH,
@@ -30,6 +29,7 @@ from protoface_emulator.worker import (
     make_worker_factory,
     start_worker,
 )
+from protoface_emulator.lifecycle import FAILURE_LIVEKIT_UNREACHABLE, WorkerSpec
 
 OPTIONS = WorkerOptions()  # 320x320 @ 20 fps, 24 kHz mono
 RATE = OPTIONS.audio_sample_rate

@@ -26,10 +26,10 @@ from emulator_helpers import with_transport
 from livekit import rtc
 from livekit.agents.types import ATTRIBUTE_PUBLISH_ON_BEHALF
 
+from protoface_emulator.hosting import ProcessPool
 from protoface_emulator.lifecycle import FAILURE_WORKER_CRASHED
 from protoface_emulator.server import Emulator
 from protoface_emulator.testing import AvatarViewer, LiveKitServer, eventually, viewer_in
-from protoface_emulator.workers import ProcessPool
 
 pytestmark = pytest.mark.e2e
 

@@ -31,8 +31,8 @@ import pytest
 
 from livekit.plugins.protoface import ProtofaceAPI
 from protoface_emulator import Emulator
+from protoface_emulator.local.launch import stop_process
 from protoface_emulator.testing import LiveKitServer, eventually, viewer_in
-from protoface_emulator.testing.launch import stop_process
 
 pytestmark = pytest.mark.e2e
 

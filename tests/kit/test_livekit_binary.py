@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from protoface_emulator.livekit_binary import (
+from protoface_emulator.local.livekit_binary import (
     INSTALL_HINT,
     PINNED_TAG,
     LiveKitInstallError,

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 from livekit import api
 
+from protoface_emulator.local.livekit_dev import MAX_STALL_SECONDS
 from protoface_emulator.testing import LiveKitServer, eventually
-from protoface_emulator.testing.livekit_dev import MAX_STALL_SECONDS
 
 pytestmark = pytest.mark.e2e
 

@@ -29,7 +29,7 @@ from typing import Any
 import psutil
 import pytest
 
-from protoface_emulator.livekit_binary import find_livekit_server
+from protoface_emulator.local.livekit_binary import find_livekit_server
 
 ROOT = Path(__file__).resolve().parents[2]
 DRIVER = Path(__file__).resolve().parent / "drive.mjs"

@@ -204,7 +204,7 @@ def test_a_named_agent_is_dispatched_through_the_tabs_token() -> None:
     import base64
     import json
 
-    from protoface_emulator.testing.livekit_dev import mint_token
+    from protoface_emulator.local.livekit_dev import mint_token
 
     def claims(token: str) -> dict[str, object]:
         payload = token.split(".")[1]

@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 from livekit import rtc
 
+from protoface_emulator.local.launch import stop_process
 from protoface_emulator.testing import LiveKitServer, eventually
-from protoface_emulator.testing.launch import stop_process
 
 pytestmark = pytest.mark.e2e
 

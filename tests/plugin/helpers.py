@@ -19,10 +19,10 @@ from typing import Any
 from livekit.agents import APIConnectOptions
 
 from protoface_emulator import Emulator
-from protoface_emulator.faults import RecordedRequest
+from protoface_emulator.api.faults import RecordedRequest
+from protoface_emulator.api.schema import parse_session_create
+from protoface_emulator.api.store import SessionRecord
 from protoface_emulator.lifecycle import ManualWorkers
-from protoface_emulator.schema import parse_session_create
-from protoface_emulator.store import SessionRecord
 
 API_KEY = "pf_test_4f1c9e8a7b6d5c4e3f2a1b0c"
 LIVEKIT_API_KEY = "lk_test_key_8d7c"

@@ -11,7 +11,7 @@ from livekit.agents import APIConnectionError, APIConnectOptions, APIStatusError
 from livekit.plugins.protoface import ProtofaceAPIError
 from livekit.plugins.protoface.api import ProtofaceAPI
 from protoface_emulator import Emulator
-from protoface_emulator.faults import Fault
+from protoface_emulator.api.faults import Fault
 from protoface_emulator.lifecycle import ManualWorkers
 
 from .helpers import (

@@ -21,11 +21,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+from protoface_emulator.local.launch import stop_process
 from protoface_emulator.playground.inference_check import (
     inference_credentials,
     missing_variables,
 )
-from protoface_emulator.testing.launch import stop_process
 
 __all__ = [
     "AgentProcess",

@@ -28,7 +28,7 @@ from typing import Any, Protocol
 import aiohttp
 from aiohttp import web
 
-from protoface_emulator.testing.livekit_dev import mint_token
+from protoface_emulator.local.livekit_dev import mint_token
 
 __all__ = [
     "LIVEKIT_CLIENT",

@@ -28,6 +28,12 @@ from typing import cast
 
 from aiohttp import web
 
+from protoface_emulator.local.launch import EmulatorProcess, start_emulator_process
+from protoface_emulator.local.livekit_dev import (
+    LiveKitServer,
+    LiveKitServerMissing,
+    start_livekit_server,
+)
 from protoface_emulator.playground.agent_process import (
     AgentProcess,
     PlaygroundError,
@@ -38,12 +44,6 @@ from protoface_emulator.playground.page_server import (
     EmulatorClient,
     Playground,
     livekit_client_bundle,
-)
-from protoface_emulator.testing.launch import EmulatorProcess, start_emulator_process
-from protoface_emulator.testing.livekit_dev import (
-    LiveKitServer,
-    LiveKitServerMissing,
-    start_livekit_server,
 )
 from protoface_emulator.timing import DEFAULT_PROFILE, PROFILES
 

@@ -30,6 +30,15 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from protoface_emulator.local.launch import EmulatorProcess, start_emulator_process
+    from protoface_emulator.local.livekit_dev import (
+        LiveKitServer,
+        LiveKitServerMissing,
+        find_livekit_server,
+        local_livekit_server,
+        mint_token,
+        start_livekit_server,
+    )
     from protoface_emulator.testing.agent import (
         AgentInRoom,
         StartAgent,
@@ -43,15 +52,6 @@ if TYPE_CHECKING:
         speech,
         tone,
         wav_frames,
-    )
-    from protoface_emulator.testing.launch import EmulatorProcess, start_emulator_process
-    from protoface_emulator.testing.livekit_dev import (
-        LiveKitServer,
-        LiveKitServerMissing,
-        find_livekit_server,
-        local_livekit_server,
-        mint_token,
-        start_livekit_server,
     )
     from protoface_emulator.testing.user import (
         LevelVAD,
@@ -72,35 +72,35 @@ if TYPE_CHECKING:
 # Loaded on first use: the pytest plugin (`testing.plugin`) lives in this package,
 # and a pytest run that never touches these names must not pay for importing LiveKit.
 _HOMES = {
-    "AgentInRoom": "agent",
-    "StartAgent": "agent",
-    "agent_in": "agent",
-    "start_avatar_agent": "agent",
-    "audio_seconds": "audio",
-    "pcm_frames": "audio",
-    "play": "audio",
-    "speech": "audio",
-    "tone": "audio",
-    "wav_frames": "audio",
-    "LevelVAD": "user",
-    "NoWordsSTT": "user",
-    "UserInRoom": "user",
-    "listening_session": "user",
-    "user_in": "user",
-    "EmulatorProcess": "launch",
-    "start_emulator_process": "launch",
-    "LiveKitServer": "livekit_dev",
-    "LiveKitServerMissing": "livekit_dev",
-    "find_livekit_server": "livekit_dev",
-    "local_livekit_server": "livekit_dev",
-    "mint_token": "livekit_dev",
-    "start_livekit_server": "livekit_dev",
-    "AVATAR_IDENTITY": "viewer",
-    "AudioSample": "viewer",
-    "AvatarViewer": "viewer",
-    "VideoSample": "viewer",
-    "viewer_in": "viewer",
-    "eventually": "waiting",
+    "AgentInRoom": "protoface_emulator.testing.agent",
+    "StartAgent": "protoface_emulator.testing.agent",
+    "agent_in": "protoface_emulator.testing.agent",
+    "start_avatar_agent": "protoface_emulator.testing.agent",
+    "audio_seconds": "protoface_emulator.testing.audio",
+    "pcm_frames": "protoface_emulator.testing.audio",
+    "play": "protoface_emulator.testing.audio",
+    "speech": "protoface_emulator.testing.audio",
+    "tone": "protoface_emulator.testing.audio",
+    "wav_frames": "protoface_emulator.testing.audio",
+    "LevelVAD": "protoface_emulator.testing.user",
+    "NoWordsSTT": "protoface_emulator.testing.user",
+    "UserInRoom": "protoface_emulator.testing.user",
+    "listening_session": "protoface_emulator.testing.user",
+    "user_in": "protoface_emulator.testing.user",
+    "EmulatorProcess": "protoface_emulator.local.launch",
+    "start_emulator_process": "protoface_emulator.local.launch",
+    "LiveKitServer": "protoface_emulator.local.livekit_dev",
+    "LiveKitServerMissing": "protoface_emulator.local.livekit_dev",
+    "find_livekit_server": "protoface_emulator.local.livekit_dev",
+    "local_livekit_server": "protoface_emulator.local.livekit_dev",
+    "mint_token": "protoface_emulator.local.livekit_dev",
+    "start_livekit_server": "protoface_emulator.local.livekit_dev",
+    "AVATAR_IDENTITY": "protoface_emulator.testing.viewer",
+    "AudioSample": "protoface_emulator.testing.viewer",
+    "AvatarViewer": "protoface_emulator.testing.viewer",
+    "VideoSample": "protoface_emulator.testing.viewer",
+    "viewer_in": "protoface_emulator.testing.viewer",
+    "eventually": "protoface_emulator.testing.waiting",
 }
 
 
@@ -108,7 +108,7 @@ def __getattr__(name: str) -> Any:
     home = _HOMES.get(name)
     if home is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{home}"), name)
+    value = getattr(importlib.import_module(home), name)
     globals()[name] = value
     return value
 

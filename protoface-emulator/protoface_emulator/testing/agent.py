@@ -27,8 +27,8 @@ from livekit.agents import Agent, AgentSession
 from livekit.agents.voice import SpeechHandle
 from livekit.agents.voice.room_io import RoomOptions
 
+from protoface_emulator.local.livekit_dev import LiveKitServer
 from protoface_emulator.testing.audio import play, wav_frames
-from protoface_emulator.testing.livekit_dev import LiveKitServer
 
 if TYPE_CHECKING:
     from livekit.plugins.protoface import AvatarSession

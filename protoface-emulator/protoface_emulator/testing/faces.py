@@ -1,6 +1,6 @@
 """Which avatar is this? Telling the emulator's faces apart from received pixels.
 
-Each avatar id renders a look of its own (`protoface_emulator.face.style_for`),
+Each avatar id renders a look of its own (`protoface_emulator.avatar.face.style_for`),
 so a test that watches the room can say whose face a viewer sees:
 
 ```python
@@ -32,7 +32,7 @@ import numpy as np
 import numpy.typing as npt
 from livekit import rtc
 
-from protoface_emulator.face import STOCK_STYLES, FaceRenderer, FaceStyle, mouth_box
+from protoface_emulator.avatar.face import STOCK_STYLES, FaceRenderer, FaceStyle, mouth_box
 
 from .waiting import eventually
 

@@ -39,8 +39,8 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 if TYPE_CHECKING:
+    from protoface_emulator.local.livekit_dev import LiveKitServer
     from protoface_emulator.server import Emulator
-    from protoface_emulator.testing.livekit_dev import LiveKitServer
     from protoface_emulator.testing.viewer import AvatarViewer
     from protoface_emulator.timing import Timing
 
@@ -112,12 +112,12 @@ def livekit_server() -> Iterator[LiveKitServer]:
     The binary comes from `LIVEKIT_SERVER_BIN`, `PATH`, `.tools/bin` in the
     working directory or a parent (this repository's copy), or the per-user
     directory `protoface-emulator install-livekit-server` installs into
-    (`protoface_emulator.livekit_binary`). Missing: the test is skipped, or fails
+    (`protoface_emulator.local.livekit_binary`). Missing: the test is skipped, or fails
     under `CI=true` (a real-room test that cannot find its server must not pass
     quietly), saying how to get it.
     """
-    from protoface_emulator.livekit_binary import find_livekit_server, not_found_message
-    from protoface_emulator.testing.livekit_dev import start_livekit_server
+    from protoface_emulator.local.livekit_binary import find_livekit_server, not_found_message
+    from protoface_emulator.local.livekit_dev import start_livekit_server
 
     binary = find_livekit_server()
     if binary is None:

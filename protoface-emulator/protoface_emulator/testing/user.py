@@ -34,7 +34,7 @@ from livekit.agents import AgentSession, APIConnectOptions, stt, utils, vad
 from livekit.agents.language import LanguageCode
 from livekit.agents.types import NOT_GIVEN, NotGivenOr
 
-from protoface_emulator.testing.livekit_dev import LiveKitServer
+from protoface_emulator.local.livekit_dev import LiveKitServer
 
 __all__ = ["LevelVAD", "NoWordsSTT", "UserInRoom", "listening_session", "user_in"]
 

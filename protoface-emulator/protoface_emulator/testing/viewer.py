@@ -37,8 +37,8 @@ from livekit import rtc
 # The participant attribute an avatar worker carries to say which agent it speaks
 # for (livekit-agents' `ATTRIBUTE_PUBLISH_ON_BEHALF`; the literal keeps this module
 # free of livekit-agents, whose import costs seconds).
-from protoface_emulator.face import STOCK_STYLES, FaceRenderer, audio_level, mouth_box
-from protoface_emulator.testing.livekit_dev import LiveKitServer
+from protoface_emulator.avatar.face import STOCK_STYLES, FaceRenderer, audio_level, mouth_box
+from protoface_emulator.local.livekit_dev import LiveKitServer
 from protoface_emulator.testing.png import contact_sheet, write_png
 from protoface_emulator.testing.waiting import eventually
 

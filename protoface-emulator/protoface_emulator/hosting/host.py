@@ -1,6 +1,6 @@
 """A worker process: hosts the avatar workers a `ProcessPool` places on it.
 
-Run as `python -m protoface_emulator.workers.host [--options JSON]`. Commands
+Run as `python -m protoface_emulator.hosting.host [--options JSON]`. Commands
 arrive on stdin and events leave on the original stdout (see `protocol.py`);
 file descriptor 1 is pointed at stderr first, so that nothing else printed in
 this process (a library, the native SDK) can corrupt the protocol. When stdin
@@ -20,9 +20,9 @@ import signal
 import sys
 from typing import IO, Any
 
+from protoface_emulator.avatar.worker import WorkerOptions, make_worker_factory
+from protoface_emulator.hosting.protocol import EventWriter, decode, encode, spec_from_wire
 from protoface_emulator.lifecycle import FAILURE_WORKER_CRASHED, WorkerHandle
-from protoface_emulator.worker import WorkerOptions, make_worker_factory
-from protoface_emulator.workers.protocol import EventWriter, decode, encode, spec_from_wire
 
 logger = logging.getLogger("protoface_emulator.workers.host")
 

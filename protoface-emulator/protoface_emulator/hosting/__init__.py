@@ -12,15 +12,15 @@ Both are `lifecycle.WorkerFactory`s; the store cannot tell them apart.
 
 from __future__ import annotations
 
+from protoface_emulator.hosting.pool import ProcessPool, default_pool_size
+from protoface_emulator.hosting.protocol import spec_from_wire, spec_to_wire
 from protoface_emulator.lifecycle import WorkerFactory
-from protoface_emulator.workers.pool import ProcessPool, default_pool_size
-from protoface_emulator.workers.protocol import spec_from_wire, spec_to_wire
 
 __all__ = ["ProcessPool", "default_pool_size", "in_process", "spec_from_wire", "spec_to_wire"]
 
 
 def in_process() -> WorkerFactory:
     """The in-process worker factory (`worker.start_worker`), imported on demand."""
-    from protoface_emulator.worker import start_worker
+    from protoface_emulator.avatar.worker import start_worker
 
     return start_worker

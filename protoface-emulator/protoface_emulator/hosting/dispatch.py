@@ -32,13 +32,13 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
+from protoface_emulator.hosting.protocol import apply_event, decode, job_metadata
 from protoface_emulator.lifecycle import (
     FAILURE_JOIN_TIMEOUT,
     FAILURE_WORKER_CRASHED,
     WorkerEvents,
     WorkerSpec,
 )
-from protoface_emulator.workers.protocol import apply_event, decode, job_metadata
 
 __all__ = ["DEFAULT_AGENT_NAME", "AgentDispatch", "DispatchedJob", "check_livekit"]
 

@@ -22,6 +22,30 @@ from urllib.parse import urlsplit
 
 from multidict import MultiMapping
 
+from protoface_emulator.api.errors import (
+    CODE_DUPLICATE_FIELD,
+    CODE_EXPECTATION_FAILED,
+    CODE_INVALID_API_KEY,
+    CODE_INVALID_BODY,
+    CODE_INVALID_IDEMPOTENCY_KEY,
+    CODE_INVALID_IMAGE,
+    CODE_INVALID_JSON,
+    CODE_INVALID_TYPE,
+    CODE_INVALID_VALUE,
+    CODE_METADATA_RESERVED_KEY,
+    CODE_METADATA_TOO_LARGE,
+    CODE_MISSING_API_KEY,
+    CODE_MISSING_FIELD,
+    CODE_OUT_OF_RANGE,
+    CODE_REQUEST_TOO_LARGE,
+    CODE_TRANSPORT_UNSUPPORTED,
+    CODE_UNKNOWN_FIELD,
+    CODE_UNKNOWN_PARAMETER,
+    CODE_UNSUPPORTED_MEDIA_TYPE,
+    ApiError,
+    invalid,
+    shown,
+)
 from protoface_emulator.contract import (
     AUDIO_SOURCES,
     AVATAR_NAME_MAX_LENGTH,
@@ -50,30 +74,6 @@ from protoface_emulator.contract import (
     Quality,
     SessionStatus,
     is_valid_idempotency_key,
-)
-from protoface_emulator.errors import (
-    CODE_DUPLICATE_FIELD,
-    CODE_EXPECTATION_FAILED,
-    CODE_INVALID_API_KEY,
-    CODE_INVALID_BODY,
-    CODE_INVALID_IDEMPOTENCY_KEY,
-    CODE_INVALID_IMAGE,
-    CODE_INVALID_JSON,
-    CODE_INVALID_TYPE,
-    CODE_INVALID_VALUE,
-    CODE_METADATA_RESERVED_KEY,
-    CODE_METADATA_TOO_LARGE,
-    CODE_MISSING_API_KEY,
-    CODE_MISSING_FIELD,
-    CODE_OUT_OF_RANGE,
-    CODE_REQUEST_TOO_LARGE,
-    CODE_TRANSPORT_UNSUPPORTED,
-    CODE_UNKNOWN_FIELD,
-    CODE_UNKNOWN_PARAMETER,
-    CODE_UNSUPPORTED_MEDIA_TYPE,
-    ApiError,
-    invalid,
-    shown,
 )
 
 # Recursive JSON, as `json.loads` produces it.

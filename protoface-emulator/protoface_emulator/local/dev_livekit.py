@@ -31,7 +31,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from types import FrameType
 
-from protoface_emulator.livekit_binary import find_livekit_server, not_found_message
+from protoface_emulator.local.livekit_binary import find_livekit_server, not_found_message
 
 __all__ = [
     "DEFAULT_DEV_PORT",

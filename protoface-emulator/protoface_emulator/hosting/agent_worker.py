@@ -30,11 +30,11 @@ from urllib.parse import quote
 
 import aiohttp
 
-from protoface_emulator.workers.dispatch import DEFAULT_AGENT_NAME, check_livekit
-from protoface_emulator.workers.protocol import EventWriter, JobOrder, decode, read_job_metadata
+from protoface_emulator.hosting.dispatch import DEFAULT_AGENT_NAME, check_livekit
+from protoface_emulator.hosting.protocol import EventWriter, JobOrder, decode, read_job_metadata
 
 if TYPE_CHECKING:
-    from protoface_emulator.worker import WorkerOptions
+    from protoface_emulator.avatar.worker import WorkerOptions
 
 __all__ = ["DEFAULT_CAPACITY", "WorkerHost"]
 
@@ -105,7 +105,7 @@ class WorkerHost:
         self.capacity = capacity
         self.name = name or f"{socket.gethostname()}:{os.getpid()}"
         if options is None:
-            from protoface_emulator.worker import WorkerOptions
+            from protoface_emulator.avatar.worker import WorkerOptions
 
             options = WorkerOptions.from_env()
         self._options = options
@@ -209,7 +209,7 @@ class WorkerHost:
                 with contextlib.suppress(ConnectionError, RuntimeError):
                     await ws.send_str(json.dumps(message, separators=(",", ":")))
 
-        from protoface_emulator.worker import make_worker_factory
+        from protoface_emulator.avatar.worker import make_worker_factory
 
         sender = asyncio.create_task(send_reports())
         handle = make_worker_factory(self._options)(

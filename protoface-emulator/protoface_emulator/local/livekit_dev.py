@@ -1,6 +1,6 @@
 """A real `livekit-server --dev` on loopback, and the tokens its participants use.
 
-One place knows how: find the binary (`protoface_emulator.livekit_binary`), pick
+One place knows how: find the binary (`protoface_emulator.local.livekit_binary`), pick
 free ports, keep every socket on 127.0.0.1, wait until it answers, stop it
 leaving nothing behind, and mint participant tokens for it. The `livekit_server`
 fixture, the offline demo and the benchmarks all start their server and mint
@@ -29,7 +29,11 @@ from typing import Final, Literal
 
 from livekit import api as lkapi
 
-from protoface_emulator.livekit_binary import INSTALL_HINT, find_livekit_server, not_found_message
+from protoface_emulator.local.livekit_binary import (
+    INSTALL_HINT,
+    find_livekit_server,
+    not_found_message,
+)
 
 __all__ = [
     "DEV_API_KEY",

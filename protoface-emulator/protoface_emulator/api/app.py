@@ -23,14 +23,7 @@ from typing import cast
 
 from aiohttp import HttpVersion11, hdrs, web
 
-from protoface_emulator.contract import (
-    IDEMPOTENCY_KEY_HEADER,
-    IDEMPOTENT_REPLAYED_HEADER,
-    JSON_BODY_LIMIT,
-    REQUEST_ID_HEADER,
-    UPLOAD_BODY_LIMIT,
-)
-from protoface_emulator.errors import (
+from protoface_emulator.api.errors import (
     CODE_INTERNAL,
     CODE_METHOD_NOT_ALLOWED,
     CODE_ROUTE_NOT_FOUND,
@@ -40,10 +33,10 @@ from protoface_emulator.errors import (
     ApiError,
     invalid,
 )
-from protoface_emulator.faults import Fault, Faults, RecordedRequest, RequestLog, gateway_html
-from protoface_emulator.ids import new_id
-from protoface_emulator.reading import Call
-from protoface_emulator.schema import (
+from protoface_emulator.api.faults import Fault, Faults, RecordedRequest, RequestLog, gateway_html
+from protoface_emulator.api.ids import new_id
+from protoface_emulator.api.reading import Call
+from protoface_emulator.api.schema import (
     check_bearer,
     check_body_headers,
     check_expectation,
@@ -58,8 +51,15 @@ from protoface_emulator.schema import (
     request_fingerprint,
     validate_pipecat_create,
 )
-from protoface_emulator.store import Store
-from protoface_emulator.urls import Resolved, resolve
+from protoface_emulator.api.store import Store
+from protoface_emulator.api.urls import Resolved, resolve
+from protoface_emulator.contract import (
+    IDEMPOTENCY_KEY_HEADER,
+    IDEMPOTENT_REPLAYED_HEADER,
+    JSON_BODY_LIMIT,
+    REQUEST_ID_HEADER,
+    UPLOAD_BODY_LIMIT,
+)
 
 logger = logging.getLogger("protoface_emulator.app")
 

@@ -32,7 +32,7 @@ import webbrowser
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from protoface_emulator.dev_livekit import DEFAULT_DEV_PORT, DEV_API_KEY, DEV_API_SECRET
+from protoface_emulator.local.dev_livekit import DEFAULT_DEV_PORT, DEV_API_KEY, DEV_API_SECRET
 
 __all__ = ["LiveKitTarget", "UsageError", "join_main", "livekit_target", "token_main"]
 
@@ -115,7 +115,7 @@ def build_token_parser() -> argparse.ArgumentParser:
 
 def token_main(argv: Sequence[str]) -> int:
     """`protoface-emulator token`: the token on stdout, what it is for on stderr."""
-    from protoface_emulator.testing.livekit_dev import mint_token
+    from protoface_emulator.local.livekit_dev import mint_token
 
     args = build_token_parser().parse_args(list(argv))
     try:

@@ -11,9 +11,9 @@ from __future__ import annotations
 from aiohttp import BodyPartReader, hdrs, web
 from aiohttp.http_exceptions import HttpProcessingError
 
-from protoface_emulator.errors import ApiError
-from protoface_emulator.faults import RecordedRequest
-from protoface_emulator.schema import (
+from protoface_emulator.api.errors import ApiError
+from protoface_emulator.api.faults import RecordedRequest
+from protoface_emulator.api.schema import (
     JSONObject,
     check_body_headers,
     check_json_media_type,

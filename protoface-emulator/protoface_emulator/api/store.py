@@ -25,18 +25,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
-from protoface_emulator.contract import (
-    END_REASON_KEY,
-    LIVE_STATUSES,
-    QUALITIES,
-    STOCK_AVATAR_ID,
-    TERMINAL_STATUSES,
-    TRANSPORT_TYPE_LIVEKIT,
-    AvatarStatus,
-    Quality,
-    SessionStatus,
-)
-from protoface_emulator.errors import (
+from protoface_emulator.api.errors import (
     CODE_AVATAR_NOT_FOUND,
     CODE_AVATAR_NOT_READY,
     CODE_CONCURRENCY_LIMIT,
@@ -53,19 +42,8 @@ from protoface_emulator.errors import (
     shown,
     unavailable,
 )
-from protoface_emulator.ids import new_id
-from protoface_emulator.lifecycle import (
-    END_REASON_IDLE_TIMEOUT,
-    END_REASON_MAX_DURATION,
-    END_REASON_REQUESTED,
-    END_REASON_SHUTDOWN,
-    FAILURE_JOIN_TIMEOUT,
-    FAILURE_WORKER_CRASHED,
-    WorkerFactory,
-    WorkerHandle,
-    WorkerSpec,
-)
-from protoface_emulator.schema import (
+from protoface_emulator.api.ids import new_id
+from protoface_emulator.api.schema import (
     AvatarListView,
     AvatarView,
     FailureView,
@@ -80,6 +58,28 @@ from protoface_emulator.schema import (
     UsageSummaryView,
     ceil_seconds,
     format_time,
+)
+from protoface_emulator.contract import (
+    END_REASON_KEY,
+    LIVE_STATUSES,
+    QUALITIES,
+    STOCK_AVATAR_ID,
+    TERMINAL_STATUSES,
+    TRANSPORT_TYPE_LIVEKIT,
+    AvatarStatus,
+    Quality,
+    SessionStatus,
+)
+from protoface_emulator.lifecycle import (
+    END_REASON_IDLE_TIMEOUT,
+    END_REASON_MAX_DURATION,
+    END_REASON_REQUESTED,
+    END_REASON_SHUTDOWN,
+    FAILURE_JOIN_TIMEOUT,
+    FAILURE_WORKER_CRASHED,
+    WorkerFactory,
+    WorkerHandle,
+    WorkerSpec,
 )
 
 logger = logging.getLogger("protoface_emulator.store")

@@ -14,7 +14,7 @@ The test kit's `livekit_server` fixture and the playground both run a real
 `install_livekit_server()` (the `protoface-emulator install-livekit-server`
 command) builds the pinned release with `go install` into that directory, or
 into `--dir DIR`, and says how to run it (`run_hint()`): `protoface-emulator
-livekit-server` (`protoface_emulator.dev_livekit`) runs whatever is found here,
+livekit-server` (`protoface_emulator.local.dev_livekit`) runs whatever is found here,
 on PATH or not. The pin is v1.13.5: later tags carry `replace` directives in
 their go.mod, which `go install pkg@version` refuses.
 

@@ -76,8 +76,7 @@ from livekit.agents.voice.avatar import (
     VideoGenerator,
 )
 
-from .face import FaceRenderer, audio_level, style_from_wire
-from .lifecycle import (
+from protoface_emulator.lifecycle import (
     FAILURE_LIVEKIT_AUTH,
     FAILURE_LIVEKIT_UNREACHABLE,
     FAILURE_WORKER_CRASHED,
@@ -87,6 +86,8 @@ from .lifecycle import (
     WorkerHandle,
     WorkerSpec,
 )
+
+from .face import FaceRenderer, audio_level, style_from_wire
 from .notices import AgentAudioReceiver
 
 __all__ = [

@@ -3,7 +3,7 @@
 `ProcessPool` is a `lifecycle.WorkerFactory`: the store calls it on the loop for
 each session and gets a handle at once, as with the in-process worker. Each
 session is placed on the worker process with the fewest sessions; the process
-(`python -m protoface_emulator.workers.host`) runs the same `AvatarWorker` it
+(`python -m protoface_emulator.hosting.host`) runs the same `AvatarWorker` it
 would run in-process and reports its events back over a pipe (`protocol.py`).
 
 A worker process that dies fails only its own sessions, with `worker_crashed`
@@ -30,13 +30,13 @@ import sys
 from collections.abc import Mapping
 from typing import Any
 
+from protoface_emulator.hosting.protocol import apply_event, decode, encode, spec_to_wire
 from protoface_emulator.lifecycle import (
     FAILURE_WORKER_CRASHED,
     WorkerEvents,
     WorkerHandle,
     WorkerSpec,
 )
-from protoface_emulator.workers.protocol import apply_event, decode, encode, spec_to_wire
 
 __all__ = ["ProcessPool", "WorkerProcess", "default_pool_size"]
 
@@ -277,7 +277,7 @@ class ProcessPool:
                 "use the in-process worker for none"
             )
         self.size = size
-        argv = [sys.executable, "-m", "protoface_emulator.workers.host", "--log-level", log_level]
+        argv = [sys.executable, "-m", "protoface_emulator.hosting.host", "--log-level", log_level]
         if nice and hasattr(os, "nice"):
             argv += ["--nice", str(nice)]
         if options is not None:
