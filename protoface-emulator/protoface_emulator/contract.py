@@ -2,10 +2,10 @@
 
 Everything here is fixed by the public API (`/work/shared/protoface-api.md`, and
 `protoface-sdk`'s models): the values a request may carry, the statuses a
-session moves through, the limits. `schema.py` validates against them, `store.py`
-applies them, and a contract test checks that the plugin, the emulator and
-`protoface-sdk` agree on each. Defaults of the emulator itself (its plan, its
-timers) are not here; they live with the code they configure.
+session moves through, the limits. `api/requests.py` and `api/queries.py`
+validate against them, `api/store.py` applies them, and a contract test checks
+that the plugin, the emulator and `protoface-sdk` agree on each. Defaults of the
+emulator itself (its plan, its timers) are not here; they live with the code they configure.
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ import pytest
 from emulator_helpers import eventually, session_body
 from standin_worker import StandInWorkers
 
-from protoface_emulator.api.schema import parse_session_create
+from protoface_emulator.api.requests import parse_session_create
 from protoface_emulator.avatar.face import (
     DEFAULT_STYLE,
     STOCK_STYLES,

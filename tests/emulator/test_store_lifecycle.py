@@ -14,7 +14,7 @@ from protoface_sdk._generated import Session
 from standin_worker import StandInWorker, StandInWorkers
 
 from protoface_emulator.api.errors import ApiError
-from protoface_emulator.api.schema import SessionCreate, parse_session_create
+from protoface_emulator.api.requests import SessionCreate, parse_session_create
 from protoface_emulator.api.store import SessionRecord, Store, StoreConfig
 from protoface_emulator.lifecycle import (
     END_REASON_IDLE_TIMEOUT,

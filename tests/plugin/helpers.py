@@ -20,7 +20,7 @@ from livekit.agents import APIConnectOptions
 
 from protoface_emulator import Emulator
 from protoface_emulator.api.faults import RecordedRequest
-from protoface_emulator.api.schema import parse_session_create
+from protoface_emulator.api.requests import parse_session_create
 from protoface_emulator.api.store import SessionRecord
 from protoface_emulator.lifecycle import ManualWorkers
 

@@ -1,10 +1,10 @@
-"""The HTTP side of the Protoface public API: request -> schema -> store -> view.
+"""The HTTP side of the Protoface public API: request -> requests/queries -> store -> views.
 
 `Api.handle` is the whole server's request handler (aiohttp's low-level server
 calls it for every parsed request, see `server.py`). It gives the request an id,
 logs it (`RequestLog`), applies an armed fault, authenticates `/v1`, finds the
 route (`urls.py`) and calls its handler. A handler reads what it needs from the
-request (`reading.Call`), lets `schema.py` check it, makes one store call and
+request (`reading.Call`), lets `checks`, `requests` or `queries` check it, makes one store call and
 returns the view as JSON. Every failure, including ones nobody foresaw, leaves as the error envelope
 with an `X-Request-Id` header.
 """
@@ -23,6 +23,12 @@ from typing import cast
 
 from aiohttp import HttpVersion11, hdrs, web
 
+from protoface_emulator.api.checks import (
+    check_bearer,
+    check_body_headers,
+    check_expectation,
+    parse_idempotency_key,
+)
 from protoface_emulator.api.errors import (
     CODE_INTERNAL,
     CODE_METHOD_NOT_ALLOWED,
@@ -35,19 +41,17 @@ from protoface_emulator.api.errors import (
 )
 from protoface_emulator.api.faults import Fault, Faults, RecordedRequest, RequestLog, gateway_html
 from protoface_emulator.api.ids import new_id
-from protoface_emulator.api.reading import Call
-from protoface_emulator.api.schema import (
-    check_bearer,
-    check_body_headers,
-    check_expectation,
+from protoface_emulator.api.queries import (
     parse_avatar_list_query,
-    parse_avatar_upload,
-    parse_idempotency_key,
-    parse_no_body,
     parse_no_query,
-    parse_session_create,
     parse_session_list_query,
     parse_usage_query,
+)
+from protoface_emulator.api.reading import Call
+from protoface_emulator.api.requests import (
+    parse_avatar_upload,
+    parse_no_body,
+    parse_session_create,
     request_fingerprint,
     validate_pipecat_create,
 )

@@ -4,8 +4,9 @@ Every non-2xx answer of the emulator is built here, so the envelope has one shap
 `{"error": {"type", "code", "message", "param", "request_id"}}`. The store raises
 domain failures through `not_found`, `forbidden`, `conflict`, `limited` and
 `unavailable` (unknown avatar, stock avatar, idempotency conflict, concurrency
-limit, shutdown), so it carries no status numbers; `schema.py` raises `invalid`
-and the transport-level errors; `app.py` turns every `ApiError` into a response.
+limit, shutdown), so it carries no status numbers; the parsers (`decoding`,
+`requests`, `queries`, `checks`) raise `invalid` and the transport-level errors;
+`app.py` turns every `ApiError` into a response.
 """
 
 from __future__ import annotations

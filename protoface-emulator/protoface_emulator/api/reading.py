@@ -2,7 +2,7 @@
 
 `Call` is what a route handler in `app.py` receives. It reads the body once, as
 bytes, JSON or multipart parts, stopping at the route's limit, checks what only
-the headers can tell (`schema.py` decides), turns aiohttp's transport-level
+the headers can tell (`checks.py` decides), turns aiohttp's transport-level
 failures into the API's errors, and keeps what it read in the request log.
 """
 
@@ -11,18 +11,17 @@ from __future__ import annotations
 from aiohttp import BodyPartReader, hdrs, web
 from aiohttp.http_exceptions import HttpProcessingError
 
-from protoface_emulator.api.errors import ApiError
-from protoface_emulator.api.faults import RecordedRequest
-from protoface_emulator.api.schema import (
-    JSONObject,
+from protoface_emulator.api.checks import (
     check_body_headers,
     check_json_media_type,
     check_multipart,
-    parse_json_object,
     too_large,
     undecodable_body,
     unparseable_multipart,
 )
+from protoface_emulator.api.decoding import JSONObject, parse_json_object
+from protoface_emulator.api.errors import ApiError
+from protoface_emulator.api.faults import RecordedRequest
 
 
 class Call:

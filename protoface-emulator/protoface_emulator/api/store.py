@@ -25,6 +25,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
+from protoface_emulator.api.decoding import MetadataValue
 from protoface_emulator.api.errors import (
     CODE_AVATAR_NOT_FOUND,
     CODE_AVATAR_NOT_READY,
@@ -43,14 +44,13 @@ from protoface_emulator.api.errors import (
     unavailable,
 )
 from protoface_emulator.api.ids import new_id
-from protoface_emulator.api.schema import (
+from protoface_emulator.api.queries import SessionFilter
+from protoface_emulator.api.requests import SessionCreate
+from protoface_emulator.api.views import (
     AvatarListView,
     AvatarView,
     FailureView,
-    MetadataValue,
     PlanView,
-    SessionCreate,
-    SessionFilter,
     SessionListView,
     SessionView,
     StatusView,
