@@ -7,7 +7,9 @@ be heard from its own agent's avatar, and never from the other's.
 
 from __future__ import annotations
 
+import asyncio
 import signal
+import threading
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -15,6 +17,8 @@ from typing import Any, NamedTuple
 
 import pytest
 from livekit import api
+from livekit.agents import Agent, AgentServer, AgentSession, JobContext, JobExecutorType
+from livekit.agents.voice.room_io import RoomOptions
 from livekit.plugins import protoface
 
 from protoface_emulator.hosting import ProcessPool
@@ -22,7 +26,7 @@ from protoface_emulator.server import Emulator
 from protoface_emulator.testing import AvatarViewer, LiveKitServer
 from protoface_emulator.testing.audio import tone
 
-from .harness import AgentSide, agent_in, eventually, room_name, viewer_in
+from .harness import AgentSide, agent_in, eventually, play, room_name, viewer_in
 
 DEFAULT = "protoface-avatar-agent"
 HEARD = 0.05
@@ -163,3 +167,97 @@ async def test_an_identity_another_agents_avatar_holds_is_refused_at_start(
         assert a.avatar.avatar_identity in message and a.identity in message
         assert "avatar_participant_identity" in message
         assert a.avatar.avatar_identity in a.room.remote_participants  # A's avatar untouched
+
+
+async def test_an_agent_that_starts_its_avatar_before_connecting_does_not_take_the_default(
+    livekit_server: LiveKitServer, emulator: Emulator
+) -> None:
+    """Agent B runs as the quickstart does: `avatar.start()` before the room is connected.
+
+    B's own room lists nobody then; B must still see A's avatar on the default
+    identity (LiveKit would drop A's avatar for B's) and take one of its own.
+    """
+    room = room_name("two-agents-blind")
+    started: dict[str, str] = {}
+    finish = threading.Event()
+
+    async def entrypoint(ctx: JobContext) -> None:
+        session: AgentSession[None] = AgentSession()
+        avatar = protoface.AvatarSession(api_url=emulator.url, api_key=emulator.api_key)
+        try:
+            assert not ctx.room.isconnected()
+            await avatar.start(
+                session,
+                room=ctx.room,
+                livekit_url=livekit_server.url,
+                livekit_api_key=livekit_server.api_key,
+                livekit_api_secret=livekit_server.api_secret,
+            )
+            started["chosen"] = avatar.avatar_identity
+            await session.start(
+                agent=Agent(instructions="You speak pre-rendered lines."),
+                room=ctx.room,
+                room_options=RoomOptions(audio_input=False, text_input=False),
+            )
+            await avatar.wait_for_join(timeout=60)
+            started["agent"] = ctx.room.local_participant.identity
+            started["avatar"] = avatar.avatar_identity
+            await session.say("hi", audio=play(tone(LINE)), add_to_chat_ctx=False)
+            started["spoke"] = "yes"
+            await asyncio.to_thread(finish.wait, 60)
+        except Exception as exc:  # reported to the test, which fails on it
+            started["error"] = repr(exc)
+        ctx.shutdown(reason="test finished")
+
+    worker = AgentServer(
+        job_executor_type=JobExecutorType.THREAD,
+        ws_url=livekit_server.url,
+        api_key=livekit_server.api_key,
+        api_secret=livekit_server.api_secret,
+        port=0,
+        num_idle_processes=0,
+        load_fnc=lambda: 0.0,  # the busy test machine's CPU must not stop the dispatch
+    )
+    worker.rtc_session(entrypoint, agent_name="protoface-blind")
+    registered = asyncio.Event()
+    worker.on("worker_registered", lambda *_: registered.set())
+    run = asyncio.create_task(worker.run(devmode=True))
+    try:
+        await asyncio.wait_for(registered.wait(), timeout=30)
+        async with agent_in(livekit_server, emulator, room) as a:
+            await a.avatar.wait_for_join(timeout=60)
+            lost: list[protoface.AvatarLostEvent] = []
+            a.avatar.on("avatar_lost", lost.append)
+            async with api.LiveKitAPI(
+                livekit_server.http_url, livekit_server.api_key, livekit_server.api_secret
+            ) as lk:
+                await lk.agent_dispatch.create_dispatch(
+                    api.CreateAgentDispatchRequest(agent_name="protoface-blind", room=room)
+                )
+            await eventually(
+                lambda: "spoke" in started or "error" in started,
+                timeout=90,
+                message=lambda: f"agent B never spoke: {started}",
+            )
+            assert "error" not in started, started
+            assert started["chosen"] != DEFAULT, started
+            assert started["chosen"] == started["avatar"], started
+            assert a.avatar.avatar_identity == DEFAULT
+            assert lost == [], lost
+            b_identity = started["agent"]
+            async with viewer_in(livekit_server, room, agent_identity=a.identity) as a_view:
+                await a_view.wait_first_video(timeout=30)
+                before = time.monotonic()
+                await a.speak(tone(LINE))
+                await a_view.wait_until(
+                    lambda: a_view.audio_seconds(min_level=HEARD, since=before) >= LINE - 0.5,
+                    timeout=20,
+                    what="agent A heard from its own avatar beside agent B's",
+                )
+            assert b_identity in started["avatar"]
+            assert lost == [], lost
+    finally:
+        finish.set()
+        await worker.aclose()
+        run.cancel()
+        await asyncio.gather(run, return_exceptions=True)
