@@ -24,7 +24,7 @@ SessionStatus = Literal[
 ]
 SESSION_STATUSES: tuple[SessionStatus, ...] = get_args(SessionStatus)
 """Every session status, in lifecycle order."""
-TERMINAL_STATUSES: frozenset[SessionStatus] = frozenset({"ended", "failed", "canceled"})
+TERMINAL_SESSION_STATUSES: frozenset[SessionStatus] = frozenset({"ended", "failed", "canceled"})
 """Statuses a session never leaves."""
 LIVE_STATUSES: frozenset[SessionStatus] = frozenset({"queued", "starting", "running"})
 """Statuses in which a session holds a worker and may still be ended or fail."""
@@ -43,7 +43,7 @@ METADATA_MAX_BYTES = 8 * 1024
 """`metadata` as compact UTF-8 JSON may be this long; one byte more is refused."""
 RESERVED_METADATA_PREFIX = "_avatar."
 """Metadata keys starting with this belong to Protoface; clients may not send them."""
-END_REASON_KEY = RESERVED_METADATA_PREFIX + "end_reason"
+END_REASON_METADATA_KEY = RESERVED_METADATA_PREFIX + "end_reason"
 """The metadata key where an ended session says why it ended."""
 
 TRANSPORT_TYPE_LIVEKIT: Final = "livekit"
@@ -66,7 +66,7 @@ AVATAR_SCOPES = ("all", "stock", "custom")
 # --- requests -------------------------------------------------------------------
 
 IDEMPOTENCY_KEY_HEADER = "Idempotency-Key"
-IDEMPOTENCY_KEY_MAX_LENGTH = 255
+IDEMPOTENCY_KEY_MAX_CHARS = 255
 IDEMPOTENT_REPLAYED_HEADER = "Idempotent-Replayed"
 REQUEST_ID_HEADER = "X-Request-Id"
 JSON_BODY_LIMIT = 64 * 1024
@@ -79,4 +79,4 @@ DEFAULT_PAGE_LIMIT = 10
 
 def is_valid_idempotency_key(key: str) -> bool:
     """The idempotency-key rule: 1 to 255 printable ASCII characters (spaces allowed)."""
-    return 0 < len(key) <= IDEMPOTENCY_KEY_MAX_LENGTH and key.isascii() and key.isprintable()
+    return 0 < len(key) <= IDEMPOTENCY_KEY_MAX_CHARS and key.isascii() and key.isprintable()

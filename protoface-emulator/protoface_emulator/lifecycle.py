@@ -13,7 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
-from protoface_emulator.contract import END_REASON_KEY as END_REASON_KEY
+from protoface_emulator.contract import DEFAULT_AUDIO_SOURCE, DEFAULT_QUALITY, STOCK_AVATAR_ID
+from protoface_emulator.contract import END_REASON_METADATA_KEY as END_REASON_METADATA_KEY
 
 # Failure codes a worker reports through `WorkerEvents.on_failed`; they become the
 # session's `failure.code`.
@@ -23,7 +24,7 @@ FAILURE_JOIN_TIMEOUT = "worker_join_timeout"  # joined nothing within the bound
 FAILURE_WORKER_LOST = "worker_lost"  # the worker left the room without being asked
 FAILURE_WORKER_CRASHED = "worker_crashed"  # an unexpected error inside the worker
 
-# Why a session ended, stored in `metadata[END_REASON_KEY]` (`contract.py`) so clients
+# Why a session ended, stored in `metadata[END_REASON_METADATA_KEY]` (`contract.py`) so clients
 # can read it.
 END_REASON_REQUESTED = "end_requested"
 END_REASON_MAX_DURATION = "max_duration_reached"
@@ -39,13 +40,13 @@ class WorkerSpec:
     url: str
     room_name: str
     identity: str
-    audio_source: str = "data_stream"
+    audio_source: str = DEFAULT_AUDIO_SOURCE
     # The session's `quality`: which video tier the worker renders (`worker.VIDEO_TIERS`).
-    quality: str = "standard"
+    quality: str = DEFAULT_QUALITY
     subscribe_to_identity: str | None = None
     synthetic_audio_if_no_input: bool = False
     # The session's avatar: which look the worker draws (`face.style_for`).
-    avatar_id: str = "av_stock_001"
+    avatar_id: str = STOCK_AVATAR_ID
     # An uploaded avatar's image file as base64 text (so the spec stays JSON for
     # worker processes and dispatched jobs); None for a stock avatar.
     avatar_image: str | None = field(default=None, repr=False)

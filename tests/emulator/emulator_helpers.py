@@ -13,6 +13,7 @@ from multidict import CIMultiDict
 from protoface_sdk._generated import ApiErrorEnvelope
 
 from protoface_emulator.server import Emulator
+from protoface_emulator.testing import eventually as kit_eventually
 
 T = TypeVar("T")
 
@@ -154,13 +155,21 @@ def assert_error(
 async def eventually(
     probe: Callable[[], T], accept: Callable[[T], bool], timeout: float = 10.0
 ) -> T:
-    """Poll `probe` until `accept` holds; fail after a generous `timeout`."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        value = probe()
-        if accept(value):
-            return value
-        if loop.time() > deadline:
-            raise AssertionError(f"condition not reached within {timeout} s; last value {value!r}")
-        await asyncio.sleep(0.02)
+    """Poll `probe` until `accept` holds; fail after a generous `timeout`.
+
+    The kit's `eventually`, keeping the last value probed to return it and to
+    name it when the condition is not reached.
+    """
+    seen: list[T] = []  # the last value probed, alone
+
+    def holds() -> bool:
+        seen[:] = [probe()]
+        return accept(seen[0])
+
+    await kit_eventually(
+        holds,
+        timeout=timeout,
+        interval=0.02,
+        message=lambda: f"condition not reached within {timeout} s; last value {seen[0]!r}",
+    )
+    return seen[0]

@@ -28,7 +28,7 @@ from protoface_sdk._generated import (
 )
 from standin_worker import StandInWorkers
 
-from protoface_emulator.lifecycle import END_REASON_KEY, END_REASON_REQUESTED
+from protoface_emulator.lifecycle import END_REASON_METADATA_KEY, END_REASON_REQUESTED
 from protoface_emulator.server import Emulator
 
 
@@ -101,7 +101,7 @@ async def test_create_livekit_wait_until_running_and_end(
     ended = await asyncio.to_thread(sdk.sessions.end, created.id)
     assert ended.status == SessionStatus.ended
     assert ended.ended_at is not None
-    assert ended.metadata[END_REASON_KEY] == END_REASON_REQUESTED
+    assert ended.metadata[END_REASON_METADATA_KEY] == END_REASON_REQUESTED
     assert ended.metadata["customer"] == "acme"
     assert worker.closed
     assert ended.usage is not None and ended.usage.billable_seconds >= 1

@@ -18,8 +18,8 @@ from protoface_emulator.api.requests import SessionCreate, parse_session_create
 from protoface_emulator.api.store import SessionRecord, Store, StoreConfig
 from protoface_emulator.lifecycle import (
     END_REASON_IDLE_TIMEOUT,
-    END_REASON_KEY,
     END_REASON_MAX_DURATION,
+    END_REASON_METADATA_KEY,
     END_REASON_REQUESTED,
     END_REASON_SHUTDOWN,
     FAILURE_JOIN_TIMEOUT,
@@ -97,7 +97,7 @@ async def test_worker_failure_fails_the_session(make_store: MakeStore) -> None:
         "code": "livekit_unreachable",
         "message": "nothing at ws://127.0.0.1:1",
     }
-    assert END_REASON_KEY not in record.metadata
+    assert END_REASON_METADATA_KEY not in record.metadata
     await eventually(lambda: failing.started[0].closed, bool)
 
 
@@ -149,7 +149,7 @@ async def test_end_closes_the_worker_and_records_the_reason(
     await eventually(lambda: status_of(record), lambda s: s == "running")
     ended = await store.end_session(record.id)
     assert ended.status == "ended" and ended.ended_at is not None
-    assert ended.metadata == {"mine": 1, END_REASON_KEY: END_REASON_REQUESTED}
+    assert ended.metadata == {"mine": 1, END_REASON_METADATA_KEY: END_REASON_REQUESTED}
     assert workers.started[0].closed and workers.started[0].close_calls == 1
     again = await store.end_session(record.id)
     assert again is ended and again.ended_at == ended.ended_at
@@ -169,7 +169,7 @@ async def test_ending_a_failed_session_returns_it_unchanged(make_store: MakeStor
     record, _ = await store.create_session(request())
     await eventually(lambda: status_of(record), lambda s: s == "failed")
     assert (await store.end_session(record.id)).status == "failed"
-    assert END_REASON_KEY not in record.metadata
+    assert END_REASON_METADATA_KEY not in record.metadata
 
 
 async def test_a_slow_worker_leaves_the_session_ending_until_it_is_gone(
@@ -199,7 +199,7 @@ async def test_max_duration_ends_the_session(make_store: MakeStore) -> None:
     store = make_store(StandInWorkers(send_audio=True))
     record, _ = await store.create_session(request(max_duration_seconds=1))
     await eventually(lambda: status_of(record), lambda s: s == "ended", timeout=10)
-    assert record.metadata[END_REASON_KEY] == END_REASON_MAX_DURATION
+    assert record.metadata[END_REASON_METADATA_KEY] == END_REASON_MAX_DURATION
     assert record.view()["usage"]["billable_seconds"] in (1, 2)
 
 
@@ -208,7 +208,7 @@ async def test_idle_timeout_ends_a_session_without_audio(make_store: MakeStore) 
     record, _ = await store.create_session(request(idle_timeout_seconds=1))
     await eventually(lambda: status_of(record), lambda s: s == "running")
     await eventually(lambda: status_of(record), lambda s: s == "ended", timeout=10)
-    assert record.metadata[END_REASON_KEY] == END_REASON_IDLE_TIMEOUT
+    assert record.metadata[END_REASON_METADATA_KEY] == END_REASON_IDLE_TIMEOUT
 
 
 async def test_audio_keeps_a_session_from_idling(make_store: MakeStore) -> None:
@@ -229,7 +229,7 @@ async def test_idle_counting_starts_when_running(make_store: MakeStore) -> None:
     await asyncio.sleep(0.5)
     assert record.status == "running"
     await eventually(lambda: status_of(record), lambda s: s == "ended", timeout=10)
-    assert record.metadata[END_REASON_KEY] == END_REASON_IDLE_TIMEOUT
+    assert record.metadata[END_REASON_METADATA_KEY] == END_REASON_IDLE_TIMEOUT
 
 
 async def test_usage_counts_running_seconds_rounded_up_and_frames(store: Store) -> None:
@@ -253,7 +253,7 @@ async def test_shutdown_ends_every_session_and_closes_every_worker(make_store: M
     await eventually(lambda: [r.status for r in records], lambda s: set(s) == {"running"})
     await store.aclose()
     assert {r.status for r in records} == {"ended"}
-    assert {r.metadata[END_REASON_KEY] for r in records} == {END_REASON_SHUTDOWN}
+    assert {r.metadata[END_REASON_METADATA_KEY] for r in records} == {END_REASON_SHUTDOWN}
     assert all(w.closed for w in workers.started)
     with pytest.raises(ApiError) as refused:
         await store.create_session(request())
@@ -300,7 +300,7 @@ async def test_autostarted_manual_workers_reach_running_and_close_on_end(
     await eventually(lambda: record.status, "running".__eq__)
     ended = await store.end_session(record.id, reason=END_REASON_IDLE_TIMEOUT)
     assert status_of(ended) == "ended" and workers.worker(record.id).closed
-    assert ended.metadata[END_REASON_KEY] == END_REASON_IDLE_TIMEOUT
+    assert ended.metadata[END_REASON_METADATA_KEY] == END_REASON_IDLE_TIMEOUT
 
 
 async def test_idle_timeout_counts_from_the_last_audio(make_store: MakeStore) -> None:
@@ -320,7 +320,7 @@ async def test_idle_timeout_counts_from_the_last_audio(make_store: MakeStore) ->
     # The check at 2 s finds 1.8 s of quiet and looks again 0.2 s later; waiting a
     # whole timeout instead would end it at 3.8 s.
     assert 1.95 <= quiet_for <= 3.0, quiet_for
-    assert record.metadata[END_REASON_KEY] == END_REASON_IDLE_TIMEOUT
+    assert record.metadata[END_REASON_METADATA_KEY] == END_REASON_IDLE_TIMEOUT
 
 
 async def test_usage_counts_only_the_running_time_inside_the_window(
@@ -384,5 +384,5 @@ async def test_sessions_from_one_request_do_not_share_metadata(make_store: MakeS
     first, _ = await store.create_session(create)
     second, _ = await store.create_session(create)
     await store.end_session(first.id)
-    assert END_REASON_KEY in first.metadata
+    assert END_REASON_METADATA_KEY in first.metadata
     assert second.metadata == {"k": "v"} and create.metadata == {"k": "v"}

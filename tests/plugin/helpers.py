@@ -23,6 +23,7 @@ from protoface_emulator.api.faults import RecordedRequest
 from protoface_emulator.api.requests import parse_session_create
 from protoface_emulator.api.store import SessionRecord
 from protoface_emulator.lifecycle import ManualWorkers
+from protoface_emulator.testing import eventually as kit_eventually
 
 API_KEY = "pf_test_4f1c9e8a7b6d5c4e3f2a1b0c"
 LIVEKIT_API_KEY = "lk_test_key_8d7c"
@@ -41,13 +42,11 @@ STATUS = "GET /v1/status"
 
 
 async def eventually(condition: Callable[[], bool], timeout: float = 5.0) -> None:
-    """Wait until `condition()` holds, checking every 10 ms; fail after `timeout` s."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not condition():
-        if loop.time() > deadline:
-            raise AssertionError(f"condition not met within {timeout:g} s")
-        await asyncio.sleep(0.01)
+    """Wait until `condition()` holds, checking every 10 ms; fail after `timeout` s.
+
+    The kit's `eventually`, with these tests' default timeout and poll.
+    """
+    await kit_eventually(condition, timeout=timeout, interval=0.01)
 
 
 def envelope(

@@ -22,7 +22,7 @@ from protoface_emulator.api.errors import (
     invalid,
 )
 from protoface_emulator.contract import (
-    IDEMPOTENCY_KEY_MAX_LENGTH,
+    IDEMPOTENCY_KEY_MAX_CHARS,
     is_valid_idempotency_key,
 )
 
@@ -153,7 +153,7 @@ def parse_idempotency_key(values: Sequence[str]) -> str | None:
     if len(values) > 1 or not is_valid_idempotency_key(values[0]):
         raise invalid(
             CODE_INVALID_IDEMPOTENCY_KEY,
-            f"Idempotency-Key must be sent once, 1 to {IDEMPOTENCY_KEY_MAX_LENGTH} "
+            f"Idempotency-Key must be sent once, 1 to {IDEMPOTENCY_KEY_MAX_CHARS} "
             "printable ASCII characters (a UUID is ideal).",
         )
     return values[0]

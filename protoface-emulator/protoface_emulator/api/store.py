@@ -60,11 +60,11 @@ from protoface_emulator.api.views import (
     format_time,
 )
 from protoface_emulator.contract import (
-    END_REASON_KEY,
+    END_REASON_METADATA_KEY,
     LIVE_STATUSES,
     QUALITIES,
     STOCK_AVATAR_ID,
-    TERMINAL_STATUSES,
+    TERMINAL_SESSION_STATUSES,
     TRANSPORT_TYPE_LIVEKIT,
     AvatarStatus,
     Quality,
@@ -226,7 +226,7 @@ class SessionRecord:
     @property
     def terminal(self) -> bool:
         """True once `ended`, `failed` or `canceled`."""
-        return self.status in TERMINAL_STATUSES
+        return self.status in TERMINAL_SESSION_STATUSES
 
     def running_seconds(self, start: datetime | None = None, end: datetime | None = None) -> float:
         """Seconds spent running, optionally only those inside [start, end)."""
@@ -712,7 +712,7 @@ class Store:
         """Move a live session to `ending`; returns the task that finishes it."""
         if record.status in LIVE_STATUSES:
             record.status = "ending"
-            record.metadata[END_REASON_KEY] = reason
+            record.metadata[END_REASON_METADATA_KEY] = reason
             self._stop_running(record)
             logger.info("session %s ending (%s)", record.id, reason)
             record.close_task = asyncio.get_running_loop().create_task(self._finish_end(record))
