@@ -1,4 +1,5 @@
-"""The pages stay short enough to read: README.md at most 250 lines, each guide 200.
+"""The pages stay short enough to read: README.md at most 250 lines, each guide 200,
+the plugin's PyPI page 250 and the emulator's 300.
 
 A newcomer reads the README, then the one guide for what they are doing; the
 package READMEs are what PyPI shows, and the measurements live in benchmarks/.
@@ -35,6 +36,16 @@ def test_there_is_a_guide_per_journey() -> None:
 @pytest.mark.parametrize("path", GUIDES, ids=lambda p: p.name)
 def test_each_guide_is_at_most_200_lines(path: Path) -> None:
     assert lines(path) <= 200
+
+
+@pytest.mark.parametrize(
+    ("path", "most"),
+    [(PACKAGE_READMES[0], 250), (PACKAGE_READMES[1], 300)],
+    ids=["plugin", "emulator"],
+)
+def test_a_package_readme_stays_short(path: Path, most: int) -> None:
+    # A PyPI page says what a user needs once; the guides hold the detail.
+    assert lines(path) <= most
 
 
 def test_the_emulator_readme_has_no_cpu_profile() -> None:
