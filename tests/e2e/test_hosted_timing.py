@@ -16,7 +16,7 @@ import pytest
 from livekit import rtc
 from livekit.plugins import protoface
 
-from protoface_emulator.face import audio_level
+from protoface_emulator.avatar.face import audio_level
 from protoface_emulator.server import Emulator
 from protoface_emulator.testing import AvatarViewer, LiveKitServer
 from protoface_emulator.timing import Timing
