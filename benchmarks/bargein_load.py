@@ -96,7 +96,7 @@ class Trace:
         from livekit.agents.voice.avatar import AvatarRunner, DataStreamAudioOutput
 
         from protoface_emulator.avatar.face import audio_level
-        from protoface_emulator.avatar.worker import FaceVideoGenerator
+        from protoface_emulator.avatar.generator import FaceVideoGenerator
 
         trace = self
 

@@ -34,7 +34,7 @@ from typing import Any
 
 import psutil
 
-from protoface_emulator.avatar.worker import VIDEO_TIERS
+from protoface_emulator.avatar.options import VIDEO_TIERS
 from protoface_emulator.testing import LiveKitServer, start_emulator_process
 
 Json = dict[str, Any]

@@ -46,7 +46,8 @@ from livekit import rtc
 from livekit.agents.types import ATTRIBUTE_PUBLISH_ON_BEHALF
 from livekit.agents.voice.avatar import DataStreamAudioOutput
 
-from protoface_emulator.avatar.worker import VIDEO_TIERS, WorkerOptions, make_worker_factory
+from protoface_emulator.avatar.options import VIDEO_TIERS, WorkerOptions
+from protoface_emulator.avatar.worker import make_worker_factory
 from protoface_emulator.lifecycle import WorkerSpec
 from protoface_emulator.testing import local_livekit_server
 

@@ -16,7 +16,7 @@ from emulator_helpers import eventually, with_transport
 from livekit import rtc
 from protoface_sdk import ProtofaceClient, SessionStatus
 
-from protoface_emulator.avatar.worker import WorkerOptions
+from protoface_emulator.avatar.options import WorkerOptions
 from protoface_emulator.lifecycle import FAILURE_LIVEKIT_UNREACHABLE
 from protoface_emulator.server import Emulator
 from protoface_emulator.testing import LiveKitServer

@@ -19,7 +19,8 @@ from livekit.plugins import protoface
 from protoface_sdk import ProtofaceClient
 from standin_worker import StandInWorkers
 
-from protoface_emulator.avatar.worker import VIDEO_TIERS, FaceVideoGenerator, WorkerOptions
+from protoface_emulator.avatar.generator import FaceVideoGenerator
+from protoface_emulator.avatar.options import VIDEO_TIERS, WorkerOptions
 from protoface_emulator.contract import QUALITIES
 from protoface_emulator.server import Emulator
 from protoface_emulator.testing import AvatarViewer, LiveKitServer, agent_in, eventually

@@ -21,7 +21,9 @@ import numpy.typing as npt
 from livekit import rtc
 from livekit.agents.voice.avatar import AudioSegmentEnd
 
-from protoface_emulator.avatar.worker import FaceVideoGenerator, WorkerOptions, _queue_size_ms
+from protoface_emulator.avatar.generator import FaceVideoGenerator
+from protoface_emulator.avatar.options import WorkerOptions
+from protoface_emulator.avatar.worker import _queue_size_ms
 
 OPTIONS = WorkerOptions()  # 320x320 @ 20 fps, 24 kHz mono
 RATE = OPTIONS.audio_sample_rate

@@ -28,7 +28,8 @@ from livekit.agents.types import ATTRIBUTE_PUBLISH_ON_BEHALF
 from livekit.agents.voice.avatar import DataStreamAudioOutput
 
 from protoface_emulator.avatar.notices import RPC_PLAYBACK_FINISHED, RPC_PLAYBACK_STARTED
-from protoface_emulator.avatar.worker import WorkerOptions, make_worker_factory
+from protoface_emulator.avatar.options import WorkerOptions
+from protoface_emulator.avatar.worker import make_worker_factory
 from protoface_emulator.lifecycle import (
     FAILURE_LIVEKIT_AUTH,
     FAILURE_LIVEKIT_UNREACHABLE,

@@ -20,15 +20,14 @@ from livekit import rtc
 from livekit.agents.voice.avatar import AudioReceiver, AudioSegmentEnd, AvatarRunner
 
 from protoface_emulator.avatar.face import FaceRenderer, mouth_box
-from protoface_emulator.avatar.worker import (
+from protoface_emulator.avatar.generator import FaceVideoGenerator
+from protoface_emulator.avatar.options import (
     ENV_VIDEO_FPS,
     ENV_VIDEO_HEIGHT,
     ENV_VIDEO_WIDTH,
-    FaceVideoGenerator,
     WorkerOptions,
-    make_worker_factory,
-    start_worker,
 )
+from protoface_emulator.avatar.worker import make_worker_factory, start_worker
 from protoface_emulator.lifecycle import FAILURE_LIVEKIT_UNREACHABLE, WorkerSpec
 
 OPTIONS = WorkerOptions()  # 320x320 @ 20 fps, 24 kHz mono

@@ -34,7 +34,7 @@ from protoface_emulator.hosting.dispatch import DEFAULT_AGENT_NAME, check_liveki
 from protoface_emulator.hosting.protocol import EventWriter, JobOrder, decode, read_job_metadata
 
 if TYPE_CHECKING:
-    from protoface_emulator.avatar.worker import WorkerOptions
+    from protoface_emulator.avatar.options import WorkerOptions
 
 __all__ = ["DEFAULT_CAPACITY", "WorkerHost"]
 
@@ -105,7 +105,7 @@ class WorkerHost:
         self.capacity = capacity
         self.name = name or f"{socket.gethostname()}:{os.getpid()}"
         if options is None:
-            from protoface_emulator.avatar.worker import WorkerOptions
+            from protoface_emulator.avatar.options import WorkerOptions
 
             options = WorkerOptions.from_env()
         self._options = options

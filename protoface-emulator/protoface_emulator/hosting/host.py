@@ -20,7 +20,8 @@ import signal
 import sys
 from typing import IO, Any
 
-from protoface_emulator.avatar.worker import WorkerOptions, make_worker_factory
+from protoface_emulator.avatar.options import WorkerOptions
+from protoface_emulator.avatar.worker import make_worker_factory
 from protoface_emulator.hosting.protocol import EventWriter, decode, encode, spec_from_wire
 from protoface_emulator.lifecycle import FAILURE_WORKER_CRASHED, WorkerHandle
 
