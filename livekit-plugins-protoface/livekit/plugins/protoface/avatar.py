@@ -213,6 +213,7 @@ class AvatarSession(BaseAvatarSession[EventTypes]):
         self._closed_while_starting = False
         self._close_lock = asyncio.Lock()
         self._conversation: Conversation | None = None
+        self._final_usage: AvatarUsage | None = None  # once the conversation ended
         self._closing: asyncio.Future[None] | None = None
 
     def __repr__(self) -> str:
@@ -252,9 +253,9 @@ class AvatarSession(BaseAvatarSession[EventTypes]):
         eventually consistent). The same value is emitted as `"avatar_usage"`
         and logged in one INFO line when the conversation ends.
         """
-        if self._conversation is None:
-            return AvatarUsage()
-        return self._conversation.usage()
+        if self._conversation is not None:
+            return self._conversation.usage()
+        return self._final_usage or AvatarUsage()
 
     @property
     def session_ids(self) -> list[str]:
@@ -483,6 +484,7 @@ class AvatarSession(BaseAvatarSession[EventTypes]):
                 agent_session.off("close", self._on_agent_session_closed)
                 agent_session.off("agent_state_changed", conversation.books.agent_state_changed)
             await conversation.end(self._api, self._emit_usage)
+            self._final_usage = conversation.usage()
         await BaseAvatarSession.aclose(self)
         await self._api.aclose()
 
