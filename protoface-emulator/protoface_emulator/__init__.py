@@ -12,7 +12,9 @@ a `worker_factory` is created.
 
 from protoface_emulator.api.errors import ApiError
 from protoface_emulator.api.faults import Fault, FaultKind, Faults
-from protoface_emulator.api.store import SessionRecord, Store, StoreConfig
+from protoface_emulator.api.limits import StoreConfig
+from protoface_emulator.api.records import SessionRecord
+from protoface_emulator.api.store import Store
 from protoface_emulator.server import Emulator, default_worker_factory
 
 __all__ = [

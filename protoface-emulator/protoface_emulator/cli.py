@@ -62,7 +62,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import cast
 
-from protoface_emulator.api.store import DEFAULT_JOIN_TIMEOUT_SECONDS, DEFAULT_MAX_CONCURRENCY
+from protoface_emulator.api.limits import DEFAULT_JOIN_TIMEOUT_SECONDS, DEFAULT_MAX_CONCURRENCY
 from protoface_emulator.hosting.agent_worker import DEFAULT_CAPACITY
 from protoface_emulator.hosting.dispatch import DEFAULT_AGENT_NAME
 from protoface_emulator.lifecycle import WorkerFactory

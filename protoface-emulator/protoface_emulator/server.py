@@ -24,13 +24,13 @@ from protoface_emulator.api.app import Api, error_response
 from protoface_emulator.api.errors import CODE_INTERNAL, CODE_MALFORMED_HTTP, ApiError
 from protoface_emulator.api.faults import Faults, RequestLog
 from protoface_emulator.api.ids import new_id
-from protoface_emulator.api.store import (
+from protoface_emulator.api.limits import (
     DEFAULT_AVATAR_PROCESSING_SECONDS,
     DEFAULT_JOIN_TIMEOUT_SECONDS,
     DEFAULT_MAX_CONCURRENCY,
-    Store,
     StoreConfig,
 )
+from protoface_emulator.api.store import Store
 from protoface_emulator.lifecycle import ManagedWorkerFactory, WorkerFactory
 from protoface_emulator.timing import Delays, TimedWorkers, Timing, resolve_timing
 

@@ -11,8 +11,9 @@ from emulator_helpers import assert_error, call, session_body, with_transport
 from protoface_sdk._generated import Session
 from standin_worker import StandInWorkers
 
+from protoface_emulator.api.limits import StoreConfig
 from protoface_emulator.api.requests import parse_session_create
-from protoface_emulator.api.store import Store, StoreConfig
+from protoface_emulator.api.store import Store
 from protoface_emulator.server import Emulator
 
 

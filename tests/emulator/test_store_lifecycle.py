@@ -14,8 +14,10 @@ from protoface_sdk._generated import Session
 from standin_worker import StandInWorker, StandInWorkers
 
 from protoface_emulator.api.errors import ApiError
+from protoface_emulator.api.limits import StoreConfig
+from protoface_emulator.api.records import SessionRecord
 from protoface_emulator.api.requests import SessionCreate, parse_session_create
-from protoface_emulator.api.store import SessionRecord, Store, StoreConfig
+from protoface_emulator.api.store import Store
 from protoface_emulator.lifecycle import (
     END_REASON_IDLE_TIMEOUT,
     END_REASON_MAX_DURATION,

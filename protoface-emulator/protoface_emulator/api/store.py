@@ -1,4 +1,4 @@
-"""Sessions, avatars, idempotency, plan limits, lifecycle timers and usage.
+"""Sessions and their lifecycle timers, composed with avatars, idempotency and usage.
 
 No HTTP and no LiveKit here: the app hands the store validated requests, and the
 store hands each session's worker a `WorkerSpec` through a `WorkerFactory`
@@ -12,7 +12,9 @@ store hands each session's worker a `WorkerSpec` through a `WorkerFactory`
 
 Everything runs on one event loop, so no locks: each state change happens in one
 synchronous step. Hot paths (create, get, end, worker events) are O(1); only the
-list and usage calls walk the sessions.
+list and usage calls walk the sessions (`listing.py`). The records are in
+`records.py`, the avatars in `avatars.py`, idempotency keys in `idempotency.py`
+and the limits in `limits.py`.
 """
 
 from __future__ import annotations
@@ -20,55 +22,40 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
-from collections import OrderedDict
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 
-from protoface_emulator.api.decoding import MetadataValue
+from protoface_emulator.api.avatars import AvatarCatalog
 from protoface_emulator.api.errors import (
-    CODE_AVATAR_NOT_FOUND,
     CODE_AVATAR_NOT_READY,
     CODE_CONCURRENCY_LIMIT,
-    CODE_IDEMPOTENCY_KEY_REUSED,
-    CODE_INVALID_CURSOR,
     CODE_SESSION_NOT_FOUND,
     CODE_SHUTTING_DOWN,
-    CODE_STOCK_AVATAR_IMMUTABLE,
     conflict,
-    forbidden,
-    invalid,
     limited,
     not_found,
     shown,
     unavailable,
 )
+from protoface_emulator.api.idempotency import IdempotencyKeys
 from protoface_emulator.api.ids import new_id
+from protoface_emulator.api.limits import StoreConfig, plan_view
+from protoface_emulator.api.listing import session_page, usage_summary
 from protoface_emulator.api.queries import SessionFilter
+from protoface_emulator.api.records import AvatarRecord, SessionRecord, utc_now
 from protoface_emulator.api.requests import SessionCreate
 from protoface_emulator.api.views import (
     AvatarListView,
-    AvatarView,
-    FailureView,
     PlanView,
     SessionListView,
-    SessionView,
     StatusView,
-    TransportView,
     UsageSummaryView,
-    ceil_seconds,
     format_time,
 )
 from protoface_emulator.contract import (
     END_REASON_METADATA_KEY,
     LIVE_STATUSES,
-    QUALITIES,
-    STOCK_AVATAR_ID,
-    TERMINAL_SESSION_STATUSES,
     TRANSPORT_TYPE_LIVEKIT,
-    AvatarStatus,
-    Quality,
-    SessionStatus,
 )
 from protoface_emulator.lifecycle import (
     END_REASON_IDLE_TIMEOUT,
@@ -83,190 +70,6 @@ from protoface_emulator.lifecycle import (
 )
 
 logger = logging.getLogger("protoface_emulator.store")
-
-PLAN_KEY = "developer"
-DEFAULT_MAX_CONCURRENCY = 2000
-DEFAULT_SESSION_TIME_LIMIT_SECONDS = 1800
-# A burst of 16 creates on a saturated 2-core machine took over 15 s to get some
-# avatars' first frames (1 to 4 of 16 failed at 15 s, none at 30 s): a slow
-# machine is not a broken worker. Auth and network failures are reported by the
-# worker itself, at once.
-DEFAULT_JOIN_TIMEOUT_SECONDS = 30.0
-DEFAULT_AVATAR_PROCESSING_SECONDS = 1.0
-DEFAULT_END_WAIT_SECONDS = 5.0
-DEFAULT_WORKER_CLOSE_TIMEOUT_SECONDS = 10.0
-IDEMPOTENCY_TTL_SECONDS = 24 * 3600.0
-
-
-@dataclass(frozen=True)
-class StoreConfig:
-    """Plan limits and lifecycle bounds.
-
-    Attributes:
-        max_concurrency: sessions that may be non-terminal at once; one more is a 429.
-            The default leaves room for a 1,000-session benchmark plus stragglers.
-        session_time_limit_seconds: the plan's ceiling; `max_duration_seconds` is
-            clamped to it and defaults to it.
-        join_timeout_seconds: a session with no first frame this long after create
-            fails with `worker_join_timeout`.
-        avatar_processing_seconds: how long an uploaded avatar stays `processing`.
-        end_wait_seconds: how long `end` waits for the worker to leave before it
-            answers with the session still `ending`.
-        worker_close_timeout_seconds: a worker whose `aclose()` takes longer is
-            abandoned (logged) and the session counted `ended` anyway.
-        retry_after_seconds: the `Retry-After` of a concurrency 429.
-        idempotency_ttl_seconds: how long an idempotency key is remembered.
-    """
-
-    max_concurrency: int = DEFAULT_MAX_CONCURRENCY
-    session_time_limit_seconds: int = DEFAULT_SESSION_TIME_LIMIT_SECONDS
-    join_timeout_seconds: float = DEFAULT_JOIN_TIMEOUT_SECONDS
-    avatar_processing_seconds: float = DEFAULT_AVATAR_PROCESSING_SECONDS
-    end_wait_seconds: float = DEFAULT_END_WAIT_SECONDS
-    worker_close_timeout_seconds: float = DEFAULT_WORKER_CLOSE_TIMEOUT_SECONDS
-    retry_after_seconds: int = 1
-    idempotency_ttl_seconds: float = IDEMPOTENCY_TTL_SECONDS
-
-
-def _now() -> datetime:
-    # Milliseconds, as the API shows them: filters then agree with what clients read.
-    now = datetime.now(timezone.utc)
-    return now.replace(microsecond=now.microsecond // 1000 * 1000)
-
-
-# --- avatars --------------------------------------------------------------------
-
-
-@dataclass
-class AvatarRecord:
-    """An avatar, stock or uploaded."""
-
-    id: str
-    name: str
-    status: AvatarStatus
-    is_demo: bool
-    runtime_type: str
-    created_at: datetime
-    default_voice: str | None = None
-    default_custom_instructions: str | None = None
-    failure_reason: str | None = None
-    ready_timer: asyncio.TimerHandle | None = field(default=None, repr=False)
-    # The uploaded image file (None for stock avatars); its workers show it.
-    image: bytes | None = field(default=None, repr=False)
-
-    def view(self) -> AvatarView:
-        """The avatar resource."""
-        return {
-            "object": "avatar",
-            "id": self.id,
-            "name": self.name,
-            "status": self.status,
-            "is_demo": self.is_demo,
-            "runtime_type": self.runtime_type,
-            "created_at": format_time(self.created_at),
-            "default_voice": self.default_voice,
-            "default_custom_instructions": self.default_custom_instructions,
-            "failure_reason": self.failure_reason,
-        }
-
-
-_STOCK_CREATED_AT = datetime(2025, 1, 1, tzinfo=timezone.utc)
-
-
-def _stock_avatars() -> list[AvatarRecord]:
-    def stock(number: int, name: str, runtime: str, voice: str | None) -> AvatarRecord:
-        return AvatarRecord(
-            id=f"av_stock_{number:03d}",
-            name=name,
-            status="ready",
-            is_demo=True,
-            runtime_type=runtime,
-            created_at=_STOCK_CREATED_AT,
-            default_voice=voice,
-        )
-
-    return [
-        stock(1, "Ada", "avtr1", "alloy"),
-        stock(2, "Bram", "avtr1", "echo"),
-        stock(3, "Test Pattern", "mock", None),
-    ]
-
-
-# --- sessions -------------------------------------------------------------------
-
-
-@dataclass(eq=False)
-class SessionRecord:
-    """One session and its lifecycle bookkeeping. Read it; change it via the store."""
-
-    id: str
-    avatar_id: str
-    quality: Quality
-    idle_timeout_seconds: int
-    max_duration_seconds: int
-    metadata: dict[str, MetadataValue]
-    transport: TransportView
-    created_at: datetime
-    status: SessionStatus = "queued"
-    started_at: datetime | None = None
-    first_frame_at: datetime | None = None
-    ended_at: datetime | None = None
-    failed_at: datetime | None = None
-    failure: FailureView | None = None
-    frames: int = 0
-    # Billable time runs from the first frame until the session stops running.
-    running_until: datetime | None = None
-    handle: WorkerHandle | None = field(default=None, repr=False)
-    close_task: asyncio.Task[None] | None = field(default=None, repr=False)
-    join_timer: asyncio.TimerHandle | None = field(default=None, repr=False)
-    duration_timer: asyncio.TimerHandle | None = field(default=None, repr=False)
-    idle_timer: asyncio.TimerHandle | None = field(default=None, repr=False)
-    last_audio: float = 0.0  # loop time of the last `on_audio`
-
-    @property
-    def terminal(self) -> bool:
-        """True once `ended`, `failed` or `canceled`."""
-        return self.status in TERMINAL_SESSION_STATUSES
-
-    def running_seconds(self, start: datetime | None = None, end: datetime | None = None) -> float:
-        """Seconds spent running, optionally only those inside [start, end)."""
-        if self.first_frame_at is None:
-            return 0.0
-        since = self.first_frame_at
-        until = self.running_until or _now()
-        if start is not None and start > since:
-            since = start
-        if end is not None and end < until:
-            until = end
-        return max(0.0, (until - since).total_seconds())
-
-    def view(self) -> SessionView:
-        """The session resource (the transport without its token)."""
-
-        def time_or_none(value: datetime | None) -> str | None:
-            return None if value is None else format_time(value)
-
-        return {
-            "object": "session",
-            "id": self.id,
-            "avatar_id": self.avatar_id,
-            "status": self.status,
-            "created_at": format_time(self.created_at),
-            "started_at": time_or_none(self.started_at),
-            "first_frame_at": time_or_none(self.first_frame_at),
-            "ended_at": time_or_none(self.ended_at),
-            "failed_at": time_or_none(self.failed_at),
-            "failure": None if self.failure is None else self.failure.copy(),
-            "idle_timeout_seconds": self.idle_timeout_seconds,
-            "max_duration_seconds": self.max_duration_seconds,
-            "metadata": dict(self.metadata),
-            "quality": self.quality,
-            "transport": self.transport.copy(),
-            "usage": {
-                "billable_seconds": ceil_seconds(self.running_seconds()),
-                "frames": self.frames,
-            },
-        }
 
 
 # Shorter tokens are not scrubbed from failure messages: replacing every "ab" in a
@@ -304,16 +107,6 @@ class _SessionEvents:
         self._store._on_failed(self._record, code, message)
 
 
-@dataclass
-class _IdempotencyEntry:
-    fingerprint: str
-    # Resolves to the session id; an in-flight create is awaited, never repeated.
-    # Creation is synchronous today, so the future is settled before anyone else can
-    # look; it keeps the guarantee if creating ever has to await (a remote worker pool).
-    result: asyncio.Future[str]
-    expires_at: float
-
-
 class Store:
     """All state of one emulator: sessions, avatars, idempotency keys, usage.
 
@@ -327,28 +120,17 @@ class Store:
         self._worker_factory = worker_factory
         self._sessions: dict[str, SessionRecord] = {}  # creation order == id order
         self._active: dict[str, SessionRecord] = {}  # non-terminal, for the concurrency limit
-        self._stock: dict[str, AvatarRecord] = {a.id: a for a in _stock_avatars()}
-        self._custom: dict[str, AvatarRecord] = {}
-        self._idempotency: OrderedDict[tuple[str, str], _IdempotencyEntry] = OrderedDict()
+        self._avatars = AvatarCatalog(self.config.avatar_processing_seconds)
+        self._idempotency = IdempotencyKeys(self.config.idempotency_ttl_seconds)
         self._background: set[asyncio.Task[None]] = set()
         self._closing = False
-        self._started_at = _now()
+        self._started_at = utc_now()
 
     # -- reads that need no session ---------------------------------------------
 
     def plan(self) -> PlanView:
         """The one plan in effect."""
-        return {
-            "key": PLAN_KEY,
-            "name": "Developer",
-            "max_concurrency": self.config.max_concurrency,
-            "session_time_limit_seconds": self.config.session_time_limit_seconds,
-            "included_credits": 0,
-            "monthly_price_cents": 0,
-            "custom_avatar_slots": 3,
-            "extra_avatar_slot_cents": None,
-            "extra_credit_unit_micros": None,
-        }
+        return plan_view(self.config)
 
     def status(self) -> StatusView:
         """Platform status: always operational (faults simulate outages)."""
@@ -359,7 +141,7 @@ class Store:
                 {"name": "workers", "status": "operational"},
                 {"name": "billing", "status": "operational"},
             ],
-            "updated_at": format_time(_now()),
+            "updated_at": format_time(utc_now()),
         }
 
     @property
@@ -369,20 +151,9 @@ class Store:
 
     # -- avatars -------------------------------------------------------------------
 
-    def _avatar(self, avatar_id: str) -> AvatarRecord:
-        avatar = self._stock.get(avatar_id) or self._custom.get(avatar_id)
-        if avatar is None:
-            raise not_found(
-                CODE_AVATAR_NOT_FOUND,
-                f"No avatar {shown(avatar_id)}; list the available ones with GET /v1/avatars "
-                f"(the stock avatar is {STOCK_AVATAR_ID!r}).",
-                "avatar_id",
-            )
-        return avatar
-
     def get_avatar(self, avatar_id: str) -> AvatarRecord:
         """One avatar. Raises `not_found` (`avatar_not_found`) if unknown."""
-        return self._avatar(avatar_id)
+        return self._avatars.get(avatar_id)
 
     def list_avatars(
         self,
@@ -392,84 +163,18 @@ class Store:
         scope: str | None = None,
         q: str | None = None,
     ) -> AvatarListView:
-        """Stock avatars first, then uploads newest first.
-
-        Args:
-            limit: page size.
-            starting_after: the `next_cursor` of the previous page.
-            scope: `stock`, `custom` or `all` (default).
-            q: case-insensitive substring of the name or id.
-        """
-        candidates: list[AvatarRecord] = []
-        if scope in (None, "all", "stock"):
-            candidates.extend(self._stock.values())
-        if scope in (None, "all", "custom"):
-            candidates.extend(reversed(self._custom.values()))
-        if q:
-            needle = q.lower()
-            candidates = [
-                a for a in candidates if needle in a.name.lower() or needle in a.id.lower()
-            ]
-        start = 0
-        if starting_after is not None:
-            ids = [a.id for a in candidates]
-            if starting_after not in ids:
-                raise invalid(
-                    CODE_INVALID_CURSOR,
-                    f"starting_after {shown(starting_after)} is not an avatar of this listing; "
-                    "pass the next_cursor of the previous page.",
-                    "starting_after",
-                )
-            start = ids.index(starting_after) + 1
-        page = candidates[start : start + limit]
-        has_more = start + limit < len(candidates)
-        return {
-            "object": "list",
-            "data": [a.view() for a in page],
-            "has_more": has_more,
-            "next_cursor": page[-1].id if has_more and page else None,
-        }
+        """Stock avatars first, then uploads newest first (see `AvatarCatalog.listing`)."""
+        return self._avatars.listing(limit=limit, starting_after=starting_after, scope=scope, q=q)
 
     def create_avatar(
         self, *, name: str, runtime_type: str, image: bytes | None = None
     ) -> AvatarRecord:
-        """Accept an upload as `processing`; it becomes `ready` after a short delay.
-
-        `image` is the uploaded file; sessions of this avatar show it.
-        """
-        avatar = AvatarRecord(
-            id=new_id("av"),
-            name=name,
-            status="processing",
-            is_demo=False,
-            runtime_type=runtime_type,
-            created_at=_now(),
-            image=image or None,
-        )
-        self._custom[avatar.id] = avatar
-        avatar.ready_timer = asyncio.get_running_loop().call_later(
-            self.config.avatar_processing_seconds, self._avatar_ready, avatar
-        )
-        return avatar
-
-    def _avatar_ready(self, avatar: AvatarRecord) -> None:
-        avatar.ready_timer = None
-        if avatar.status == "processing":
-            avatar.status = "ready"
+        """Accept an upload as `processing`; it becomes `ready` after a short delay."""
+        return self._avatars.create(name=name, runtime_type=runtime_type, image=image)
 
     def delete_avatar(self, avatar_id: str) -> None:
         """Delete an uploaded avatar; a stock avatar is `forbidden`."""
-        avatar = self._avatar(avatar_id)
-        if avatar.is_demo:
-            raise forbidden(
-                CODE_STOCK_AVATAR_IMMUTABLE,
-                f"{avatar_id!r} is a stock avatar and cannot be deleted; only uploaded "
-                "avatars can.",
-                "avatar_id",
-            )
-        if avatar.ready_timer is not None:
-            avatar.ready_timer.cancel()
-        del self._custom[avatar_id]
+        self._avatars.delete(avatar_id)
 
     # -- sessions: create ------------------------------------------------------------
 
@@ -496,64 +201,13 @@ class Store:
         """
         if idempotency_key is None:
             return self._create(request), False
-        loop = asyncio.get_running_loop()
-        key = (idempotency_scope, idempotency_key)
-        self._expire_idempotency(loop.time())
-        entry = self._idempotency.get(key)
-        if entry is not None:
-            if entry.fingerprint != fingerprint:
-                raise conflict(
-                    CODE_IDEMPOTENCY_KEY_REUSED,
-                    "This Idempotency-Key was already used with a different request body; "
-                    "use a new key for a new request.",
-                )
-            # shield: a client that disconnects must not cancel the shared result.
-            session_id = await asyncio.shield(entry.result)
-            return self._sessions[session_id], True
-        future: asyncio.Future[str] = loop.create_future()
-        self._idempotency[key] = _IdempotencyEntry(
-            fingerprint, future, loop.time() + self.config.idempotency_ttl_seconds
+        session_id, replayed = await self._idempotency.once(
+            idempotency_scope, idempotency_key, fingerprint, lambda: self._create(request).id
         )
-        try:
-            record = self._create(request)
-        except BaseException as exc:
-            del self._idempotency[key]
-            future.set_exception(exc)
-            future.exception()  # retrieved: nobody may be waiting, and that is fine
-            raise
-        future.set_result(record.id)
-        return record, False
-
-    def _expire_idempotency(self, now: float) -> None:
-        # Entries are in insertion order with one TTL, so expired ones are at the front.
-        while self._idempotency:
-            oldest = next(iter(self._idempotency.values()))
-            if oldest.expires_at > now or not oldest.result.done():
-                break
-            self._idempotency.popitem(last=False)
+        return self._sessions[session_id], replayed
 
     def _create(self, request: SessionCreate) -> SessionRecord:
-        if self._closing:
-            raise unavailable(
-                CODE_SHUTTING_DOWN,
-                "The emulator is shutting down and takes no new sessions.",
-                self.config.retry_after_seconds,
-            )
-        avatar = self._avatar(request.avatar_id)
-        if avatar.status != "ready":
-            raise conflict(
-                CODE_AVATAR_NOT_READY,
-                f"Avatar {avatar.id!r} is {avatar.status}, not ready; wait until GET "
-                f"/v1/avatars/{avatar.id} shows status 'ready'.",
-                "avatar_id",
-            )
-        if len(self._active) >= self.config.max_concurrency:
-            raise limited(
-                CODE_CONCURRENCY_LIMIT,
-                f"The plan allows {self.config.max_concurrency} concurrent sessions and that "
-                "many are active; end one or retry after the Retry-After delay.",
-                self.config.retry_after_seconds,
-            )
+        avatar = self._admit(request)
         limit = self.config.session_time_limit_seconds
         requested = request.max_duration_seconds
         transport = request.transport
@@ -573,7 +227,7 @@ class Store:
                 "subscribe_to_identity": transport.subscribe_to_identity,
                 "synthetic_audio_if_no_input": transport.synthetic_audio_if_no_input,
             },
-            created_at=_now(),
+            created_at=utc_now(),
         )
         self._sessions[record.id] = record
         self._active[record.id] = record
@@ -581,21 +235,7 @@ class Store:
         record.join_timer = loop.call_later(
             self.config.join_timeout_seconds, self._join_timed_out, record
         )
-        spec = WorkerSpec(
-            session_id=record.id,
-            url=transport.url,
-            room_name=transport.room_name,
-            identity=transport.worker_identity,
-            audio_source=transport.audio_source,
-            quality=request.quality,
-            subscribe_to_identity=transport.subscribe_to_identity,
-            synthetic_audio_if_no_input=transport.synthetic_audio_if_no_input,
-            token=transport.worker_token,
-            avatar_id=avatar.id,
-            avatar_image=None
-            if avatar.image is None
-            else base64.b64encode(avatar.image).decode("ascii"),
-        )
+        spec = self._worker_spec(record, request, avatar)
         logger.info("session %s created (room %r)", record.id, transport.room_name)
         try:
             handle = self._worker_factory(
@@ -611,6 +251,51 @@ class Store:
             # The worker reported a failure before the factory even returned.
             self._close_in_background(handle)
         return record
+
+    def _admit(self, request: SessionCreate) -> AvatarRecord:
+        """The avatar to show, once the emulator may take this session; raises if not."""
+        if self._closing:
+            raise unavailable(
+                CODE_SHUTTING_DOWN,
+                "The emulator is shutting down and takes no new sessions.",
+                self.config.retry_after_seconds,
+            )
+        avatar = self._avatars.get(request.avatar_id)
+        if avatar.status != "ready":
+            raise conflict(
+                CODE_AVATAR_NOT_READY,
+                f"Avatar {avatar.id!r} is {avatar.status}, not ready; wait until GET "
+                f"/v1/avatars/{avatar.id} shows status 'ready'.",
+                "avatar_id",
+            )
+        if len(self._active) >= self.config.max_concurrency:
+            raise limited(
+                CODE_CONCURRENCY_LIMIT,
+                f"The plan allows {self.config.max_concurrency} concurrent sessions and that "
+                "many are active; end one or retry after the Retry-After delay.",
+                self.config.retry_after_seconds,
+            )
+        return avatar
+
+    def _worker_spec(
+        self, record: SessionRecord, request: SessionCreate, avatar: AvatarRecord
+    ) -> WorkerSpec:
+        transport = request.transport
+        return WorkerSpec(
+            session_id=record.id,
+            url=transport.url,
+            room_name=transport.room_name,
+            identity=transport.worker_identity,
+            audio_source=transport.audio_source,
+            quality=request.quality,
+            subscribe_to_identity=transport.subscribe_to_identity,
+            synthetic_audio_if_no_input=transport.synthetic_audio_if_no_input,
+            token=transport.worker_token,
+            avatar_id=avatar.id,
+            avatar_image=None
+            if avatar.image is None
+            else base64.b64encode(avatar.image).decode("ascii"),
+        )
 
     # -- sessions: read ----------------------------------------------------------------
 
@@ -636,53 +321,13 @@ class Store:
         filters: SessionFilter | None = None,
     ) -> SessionListView:
         """A page of sessions, newest first."""
-        filters = filters or SessionFilter()
-        if starting_after is not None and starting_after not in self._sessions:
-            raise invalid(
-                CODE_INVALID_CURSOR,
-                f"starting_after {shown(starting_after)} is not a session id; pass the "
-                "next_cursor of the previous page.",
-                "starting_after",
-            )
-        page: list[SessionRecord] = []
-        has_more = False
-        skipping = starting_after is not None
-        for record in reversed(self._sessions.values()):
-            if skipping:
-                skipping = record.id != starting_after
-                continue
-            if not _matches(record, filters):
-                continue
-            if len(page) == limit:
-                has_more = True
-                break
-            page.append(record)
-        return {
-            "object": "list",
-            "data": [r.view() for r in page],
-            "has_more": has_more,
-            "next_cursor": page[-1].id if has_more else None,
-        }
+        return session_page(
+            self._sessions, limit=limit, starting_after=starting_after, filters=filters
+        )
 
     def usage(self, period_start: datetime, period_end: datetime) -> UsageSummaryView:
         """Billable running seconds in [period_start, period_end), rounded up per session."""
-        total = 0
-        sessions = 0
-        by_quality: dict[Quality, int] = dict.fromkeys(QUALITIES, 0)
-        for record in self._sessions.values():
-            seconds = ceil_seconds(record.running_seconds(period_start, period_end))
-            if seconds <= 0:
-                continue
-            sessions += 1
-            total += seconds
-            by_quality[record.quality] += seconds
-        return {
-            "billable_seconds": total,
-            "sessions": sessions,
-            "period_start": format_time(period_start),
-            "period_end": format_time(period_end),
-            "by_quality": by_quality,
-        }
+        return usage_summary(self._sessions.values(), period_start, period_end)
 
     # -- sessions: end -----------------------------------------------------------------
 
@@ -725,7 +370,7 @@ class Store:
                 await self._close_handle(handle, record.id)
         finally:
             record.status = "ended"
-            record.ended_at = _now()
+            record.ended_at = utc_now()
             self._active.pop(record.id, None)
             logger.info("session %s ended", record.id)
 
@@ -747,7 +392,7 @@ class Store:
         task.add_done_callback(self._background.discard)
 
     def _stop_running(self, record: SessionRecord) -> None:
-        now = _now()
+        now = utc_now()
         if record.first_frame_at is not None and record.running_until is None:
             record.running_until = now
         for timer in (record.join_timer, record.duration_timer, record.idle_timer):
@@ -760,7 +405,7 @@ class Store:
             return
         self._stop_running(record)
         record.status = "failed"
-        record.failed_at = _now()
+        record.failed_at = utc_now()
         record.failure = {"code": code, "message": message}
         self._active.pop(record.id, None)
         logger.info("session %s failed: %s", record.id, code)
@@ -773,12 +418,12 @@ class Store:
     def _on_connecting(self, record: SessionRecord) -> None:
         if record.status == "queued":
             record.status = "starting"
-            record.started_at = _now()
+            record.started_at = utc_now()
 
     def _on_first_frame(self, record: SessionRecord) -> None:
         if record.status not in ("queued", "starting"):
             return
-        now = _now()
+        now = utc_now()
         if record.started_at is None:
             record.started_at = now
         record.status = "running"
@@ -850,17 +495,4 @@ class Store:
         tasks.extend(self._background)
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
-        for avatar in self._custom.values():
-            if avatar.ready_timer is not None:
-                avatar.ready_timer.cancel()
-                avatar.ready_timer = None
-
-
-def _matches(record: SessionRecord, filters: SessionFilter) -> bool:
-    if filters.statuses is not None and record.status not in filters.statuses:
-        return False
-    if filters.avatar_id is not None and record.avatar_id != filters.avatar_id:
-        return False
-    if filters.created_after is not None and record.created_at < filters.created_after:
-        return False
-    return not (filters.created_before is not None and record.created_at >= filters.created_before)
+        self._avatars.close()
