@@ -11,7 +11,8 @@ a `worker_factory` is created.
 """
 
 from protoface_emulator.api.errors import ApiError
-from protoface_emulator.api.faults import Fault, FaultKind, Faults
+from protoface_emulator.api.fault_options import FaultKind
+from protoface_emulator.api.faults import Fault, Faults
 from protoface_emulator.api.limits import StoreConfig
 from protoface_emulator.api.records import SessionRecord
 from protoface_emulator.api.store import Store

@@ -22,7 +22,7 @@ from aiohttp import web
 
 from protoface_emulator.api.app import Api, error_response
 from protoface_emulator.api.errors import CODE_INTERNAL, CODE_MALFORMED_HTTP, ApiError
-from protoface_emulator.api.faults import Faults, RequestLog
+from protoface_emulator.api.faults import Faults
 from protoface_emulator.api.ids import new_id
 from protoface_emulator.api.limits import (
     DEFAULT_AVATAR_PROCESSING_SECONDS,
@@ -30,6 +30,7 @@ from protoface_emulator.api.limits import (
     DEFAULT_MAX_CONCURRENCY,
     StoreConfig,
 )
+from protoface_emulator.api.request_log import RequestLog
 from protoface_emulator.api.store import Store
 from protoface_emulator.lifecycle import ManagedWorkerFactory, WorkerFactory
 from protoface_emulator.timing import Delays, TimedWorkers, Timing, resolve_timing

@@ -11,7 +11,8 @@ from emulator_helpers import assert_error, call, session_body
 from protoface_sdk import InternalError, ProtofaceClient, ProtofaceConnectionError
 from standin_worker import StandInWorkers
 
-from protoface_emulator.api.faults import Fault, Faults, RecordedRequest, RequestLog
+from protoface_emulator.api.faults import Fault, Faults
+from protoface_emulator.api.request_log import RecordedRequest, RequestLog
 from protoface_emulator.server import Emulator
 
 

@@ -19,8 +19,8 @@ from typing import Any
 from livekit.agents import APIConnectOptions
 
 from protoface_emulator import Emulator
-from protoface_emulator.api.faults import RecordedRequest
 from protoface_emulator.api.records import SessionRecord
+from protoface_emulator.api.request_log import RecordedRequest
 from protoface_emulator.api.requests import parse_session_create
 from protoface_emulator.lifecycle import ManualWorkers
 from protoface_emulator.testing import eventually as kit_eventually

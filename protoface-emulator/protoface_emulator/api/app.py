@@ -39,7 +39,7 @@ from protoface_emulator.api.errors import (
     ApiError,
     invalid,
 )
-from protoface_emulator.api.faults import Fault, Faults, RecordedRequest, RequestLog, gateway_html
+from protoface_emulator.api.faults import Fault, Faults, gateway_html
 from protoface_emulator.api.ids import new_id
 from protoface_emulator.api.queries import (
     parse_avatar_list_query,
@@ -48,6 +48,7 @@ from protoface_emulator.api.queries import (
     parse_usage_query,
 )
 from protoface_emulator.api.reading import Call
+from protoface_emulator.api.request_log import RecordedRequest, RequestLog
 from protoface_emulator.api.requests import (
     parse_avatar_upload,
     parse_no_body,

@@ -53,24 +53,23 @@ matches any one segment, and a `PATH` of `*` matches every path.
 
 from __future__ import annotations
 
-import asyncio
 import json as jsonlib
 import random
-import time
-from collections import deque
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from typing import Literal, TypeAlias
-from urllib.parse import unquote
 
-from multidict import CIMultiDict, CIMultiDictProxy, MultiDict, MultiDictProxy
+from protoface_emulator.api.fault_options import (
+    FAULT_KINDS,
+    BodySource,
+    FaultKind,
+    FaultOptions,
+    parse_fault_spec,
+)
+from protoface_emulator.api.request_log import NO_REQUEST, RecordedRequest
+from protoface_emulator.api.route_patterns import Route, path_segments
 
-FaultKind = Literal["error", "html", "late", "drop", "reply"]
-# A runtime alias (not a string), so documentation tools can read `BodySource | None`.
-BodySource: TypeAlias = bytes | str | Callable[["RecordedRequest"], bytes | str]
-"""A `reply`'s body: fixed, or made from the request it answers."""
-FAULT_KINDS: tuple[FaultKind, ...] = ("error", "html", "late", "drop", "reply")
+__all__ = ["FAULT_KINDS", "BodySource", "Fault", "FaultKind", "Faults", "gateway_html", "new_fault"]
 
 _DEFAULT_STATUS: dict[FaultKind, int] = {
     "error": 503,
@@ -86,63 +85,6 @@ _DEFAULT_HANDLED: dict[FaultKind, bool] = {
     "drop": True,
     "reply": False,
 }
-_SPEC_KEYS = frozenset(
-    {"status", "count", "probability", "retry_after", "delay", "code", "handled", "body", "header"}
-)
-
-
-@dataclass(frozen=True)
-class Route:
-    """A route pattern, `METHOD PATH`, as faults and the request log match them.
-
-    `METHOD` may be `*`; a `{name}` or `*` segment matches any one segment; a `PATH`
-    (or the whole route) of `*` matches every path. Requests are matched on their
-    path as sent, each segment percent-decoded on its own, so an encoded `/`
-    (`%2F`) stays inside its segment as it does for the API's routing.
-    """
-
-    method: str
-    path: tuple[str, ...] | None  # None matches every path
-
-    @classmethod
-    def parse(cls, route: str) -> Route:
-        """Read `METHOD PATH`.
-
-        Raises:
-            ValueError: if it is not `METHOD /path`, `METHOD *` or `*`.
-        """
-        parts = route.strip().split()
-        if parts == ["*"]:
-            return cls("*", None)
-        if len(parts) != 2:
-            raise ValueError(f"a route is 'METHOD /path' (or '*'); got {route!r}")
-        method, path = parts[0].upper(), parts[1]
-        if path == "*":
-            return cls(method, None)
-        if not path.startswith("/"):
-            raise ValueError(f"a route's path starts with '/'; got {route!r}")
-        return cls(method, tuple(path.strip("/").split("/")))
-
-    def matches(self, method: str, raw_path: str) -> bool:
-        """Whether a request (`raw_path`: percent-encoded, no query) is on this route."""
-        return self.matches_segments(method.upper(), _segments(raw_path))
-
-    def matches_segments(self, method: str, segments: tuple[str, ...]) -> bool:
-        """`matches` for an upper-case method and an already decoded path."""
-        if self.method != "*" and self.method != method:
-            return False
-        if self.path is None:
-            return True
-        if len(self.path) != len(segments):
-            return False
-        return all(
-            want == "*" or (want.startswith("{") and want.endswith("}")) or want == got
-            for want, got in zip(self.path, segments, strict=True)
-        )
-
-
-def _segments(raw_path: str) -> tuple[str, ...]:
-    return tuple(unquote(segment) for segment in raw_path.strip("/").split("/"))
 
 
 @dataclass
@@ -233,39 +175,13 @@ class Faults:
         Raises:
             ValueError: on an unknown kind, a malformed route or out-of-range numbers.
         """
-        if kind not in FAULT_KINDS:
-            raise ValueError(f"fault kind must be one of {', '.join(FAULT_KINDS)}; got {kind!r}")
-        parsed = Route.parse(route)
-        if not 0.0 <= probability <= 1.0:
-            raise ValueError(f"probability must be within 0..1; got {probability}")
-        if count is not None and count < 1:
-            raise ValueError(f"count must be at least 1; got {count}")
-        if delay < 0 or (retry_after is not None and retry_after < 0):
-            raise ValueError("delay and retry_after must not be negative")
-        resolved_status = _DEFAULT_STATUS[kind] if status is None else status
-        if kind in ("error", "html") and not 400 <= resolved_status <= 599:
-            raise ValueError(f"an {kind} fault's status must be 4xx or 5xx; got {resolved_status}")
-        if kind == "reply" and not 200 <= resolved_status <= 599:
-            raise ValueError(f"a reply's status must be within 200..599; got {resolved_status}")
-        answer_headers = dict(headers or {})
-        payload, render = _reply_body(kind, body, json, answer_headers)
-        if count is None and probability >= 1.0:
-            count = 1
-        fault = Fault(
-            method=parsed.method,
-            path=parsed.path,
-            kind=kind,
-            status=resolved_status,
-            remaining=count,
-            probability=probability,
-            retry_after=retry_after,
-            delay=delay,
-            code=code,
-            handled=_DEFAULT_HANDLED[kind] if handled is None else handled,
-            headers=answer_headers,
-            body=payload,
-            render=render,
+        options = FaultOptions(
+            status, count, probability, retry_after, delay, code, handled, headers, body, json
         )
+        return self._arm(route, kind, options)
+
+    def _arm(self, route: str, kind: FaultKind, options: FaultOptions) -> Fault:
+        fault = new_fault(route, kind, options)
         self._faults.append(fault)
         return fault
 
@@ -311,64 +227,7 @@ class Faults:
         Raises:
             ValueError: on a malformed spec.
         """
-        route, sep, rest = spec.partition("=")
-        if not sep or not rest:
-            raise ValueError(f"a fault spec is 'ROUTE=KIND[,key=value...]'; got {spec!r}")
-        kind, *options = (item.strip() for item in rest.split(","))
-        values: dict[str, str] = {}
-        headers: dict[str, str] = {}
-        for option in options:
-            name, eq, value = option.partition("=")
-            name, value = name.strip(), unquote(value.strip())
-            if not eq:
-                raise ValueError(f"fault option {option!r} is not key=value (in {spec!r})")
-            if name == "header":
-                header, colon, header_value = value.partition(":")
-                if not colon or not header.strip():
-                    raise ValueError(f"header takes Name:Value; got {value!r} (in {spec!r})")
-                headers[header.strip()] = header_value.strip()
-            values[name] = value
-        unknown = set(values) - _SPEC_KEYS
-        if unknown:
-            raise ValueError(
-                f"unknown fault option(s) {', '.join(sorted(unknown))} in {spec!r}; "
-                f"the options are {', '.join(sorted(_SPEC_KEYS))}"
-            )
-        if kind not in FAULT_KINDS:
-            raise ValueError(f"fault kind must be one of {', '.join(FAULT_KINDS)}; got {kind!r}")
-
-        def number(name: str) -> float | None:
-            if name not in values:
-                return None
-            try:
-                return float(values[name])
-            except ValueError:
-                raise ValueError(
-                    f"fault option {name} must be a number; got {values[name]!r} (in {spec!r})"
-                ) from None
-
-        handled: bool | None = None
-        if "handled" in values:
-            flag = values["handled"].lower()
-            if flag not in ("true", "false", "1", "0", "yes", "no"):
-                raise ValueError(f"handled must be true or false; got {values['handled']!r}")
-            handled = flag in ("true", "1", "yes")
-        status = number("status")
-        count = number("count")
-        probability = number("probability")
-        return self.add(
-            route,
-            kind,  # checked against FAULT_KINDS above
-            status=None if status is None else int(status),
-            count=None if count is None else int(count),
-            probability=1.0 if probability is None else probability,
-            retry_after=number("retry_after"),
-            delay=number("delay") or 0.0,
-            code=values.get("code"),
-            handled=handled,
-            headers=headers,
-            body=values.get("body"),
-        )
+        return self._arm(*parse_fault_spec(spec))
 
     def remove(self, fault: Fault) -> None:
         """Disarm one fault (no error if it already retired)."""
@@ -402,7 +261,7 @@ class Faults:
         """
         if not self._faults:
             return None
-        segments = _segments(path)
+        segments = path_segments(path)
         for fault in self._faults:
             if not fault.matches(method.upper(), segments):
                 continue
@@ -415,6 +274,48 @@ class Faults:
                     self._faults.remove(fault)
             return fault
         return None
+
+
+def new_fault(route: str, kind: FaultKind, options: FaultOptions) -> Fault:
+    """A fault, its options checked and its defaults filled in (see `Faults.add`).
+
+    Raises:
+        ValueError: on an unknown kind, a malformed route or out-of-range numbers.
+    """
+    if kind not in FAULT_KINDS:
+        raise ValueError(f"fault kind must be one of {', '.join(FAULT_KINDS)}; got {kind!r}")
+    parsed = Route.parse(route)
+    probability, count = options.probability, options.count
+    if not 0.0 <= probability <= 1.0:
+        raise ValueError(f"probability must be within 0..1; got {probability}")
+    if count is not None and count < 1:
+        raise ValueError(f"count must be at least 1; got {count}")
+    if options.delay < 0 or (options.retry_after is not None and options.retry_after < 0):
+        raise ValueError("delay and retry_after must not be negative")
+    resolved_status = _DEFAULT_STATUS[kind] if options.status is None else options.status
+    if kind in ("error", "html") and not 400 <= resolved_status <= 599:
+        raise ValueError(f"an {kind} fault's status must be 4xx or 5xx; got {resolved_status}")
+    if kind == "reply" and not 200 <= resolved_status <= 599:
+        raise ValueError(f"a reply's status must be within 200..599; got {resolved_status}")
+    answer_headers = dict(options.headers or {})
+    payload, render = _reply_body(kind, options.body, options.json, answer_headers)
+    if count is None and probability >= 1.0:
+        count = 1
+    return Fault(
+        method=parsed.method,
+        path=parsed.path,
+        kind=kind,
+        status=resolved_status,
+        remaining=count,
+        probability=probability,
+        retry_after=options.retry_after,
+        delay=options.delay,
+        code=options.code,
+        handled=_DEFAULT_HANDLED[kind] if options.handled is None else options.handled,
+        headers=answer_headers,
+        body=payload,
+        render=render,
+    )
 
 
 def _reply_body(
@@ -446,7 +347,7 @@ def _reply_body(
         headers["Content-Type"] = default_type
     if callable(json) or callable(body):
         return b"", render
-    return render(_NO_REQUEST), None
+    return render(NO_REQUEST), None
 
 
 def gateway_html(status: int) -> str:
@@ -461,165 +362,3 @@ def gateway_html(status: int) -> str:
         f"<center><h1>{title}</h1></center>\r\n<hr><center>nginx</center>\r\n"
         "</body>\r\n</html>\r\n"
     )
-
-
-# --- the request log --------------------------------------------------------------
-
-
-@dataclass(eq=False)
-class RecordedRequest:
-    """One request as the API received it, and what it was answered.
-
-    Attributes:
-        method: the request method.
-        path: the path as sent (percent-encoded), without the query.
-        query: the query parameters, decoded.
-        headers: the request headers (case-insensitive).
-        request_id: the id the emulator gave it (in `X-Request-Id` of real answers).
-        arrived_at: `time.monotonic()` when it arrived.
-        body: the body bytes as the API read them (decompressed); None when it was
-            answered without reading the body (a 401, say). Multipart uploads are
-            not kept (None).
-        status: the status the client was sent; None while in flight and for a
-            dropped connection.
-        fault: the fault that answered or delayed it, if any.
-        answered_at: `time.monotonic()` once answered (or dropped).
-        route: the API route it is on, e.g. `/v1/sessions/{session_id}`; None if
-            the path has no route (or the method does not fit it).
-    """
-
-    method: str
-    path: str
-    query: MultiDictProxy[str]
-    headers: CIMultiDictProxy[str]
-    request_id: str
-    arrived_at: float
-    body: bytes | None = None
-    status: int | None = None
-    fault: Fault | None = None
-    answered_at: float | None = None
-    route: str | None = None
-
-    def json(self) -> object:
-        """The body decoded as JSON; None if there is none or it is not JSON."""
-        if not self.body:
-            return None
-        try:
-            return jsonlib.loads(self.body)
-        except ValueError:
-            return None
-
-    def on(self, route: str) -> bool:
-        """Whether this request is on `route` (the `Route` syntax)."""
-        return Route.parse(route).matches(self.method, self.path)
-
-
-_NO_REQUEST = RecordedRequest(
-    "", "", MultiDictProxy(MultiDict()), CIMultiDictProxy(CIMultiDict()), "", 0.0
-)
-
-
-class RequestLog:
-    """Every request the API received, oldest first, for tests to read and wait on.
-
-    Kept in memory up to `max_entries` (the oldest are dropped beyond it).
-
-        [create] = emu.requests.matching("POST /v1/sessions")
-        create.headers["Idempotency-Key"], create.json()
-        await emu.requests.wait_for("GET /v1/sessions/{id}", count=3)
-
-    Args:
-        max_entries: how many requests to keep.
-    """
-
-    def __init__(self, max_entries: int = 10_000) -> None:
-        if max_entries < 1:
-            raise ValueError(f"max_entries must be at least 1; got {max_entries}")
-        self._entries: deque[RecordedRequest] = deque(maxlen=max_entries)
-        self._changed = asyncio.Event()
-
-    def record(
-        self,
-        method: str,
-        path: str,
-        query: Mapping[str, str] | MultiDictProxy[str],
-        headers: Mapping[str, str] | CIMultiDictProxy[str],
-        request_id: str,
-    ) -> RecordedRequest:
-        """Log a request as it arrives; the API fills in its body and answer."""
-        entry = RecordedRequest(
-            method=method,
-            path=path,
-            query=MultiDictProxy(MultiDict(query)),
-            headers=CIMultiDictProxy(CIMultiDict(headers)),
-            request_id=request_id,
-            arrived_at=time.monotonic(),
-        )
-        self._entries.append(entry)
-        self._notify()
-        return entry
-
-    def answered(self, entry: RecordedRequest, status: int | None) -> None:
-        """Note what `entry` was answered (None: the connection was dropped)."""
-        entry.status = status
-        entry.answered_at = time.monotonic()
-        self._notify()
-
-    def _notify(self) -> None:
-        self._changed.set()
-        self._changed = asyncio.Event()
-
-    def __iter__(self) -> Iterator[RecordedRequest]:
-        return iter(list(self._entries))
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-    def all(self) -> list[RecordedRequest]:
-        """Every logged request, oldest first."""
-        return list(self._entries)
-
-    def matching(self, route: str) -> list[RecordedRequest]:
-        """The logged requests on `route` (e.g. `"POST /v1/sessions"`), oldest first."""
-        pattern = Route.parse(route)
-        return [r for r in self._entries if pattern.matches(r.method, r.path)]
-
-    def clear(self) -> None:
-        """Forget every logged request."""
-        self._entries.clear()
-
-    async def wait_for(
-        self, route: str, count: int = 1, *, answered: bool = False, timeout: float = 10.0
-    ) -> list[RecordedRequest]:
-        """Wait until `count` requests on `route` arrived (or, with `answered`, were answered).
-
-        Returns:
-            The matching requests (at least `count`), oldest first.
-
-        Raises:
-            TimeoutError: if they did not within `timeout` seconds; the message says
-                how many did.
-        """
-        pattern = Route.parse(route)
-
-        def ready() -> list[RecordedRequest] | None:
-            found = [r for r in self._entries if pattern.matches(r.method, r.path)]
-            if answered:
-                found = [r for r in found if r.answered_at is not None]
-            return found if len(found) >= count else None
-
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while (found := ready()) is None:
-            left = deadline - loop.time()
-            if left <= 0:
-                seen = len(self.matching(route))
-                raise TimeoutError(
-                    f"{count} request(s) {route!r} expected within {timeout:g} s; {seen} arrived"
-                )
-            changed = self._changed
-            try:
-                await asyncio.wait_for(changed.wait(), left)
-            except asyncio.TimeoutError:
-                continue
-        return found

@@ -21,7 +21,7 @@ from protoface_emulator.api.checks import (
 )
 from protoface_emulator.api.decoding import JSONObject, parse_json_object
 from protoface_emulator.api.errors import ApiError
-from protoface_emulator.api.faults import RecordedRequest
+from protoface_emulator.api.request_log import RecordedRequest
 
 
 class Call:
