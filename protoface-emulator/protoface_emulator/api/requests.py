@@ -136,7 +136,8 @@ def _transport_url(url: str) -> str:
     return url
 
 
-def _transport(body: JSONObject) -> LiveKitTransport:
+def _livekit_transport_object(body: JSONObject) -> JSONObject:
+    """The body's `transport`, once it is an object of type `livekit`."""
     if "transport" not in body:
         raise invalid(CODE_MISSING_FIELD, "transport is required.", "transport")
     value = body["transport"]
@@ -165,6 +166,11 @@ def _transport(body: JSONObject) -> LiveKitTransport:
             f"transport.type must be 'livekit'; got {shown}.",
             "transport.type",
         )
+    return value
+
+
+def _transport(body: JSONObject) -> LiveKitTransport:
+    value = _livekit_transport_object(body)
     reject_unknown_fields(value, _LIVEKIT_FIELDS, "transport")
     url = _transport_url(required_str(value, "url", "transport"))
     room_name = required_str(value, "room_name", "transport")

@@ -390,24 +390,8 @@ server = AgentServer(
 )
 
 
-@server.rtc_session()
-async def entrypoint(ctx: JobContext) -> None:
-    """Start the avatar, then echo every person in the room."""
-    await ctx.connect()
-    # Turns are the agent's own (TurnDetector): the session detects none.
-    session: AgentSession[None] = AgentSession(
-        turn_handling={
-            "turn_detection": "manual",
-            "interruption": {"resume_false_interruption": False},
-        }
-    )
-    echo = EchoAgent(ctx.room, session)
-    echo.set_avatar_state("joining")
-
-    avatar = protoface.AvatarSession()  # PROTOFACE_API_URL / _KEY from the environment
-    avatar.on("avatar_lost", echo.on_avatar_lost)
-    avatar.on("avatar_restored", echo.on_avatar_restored)
-    session.on("agent_state_changed", echo.on_agent_state)
+def _follow_room(ctx: JobContext, echo: EchoAgent) -> None:
+    """Listen to each person's audio as it comes and goes; end the job when all have left."""
 
     @ctx.room.on("track_subscribed")
     def _on_track(
@@ -429,6 +413,28 @@ async def entrypoint(ctx: JobContext) -> None:
         if is_person(participant) and not people:
             log.info("the last person left; ending the job")
             ctx.shutdown(reason="the last person left")
+
+
+@server.rtc_session()
+async def entrypoint(ctx: JobContext) -> None:
+    """Start the avatar, then echo every person in the room."""
+    await ctx.connect()
+    # Turns are the agent's own (TurnDetector): the session detects none.
+    session: AgentSession[None] = AgentSession(
+        turn_handling={
+            "turn_detection": "manual",
+            "interruption": {"resume_false_interruption": False},
+        }
+    )
+    echo = EchoAgent(ctx.room, session)
+    echo.set_avatar_state("joining")
+
+    avatar = protoface.AvatarSession()  # PROTOFACE_API_URL / _KEY from the environment
+    avatar.on("avatar_lost", echo.on_avatar_lost)
+    avatar.on("avatar_restored", echo.on_avatar_restored)
+    session.on("agent_state_changed", echo.on_agent_state)
+
+    _follow_room(ctx, echo)
 
     async def _close() -> None:
         await echo.aclose()
