@@ -102,6 +102,9 @@ class FaceVideoGenerator(VideoGenerator):
         self._consumer_idle.set()
         # Set when audio (or a segment end) is queued; idle frames wait on it.
         self._audio_queued = asyncio.Event()
+        # When (time.monotonic()) the audio handed to the room so far is played
+        # out: the room's audio source plays it in real time, behind its queue.
+        self._played_out_at = 0.0
 
     @property
     def frames_published(self) -> int:
@@ -112,6 +115,15 @@ class FaceVideoGenerator(VideoGenerator):
     def queued_duration(self) -> float:
         """Seconds of agent audio waiting to be played."""
         return self._queued_samples / self._options.audio_sample_rate
+
+    def playout_ahead(self) -> float:
+        """Seconds of the audio handed to the room that a listener has not heard yet.
+
+        A segment's end reaches the runner when its last frame was handed over,
+        up to the runner's queue depth before it is heard: its finish notice
+        waits this long (`notices.AgentAudioReceiver.playout_ahead`).
+        """
+        return max(0.0, self._played_out_at - time.monotonic())
 
     def attach_synchronizer(self, av_sync: rtc.AVSynchronizer) -> None:
         """Also flush `av_sync`'s queues on `clear_buffer`, so interruptions are immediate.
@@ -161,6 +173,7 @@ class FaceVideoGenerator(VideoGenerator):
         self._segment_open = False
         self._resampler = None
         self._generation += 1
+        self._played_out_at = 0.0  # what the room held is dropped with it
         self._renderer.close_mouth()
         if self._av_sync is not None:
             return self._flush_downstream(self._av_sync)
@@ -235,11 +248,11 @@ class FaceVideoGenerator(VideoGenerator):
 
             if chunk is None or generation != self._generation:
                 continue  # nothing to say, or cleared while the frame was being consumed
+            samples = chunk.size // self._channels
+            seconds = samples / options.audio_sample_rate
+            self._played_out_at = max(self._played_out_at, time.monotonic()) + seconds
             yield rtc.AudioFrame(
-                chunk.tobytes(),
-                options.audio_sample_rate,
-                self._channels,
-                chunk.size // self._channels,
+                chunk.tobytes(), options.audio_sample_rate, self._channels, samples
             )
 
     def _period_samples(self) -> int:

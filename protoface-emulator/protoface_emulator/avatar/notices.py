@@ -22,7 +22,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Final
 
 from livekit import rtc
@@ -56,6 +56,12 @@ class AgentAudioReceiver(AudioReceiver):
         patience: Seconds each notice is retried before it is dropped.
         ack_delay: Seconds to wait before each `lk.playback_started`, to be as
             late as a hosted avatar (`timing.py`); later notices wait behind it.
+
+    A segment's end reaches the runner when its last frame is handed to the
+    room's audio source, which may still hold a moment of it (`playout_ahead`,
+    set once the avatar publishes): its `lk.playback_finished` is sent when
+    that has been played out, so the agent is told the truth about when the
+    listener heard the end.
     """
 
     def __init__(
@@ -74,7 +80,9 @@ class AgentAudioReceiver(AudioReceiver):
         self._patience = patience
         self._ack_delay = ack_delay
         self._audio: DataStreamAudioReceiver | None = None
-        self._notices: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
+        # (method, payload, when it may be sent: time.monotonic())
+        self._notices: asyncio.Queue[tuple[str, str, float]] = asyncio.Queue()
+        self.playout_ahead: Callable[[], float] | None = None
         self._sender: asyncio.Task[None] | None = None
         self._warned: set[str] = set()
         # The agent does not handle lk.playback_started (it is optional: an agent
@@ -99,12 +107,13 @@ class AgentAudioReceiver(AudioReceiver):
     def notify_playback_started(self) -> None:
         """Queue `lk.playback_started` for the agent, unless it does not take them."""
         if not self._no_started:
-            self._notices.put_nowait((RPC_PLAYBACK_STARTED, ""))
+            self._notices.put_nowait((RPC_PLAYBACK_STARTED, "", 0.0))
 
     def notify_playback_finished(self, playback_position: float, interrupted: bool) -> None:
         """Queue `lk.playback_finished` (position and whether it was interrupted)."""
         payload = json.dumps({"playback_position": playback_position, "interrupted": interrupted})
-        self._notices.put_nowait((RPC_PLAYBACK_FINISHED, payload))
+        ahead = self.playout_ahead() if self.playout_ahead is not None and not interrupted else 0.0
+        self._notices.put_nowait((RPC_PLAYBACK_FINISHED, payload, time.monotonic() + ahead))
 
     def __aiter__(self) -> AsyncIterator[rtc.AudioFrame | AudioSegmentEnd]:
         """The agent's audio frames and segment ends."""
@@ -125,10 +134,12 @@ class AgentAudioReceiver(AudioReceiver):
 
     async def _send_notices(self, agent: str) -> None:
         while True:
-            method, payload = await self._notices.get()
+            method, payload, due = await self._notices.get()
             if method == RPC_PLAYBACK_STARTED and self._ack_delay > 0:
                 # Here, not when queued: the finish of a short segment must not overtake it.
                 await asyncio.sleep(self._ack_delay)
+            if due > time.monotonic():
+                await asyncio.sleep(due - time.monotonic())
             await self._send(agent, method, payload)
 
     async def _send(self, agent: str, method: str, payload: str) -> None:

@@ -96,6 +96,7 @@ class AvatarWorker:
         self._first_frame_seen = False
         self._frames_reported = 0
         self._generator: FaceVideoGenerator | None = None
+        self._receiver: AudioReceiver | None = None
         self._last_audio_event = -math.inf
         self._lost: asyncio.Future[str] | None = None
         self._pending_connect: asyncio.Future[None] | None = None
@@ -207,14 +208,18 @@ class AvatarWorker:
             first_frame_delay=spec.first_frame_delay,
         )
         self._generator = generator
+        self._receiver = self._audio_receiver(room)
         runner = AvatarRunner(
             room,
-            audio_recv=self._audio_receiver(room),
+            audio_recv=self._receiver,
             video_gen=generator,
             options=self._options.avatar_options(),
             _queue_size_ms=_queue_size_ms(self._options.video_fps),
         )
         generator.attach_synchronizer(runner.av_sync)
+        if isinstance(self._receiver, AgentAudioReceiver):
+            # A segment's finish is told once its end is heard, not handed over.
+            self._receiver.playout_ahead = generator.playout_ahead
         return runner
 
     async def _connect(self, room: rtc.Room) -> bool:
