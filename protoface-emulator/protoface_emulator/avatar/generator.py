@@ -31,7 +31,8 @@ from livekit.agents.voice.avatar import (
     VideoGenerator,
 )
 
-from .face import FaceRenderer, audio_level
+from .face import FaceRenderer
+from .levels import audio_level
 from .options import WorkerOptions
 
 __all__ = ["FaceVideoGenerator"]

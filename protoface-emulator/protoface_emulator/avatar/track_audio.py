@@ -17,7 +17,7 @@ from livekit.agents.voice.avatar import (
     AudioSegmentEnd,
 )
 
-from .face import audio_level
+from .levels import audio_level
 
 __all__ = ["TrackAudioReceiver"]
 

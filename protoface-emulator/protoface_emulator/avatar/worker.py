@@ -48,8 +48,9 @@ from protoface_emulator.lifecycle import (
     WorkerSpec,
 )
 
-from .face import FaceRenderer, style_from_wire
+from .face import FaceRenderer
 from .generator import FaceVideoGenerator
+from .looks import style_from_wire
 from .notices import AgentAudioReceiver
 from .options import WorkerOptions
 from .redaction import install_token_redaction, is_auth_error, redact
