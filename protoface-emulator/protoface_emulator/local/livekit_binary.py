@@ -172,18 +172,9 @@ def install_livekit_server(
             missing, or the build failed; the message says what to do.
     """
     if use_existing:
-        explicit = os.environ.get("LIVEKIT_SERVER_BIN")
-        if explicit:
-            if _executable(Path(explicit)):
-                return Path(explicit)
-            raise LiveKitInstallError(
-                f"LIVEKIT_SERVER_BIN={explicit} is not an executable file; unset it or "
-                "point it at a livekit-server binary"
-            )
-        on_path = shutil.which(BINARY_NAME)
-        if on_path:
-            log(f"using livekit-server from PATH ({on_path}, version {binary_version(on_path)})")
-            return Path(on_path)
+        existing = _existing_binary(log)
+        if existing is not None:
+            return existing
 
     folder = (target_dir or user_bin_dir()).expanduser().resolve()
     target = folder / BINARY_NAME
@@ -191,6 +182,46 @@ def install_livekit_server(
     if _executable(target) and binary_version(target) == want:
         return target
 
+    go = _find_go(tag)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise LiveKitInstallError(
+            f"cannot create {folder} ({exc.strerror}): pass --dir with a folder you can write"
+        ) from None
+    log(f"building livekit-server {tag} with go install into {folder} (minutes the first time)")
+    _go_install(go, tag, target)
+    log(f"installed {target} (version {binary_version(target)})")
+    return target
+
+
+def _existing_binary(log: Callable[[str], None]) -> Path | None:
+    """`$LIVEKIT_SERVER_BIN`, or a `livekit-server` on PATH, or None.
+
+    Raises:
+        LiveKitInstallError: `LIVEKIT_SERVER_BIN` names no executable.
+    """
+    explicit = os.environ.get("LIVEKIT_SERVER_BIN")
+    if explicit:
+        if _executable(Path(explicit)):
+            return Path(explicit)
+        raise LiveKitInstallError(
+            f"LIVEKIT_SERVER_BIN={explicit} is not an executable file; unset it or "
+            "point it at a livekit-server binary"
+        )
+    on_path = shutil.which(BINARY_NAME)
+    if on_path:
+        log(f"using livekit-server from PATH ({on_path}, version {binary_version(on_path)})")
+        return Path(on_path)
+    return None
+
+
+def _find_go(tag: str) -> str:
+    """The `go` command on PATH.
+
+    Raises:
+        LiveKitInstallError: There is none; the message says how to get Go or the binary.
+    """
     go = shutil.which("go")
     if go is None:
         raise LiveKitInstallError(
@@ -199,13 +230,15 @@ def install_livekit_server(
             "or install livekit-server another way (macOS: brew install livekit; Linux: "
             "curl -sSL https://get.livekit.io | bash) and put it on PATH or in LIVEKIT_SERVER_BIN"
         )
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise LiveKitInstallError(
-            f"cannot create {folder} ({exc.strerror}): pass --dir with a folder you can write"
-        ) from None
-    log(f"building livekit-server {tag} with go install into {folder} (minutes the first time)")
+    return go
+
+
+def _go_install(go: str, tag: str, target: Path) -> None:
+    """Build livekit-server `tag` in a scratch folder and move it to `target` whole.
+
+    Raises:
+        LiveKitInstallError: The build failed (its output went to stderr).
+    """
     with tempfile.TemporaryDirectory(prefix="livekit-server-build-") as scratch:
         gobin = Path(scratch) / "bin"
         env = {
@@ -231,8 +264,6 @@ def install_livekit_server(
                 "and your Go version"
             )
         # Moved into place whole, so a half-written binary never sits at `target`.
-        staged = folder / f".{BINARY_NAME}.partial"
+        staged = target.parent / f".{BINARY_NAME}.partial"
         shutil.copy2(built, staged)
         os.replace(staged, target)
-    log(f"installed {target} (version {binary_version(target)})")
-    return target

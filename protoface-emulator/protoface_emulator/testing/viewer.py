@@ -34,14 +34,23 @@ import numpy as np
 import numpy.typing as npt
 from livekit import rtc
 
+from protoface_emulator.local.livekit_dev import LiveKitServer
+from protoface_emulator.testing.png import contact_sheet, write_png
+from protoface_emulator.testing.samples import (
+    HEARD_LEVEL,
+    MOUTH_OPEN_THRESHOLD,
+    AudioSample,
+    VideoSample,
+    describe_video,
+    read_audio,
+    read_video,
+    samples_since,
+)
+from protoface_emulator.testing.waiting import eventually
+
 # The participant attribute an avatar worker carries to say which agent it speaks
 # for (livekit-agents' `ATTRIBUTE_PUBLISH_ON_BEHALF`; the literal keeps this module
 # free of livekit-agents, whose import costs seconds).
-from protoface_emulator.avatar.face import STOCK_STYLES, FaceRenderer, audio_level, mouth_box
-from protoface_emulator.local.livekit_dev import LiveKitServer
-from protoface_emulator.testing.png import contact_sheet, write_png
-from protoface_emulator.testing.waiting import eventually
-
 PUBLISH_ON_BEHALF = "lk.publish_on_behalf"
 
 __all__ = [
@@ -58,40 +67,6 @@ __all__ = [
 AVATAR_IDENTITY = "protoface-avatar-agent"
 """The identity the plugin's first avatar joins with unless told otherwise (its
 replacements and successors join as `protoface-avatar-agent-2`, `-3`, ...)."""
-
-HEARD_LEVEL = 0.05
-"""Audio louder than this (0..1, `face.audio_level`) counts as speech heard."""
-
-# Mean absolute difference (0..255) from the closed-mouth picture above which the
-# mouth counts as open. Video coding noise on a still closed mouth stays well
-# under it; the smallest opening the face draws is well over it.
-MOUTH_OPEN_THRESHOLD = 6.0
-MIN_FACE_SIZE = 32
-
-
-@dataclass(frozen=True)
-class VideoSample:
-    """One received avatar video frame."""
-
-    received_at: float  # time.monotonic()
-    mouth_motion: float  # mean |change| of the mouth region since the previous frame
-    mouth_openness: float  # mean |difference| of the mouth region from a closed mouth
-    identity: str = ""  # the participant that published it
-
-    @property
-    def mouth_open(self) -> bool:
-        """Whether the mouth is visibly open in this frame."""
-        return self.mouth_openness > MOUTH_OPEN_THRESHOLD
-
-
-@dataclass(frozen=True)
-class AudioSample:
-    """One received avatar audio frame."""
-
-    received_at: float  # time.monotonic()
-    duration: float  # seconds of audio in the frame
-    level: float  # 0..1, as `face.audio_level` reads it
-    identity: str = ""  # the participant that published it
 
 
 @dataclass
@@ -197,18 +172,7 @@ class AvatarViewer:
 
     def describe(self) -> str:
         """What arrived so far, in one line (failure messages use it)."""
-        if not self.video:
-            seen = f"no video from {self.watching} received"
-        else:
-            per = ", ".join(
-                f"{sum(1 for s in self.video if s.identity == who)} from {who!r}"
-                + (" (left)" if who in self._left else "")
-                for who in self.avatars
-            )
-            seen = (
-                f"{len(self.video)} video frames received ({per}), "
-                f"{self.mouth_open_frames} with the mouth open"
-            )
+        seen = describe_video(self.video, self.avatars, left=self._left, watching=self.watching)
         return (
             f"{seen}; {self.audio_seconds(min_level=HEARD_LEVEL):.2f} s of speech heard "
             f"({self.audio_seconds():.2f} s of audio); "
@@ -390,11 +354,7 @@ class AvatarViewer:
         return out
 
     def _video_since(self, since: float, identity: str | None = None) -> list[VideoSample]:
-        return [
-            s
-            for s in self.video
-            if s.received_at >= since and (identity is None or s.identity == identity)
-        ]
+        return samples_since(self.video, since, identity)
 
     def video_between(self, start: float, end: float) -> list[VideoSample]:
         """The video frames that arrived within [start, end)."""
@@ -415,13 +375,8 @@ class AvatarViewer:
             identity: Count only this avatar's audio.
         """
         start = -math.inf if since is None else since
-        return sum(
-            s.duration
-            for s in self.audio
-            if s.level > min_level
-            and s.received_at >= start
-            and (identity is None or s.identity == identity)
-        )
+        heard = samples_since(self.audio, start, identity)
+        return sum(s.duration for s in heard if s.level > min_level)
 
     async def aclose(self) -> None:
         """Stop recording and leave the room."""
@@ -494,74 +449,20 @@ class AvatarViewer:
         task.add_done_callback(self._tasks.discard)
 
     async def _record_video(self, track: rtc.Track, identity: str) -> None:
-        stream = rtc.VideoStream(track, format=rtc.VideoBufferType.RGBA)
-        previous: npt.NDArray[np.int16] | None = None
-        closed: list[npt.NDArray[np.int16]] = []
-        size: tuple[int, int] | None = None
-        box = (0, 0, 0, 0)
         index = 0
-        try:
-            async for event in stream:
-                now = time.monotonic()
-                frame = event.frame
-                if frame.width < MIN_FACE_SIZE or frame.height < MIN_FACE_SIZE:
-                    continue  # a placeholder layer while the track starts or stops
-                if size != (frame.width, frame.height):
-                    size = (frame.width, frame.height)
-                    box = mouth_box(frame.width, frame.height)
-                    # Each stock face has its own closed mouth: the nearest one is
-                    # this avatar's (Ada, Bram and Test Pattern all read right).
-                    closed = [
-                        _mouth_region(
-                            FaceRenderer(
-                                frame.width, frame.height, 25, blink=False, style=style
-                            ).render(0.0),
-                            box,
-                        )
-                        for style in STOCK_STYLES.values()
-                    ]
-                    previous = None
-                self.video_size = size
-                rgba = np.frombuffer(frame.data, dtype=np.uint8).reshape(
-                    frame.height, frame.width, 4
-                )
-                mouth = _mouth_region(rgba, box)
-                motion = 0.0 if previous is None else float(np.mean(np.abs(mouth - previous)))
-                openness = min(float(np.mean(np.abs(mouth - shut))) for shut in closed)
-                if identity not in self.avatars:
-                    self.avatars.append(identity)
-                self.video.append(VideoSample(now, motion, openness, identity))
-                previous = mouth
-                if self.keep_every and index % self.keep_every == 0:
-                    self.snapshots.append((now, rgba[:, :, :3].copy()))
-                index += 1
-                self._first_video.set()
-        finally:
-            await stream.aclose()
+        async for sample, rgba in read_video(track, identity):
+            self.video_size = (rgba.shape[1], rgba.shape[0])
+            if identity not in self.avatars:
+                self.avatars.append(identity)
+            self.video.append(sample)
+            if self.keep_every and index % self.keep_every == 0:
+                self.snapshots.append((sample.received_at, rgba[:, :, :3].copy()))
+            index += 1
+            self._first_video.set()
 
     async def _record_audio(self, track: rtc.Track, identity: str) -> None:
-        stream = rtc.AudioStream(track)
-        try:
-            async for event in stream:
-                frame = event.frame
-                samples = np.frombuffer(frame.data, dtype=np.int16)
-                self.audio.append(
-                    AudioSample(
-                        received_at=time.monotonic(),
-                        duration=frame.samples_per_channel / frame.sample_rate,
-                        level=audio_level(samples),
-                        identity=identity,
-                    )
-                )
-        finally:
-            await stream.aclose()
-
-
-def _mouth_region(
-    rgba: npt.NDArray[np.uint8], box: tuple[int, int, int, int]
-) -> npt.NDArray[np.int16]:
-    x0, y0, x1, y1 = box
-    return rgba[y0:y1, x0:x1, :3].astype(np.int16)
+        async for sample in read_audio(track, identity):
+            self.audio.append(sample)
 
 
 @asynccontextmanager
