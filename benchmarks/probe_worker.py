@@ -38,7 +38,7 @@ import numpy.typing as npt
 from livekit import rtc
 from livekit.agents.voice.avatar import AudioSegmentEnd
 
-from protoface_emulator import worker as _worker
+from protoface_emulator.avatar import worker as _worker
 from protoface_emulator.avatar.face import FaceRenderer, mouth_box
 from protoface_emulator.lifecycle import WorkerEvents, WorkerHandle, WorkerSpec
 from protoface_emulator.testing.viewer import MOUTH_OPEN_THRESHOLD
