@@ -474,7 +474,9 @@ class AvatarSession(BaseAvatarSession[EventTypes]):
             await asyncio.shield(asyncio.ensure_future(self._release()))
 
     async def _release(self) -> None:
-        conversation, self._conversation = self._conversation, None
+        # Every caller (a failed start(), aclose(), the agent session's close)
+        # waits for the same end of the conversation before the API is closed.
+        conversation = self._conversation
         agent_session = self._agent_session
         if conversation is not None:
             # The base class removes the participant named by `avatar_identity`
@@ -485,6 +487,8 @@ class AvatarSession(BaseAvatarSession[EventTypes]):
                 agent_session.off("agent_state_changed", conversation.books.agent_state_changed)
             await conversation.end(self._api, self._emit_usage)
             self._final_usage = conversation.usage()
+            if self._conversation is conversation:
+                self._conversation = None
         await BaseAvatarSession.aclose(self)
         await self._api.aclose()
 

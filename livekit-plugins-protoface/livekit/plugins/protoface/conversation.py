@@ -66,6 +66,7 @@ class Conversation:
         self.books = books
         self.lifetime: Lifetime | None = None
         self._settings = settings
+        self._ending: asyncio.Future[None] | None = None
 
     @classmethod
     async def prepare(
@@ -191,7 +192,15 @@ class Conversation:
         )
 
     async def end(self, api: ProtofaceAPI, emit_usage: Callable[[AvatarUsage], None]) -> None:
-        """Stop following, end every session, and report the usage once."""
+        """Stop following, end every session, and report the usage once.
+
+        Callers at once (a failed start and `aclose()`, say) wait for the same end.
+        """
+        if self._ending is None:
+            self._ending = asyncio.ensure_future(self._end(api, emit_usage))
+        await asyncio.shield(self._ending)
+
+    async def _end(self, api: ProtofaceAPI, emit_usage: Callable[[AvatarUsage], None]) -> None:
         lifetime, self.lifetime = self.lifetime, None
         if lifetime is not None:
             await lifetime.aclose()
