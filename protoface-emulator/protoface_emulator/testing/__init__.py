@@ -26,7 +26,10 @@ default start.
 
 from __future__ import annotations
 
+import ast
+import functools
 import importlib
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -71,41 +74,25 @@ if TYPE_CHECKING:
 
 # Loaded on first use: the pytest plugin (`testing.plugin`) lives in this package,
 # and a pytest run that never touches these names must not pay for importing LiveKit.
-_HOMES = {
-    "AgentInRoom": "protoface_emulator.testing.agent",
-    "StartAgent": "protoface_emulator.testing.agent",
-    "agent_in": "protoface_emulator.testing.agent",
-    "start_avatar_agent": "protoface_emulator.testing.agent",
-    "audio_seconds": "protoface_emulator.testing.audio",
-    "pcm_frames": "protoface_emulator.testing.audio",
-    "play": "protoface_emulator.testing.audio",
-    "speech": "protoface_emulator.testing.audio",
-    "tone": "protoface_emulator.testing.audio",
-    "wav_frames": "protoface_emulator.testing.audio",
-    "LevelVAD": "protoface_emulator.testing.user",
-    "NoWordsSTT": "protoface_emulator.testing.user",
-    "UserInRoom": "protoface_emulator.testing.user",
-    "listening_session": "protoface_emulator.testing.user",
-    "user_in": "protoface_emulator.testing.user",
-    "EmulatorProcess": "protoface_emulator.local.launch",
-    "start_emulator_process": "protoface_emulator.local.launch",
-    "LiveKitServer": "protoface_emulator.local.livekit_dev",
-    "LiveKitServerMissing": "protoface_emulator.local.livekit_dev",
-    "find_livekit_server": "protoface_emulator.local.livekit_dev",
-    "local_livekit_server": "protoface_emulator.local.livekit_dev",
-    "mint_token": "protoface_emulator.local.livekit_dev",
-    "start_livekit_server": "protoface_emulator.local.livekit_dev",
-    "AVATAR_IDENTITY": "protoface_emulator.testing.viewer",
-    "AudioSample": "protoface_emulator.testing.viewer",
-    "AvatarViewer": "protoface_emulator.testing.viewer",
-    "VideoSample": "protoface_emulator.testing.viewer",
-    "viewer_in": "protoface_emulator.testing.viewer",
-    "eventually": "protoface_emulator.testing.waiting",
-}
+# The `TYPE_CHECKING` imports above are the one map from a name to its module: type
+# checkers read them, and `__getattr__` reads the same statements from this file.
+
+
+@functools.cache
+def _homes() -> dict[str, str]:
+    """Name -> module, as the `if TYPE_CHECKING:` block of this file imports it."""
+    tree = ast.parse(Path(__file__).read_text(encoding="utf-8"))
+    homes: dict[str, str] = {}
+    for node in tree.body:
+        if isinstance(node, ast.If) and ast.unparse(node.test) == "TYPE_CHECKING":
+            for item in node.body:
+                if isinstance(item, ast.ImportFrom) and item.module is not None:
+                    homes.update({alias.name: item.module for alias in item.names})
+    return homes
 
 
 def __getattr__(name: str) -> Any:
-    home = _HOMES.get(name)
+    home = _homes().get(name) if name in __all__ else None
     if home is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     value = getattr(importlib.import_module(home), name)
