@@ -2,10 +2,10 @@
 
     uv run python benchmarks/fleet.py [--agents 200,500] [--rounds 3]
 
-A loopback aiohttp server stands in for a Protoface that is recovering: it
-answers 503 (no `Retry-After`) to the first two attempts of every
-`Idempotency-Key` and creates the session on the third (a replay of a key gets
-the session it already has). N `ProtofaceAPI` clients, each with its own HTTP
+A loopback aiohttp server (`fleet_server.py`) stands in for a Protoface that
+is recovering: it answers 503 (no `Retry-After`) to the first two attempts of
+every `Idempotency-Key` and creates the session on the third (a replay of a key
+gets the session it already has). N `ProtofaceAPI` clients, each with its own HTTP
 session as separate agents have, with the published `APIConnectOptions`
 defaults, start `start_session` at the same instant. Each size runs with the
 plugin's retry waits (`jittered`) and, for comparison in the same run, with the
@@ -16,36 +16,37 @@ Per fleet: the largest share of the retries (attempts after a key's first) that
 arrived at the server within any 100 ms window, the sessions created and the
 distinct ids returned, errors, and each agent's wait (the instant all started to
 its `start_session` returning): p50 and the slowest. The server runs in a
-process of its own (`fleet.py --serve`), the agents share this one's event loop;
-on a loaded machine that loop falls behind and sends in bursts, which inflates
-the jittered share and, if anything, smears the fixed waits' lockstep.
+process of its own, the agents share this one's event loop; on a loaded machine
+that loop falls behind and sends in bursts, which inflates the jittered share
+and, if anything, smears the fixed waits' lockstep.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import collections
 import contextlib
 import json
 import logging
 import statistics
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Iterator
 from typing import Any
 
-import aiohttp
-from aiohttp import web
+from fleet_server import (
+    FAILURES_PER_KEY,
+    WINDOW_S,
+    largest_window,
+    recovering_service,
+    service_stats,
+)
 from livekit.agents import APIConnectOptions
 
 from livekit.plugins.protoface import requester
 from livekit.plugins.protoface.api import ProtofaceAPI
 
 Json = dict[str, Any]
-FAILURES_PER_KEY = 2
-WINDOW_S = 0.1
 SIZES = {"full": (200, 500), "quick": (200,)}
 ROUNDS = {"full": 3, "quick": 1}
 POLICIES = ("jittered", "fixed")
@@ -58,89 +59,6 @@ TRANSPORT = {
     "room_name": "fleet-room",
     "worker_token": "worker.jwt.token",
 }
-
-
-class RecoveringService:
-    """503 to the first two attempts of each key, then one session per key."""
-
-    def __init__(self) -> None:
-        self.attempts: collections.Counter[str] = collections.Counter()
-        self.retry_times: list[float] = []
-        self.sessions: dict[str, str] = {}
-
-    async def create(self, request: web.Request) -> web.Response:
-        key = request.headers["Idempotency-Key"]
-        await request.read()
-        self.attempts[key] += 1
-        if self.attempts[key] > 1:
-            self.retry_times.append(time.monotonic())
-        if self.attempts[key] <= FAILURES_PER_KEY:
-            error = {"type": "service_unavailable", "code": "unavailable", "message": "recovering"}
-            return web.json_response({"error": error}, status=503)
-        session_id = self.sessions.setdefault(key, f"ses_{len(self.sessions) + 1:06d}")
-        return web.json_response({"id": session_id, "status": "queued"}, status=201)
-
-    async def stats(self, request: web.Request) -> web.Response:
-        return web.json_response(
-            {
-                "attempts": dict(self.attempts),
-                "retry_times": self.retry_times,
-                "sessions": len(self.sessions),
-            }
-        )
-
-
-async def serve() -> None:
-    """`--serve`: the service on 127.0.0.1 (a free port, printed) until stdin closes."""
-    state = RecoveringService()
-    app = web.Application()
-    app.router.add_post("/v1/sessions", state.create)
-    app.router.add_get("/stats", state.stats)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0, backlog=2048).start()
-    print(runner.addresses[0][1], flush=True)
-    loop = asyncio.get_running_loop()
-    await loop.run_in_executor(None, sys.stdin.read)  # the parent closing stdin stops it
-    await runner.cleanup()
-
-
-@asynccontextmanager
-async def recovering_service() -> AsyncIterator[str]:
-    """A fresh service in a process of its own, and its URL.
-
-    Its own process: a light process is woken promptly even on a loaded machine,
-    so its arrival times are not bunched by the clients' event loop falling behind.
-    """
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        __file__,
-        "--serve",
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-    )
-    assert proc.stdin is not None and proc.stdout is not None
-    try:
-        port = int(await asyncio.wait_for(proc.stdout.readline(), timeout=30))
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.stdin.close()
-        try:
-            await asyncio.wait_for(proc.wait(), timeout=10)
-        except asyncio.TimeoutError:
-            proc.kill()
-            await proc.wait()
-
-
-def largest_window(times: list[float], window: float = WINDOW_S) -> int:
-    """The most of `times` inside any `window`-second interval."""
-    times = sorted(times)
-    best = start = 0
-    for end, t in enumerate(times):
-        while t - times[start] >= window:
-            start += 1
-        best = max(best, end - start + 1)
-    return best
 
 
 def _fixed_delay(
@@ -199,8 +117,7 @@ async def one_fleet(agents: int, policy: str) -> Json:
                 done = await asyncio.wait_for(asyncio.gather(*tasks), timeout=120)
             finally:
                 await asyncio.gather(*(api.aclose() for api in clients))
-        async with aiohttp.ClientSession() as http, http.get(f"{url}/stats") as response:
-            seen: Json = await response.json()
+        seen = await service_stats(url)
     attempts: dict[str, int] = seen["attempts"]
     retry_times: list[float] = seen["retry_times"]
     ids = [session_id for session_id, _ in done if session_id is not None]
@@ -209,7 +126,7 @@ async def one_fleet(agents: int, policy: str) -> Json:
     return {
         "agents": agents,
         "policy": policy,
-        "sessions_created": seen["sessions"],
+        "sessions_created": len(seen["sessions"]),
         "distinct_ids_returned": len(set(ids)),
         "errors": agents - len(ids),
         "attempts": sum(attempts.values()),
@@ -267,11 +184,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--agents", default="200,500", help="comma-separated fleet sizes")
     parser.add_argument("--rounds", type=int, default=ROUNDS["full"])
-    parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.serve:
-        asyncio.run(serve())
-        return 0
     sizes = tuple(int(part) for part in args.agents.split(",") if part.strip())
     ROUNDS["full"] = args.rounds
     section = asyncio.run(measure_fleet(sizes=sizes))

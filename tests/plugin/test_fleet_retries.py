@@ -1,6 +1,6 @@
 """A fleet meeting the same 503s does not retry in step, and still creates one session each.
 
-A loopback aiohttp server (`recovering_server.py`, in a process of its own)
+A loopback aiohttp server (`benchmarks/fleet_server.py`, in a process of its own)
 answers 503 (no `Retry-After`) to the first two attempts of every
 `Idempotency-Key` and creates the session on the third, as a recovering
 Protoface would. 200 `ProtofaceAPI` clients, each with its own HTTP
@@ -18,14 +18,23 @@ import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import aiohttp
 import pytest
 from livekit.agents import APIConnectOptions
 
 from livekit.plugins.protoface.api import ProtofaceAPI
 
 from .helpers import API_KEY, LIVEKIT_URL
-from .recovering_server import FAILURES_PER_KEY
+
+# The benchmark's server is the one home of the recovering Protoface. Appended, not
+# put first: benchmarks/ has modules (e2e.py) whose names the test folders also use.
+sys.path.append(str(Path(__file__).resolve().parents[2] / "benchmarks"))
+
+from fleet_server import (
+    FAILURES_PER_KEY,
+    largest_window,
+    recovering_service,
+    service_stats,
+)
 
 AGENTS = 200
 TRANSPORT = {
@@ -36,37 +45,11 @@ TRANSPORT = {
 }
 
 
-SERVER = Path(__file__).with_name("recovering_server.py")
-
-
 @pytest.fixture
 async def service() -> AsyncIterator[str]:
     """The recovering service in a process of its own; its URL."""
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, str(SERVER), stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE
-    )
-    assert proc.stdin is not None and proc.stdout is not None
-    try:
-        port = int(await asyncio.wait_for(proc.stdout.readline(), timeout=30))
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.stdin.close()
-        try:
-            await asyncio.wait_for(proc.wait(), timeout=10)
-        except asyncio.TimeoutError:
-            proc.kill()
-            await proc.wait()
-
-
-def largest_window_share(times: list[float], window: float = 0.1) -> float:
-    """The largest share of `times` inside any `window`-second interval."""
-    times = sorted(times)
-    best = start = 0
-    for end, t in enumerate(times):
-        while t - times[start] >= window:
-            start += 1
-        best = max(best, end - start + 1)
-    return best / len(times)
+    async with recovering_service() as url:
+        yield url
 
 
 async def test_a_fleet_meeting_the_same_503s_spreads_its_retries_and_creates_one_session_each(
@@ -96,13 +79,12 @@ async def test_a_fleet_meeting_the_same_503s_spreads_its_retries_and_creates_one
     finally:
         await asyncio.gather(*(api.aclose() for api in clients))
 
-    async with aiohttp.ClientSession() as http, http.get(f"{url}/stats") as response:
-        seen = await response.json()
+    seen = await service_stats(url)
     assert len(seen["sessions"]) == AGENTS
     assert sorted(ids) == sorted(seen["sessions"].values())  # one session per agent, none shared
     assert all(seen["attempts"][key] == FAILURES_PER_KEY + 1 for key in keys)  # no extra create
     assert len(seen["retry_times"]) == AGENTS * FAILURES_PER_KEY
-    share = largest_window_share(seen["retry_times"])
+    share = largest_window(seen["retry_times"]) / len(seen["retry_times"])
     # In lockstep half of the retries share one window (0.5 here); jittered, about
     # 0.11-0.14 (benchmarks/fleet.py). The bound is generous so a busy machine does
     # not flake.
