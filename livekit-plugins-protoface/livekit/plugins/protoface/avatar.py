@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
 from typing import Any
 
 from livekit import rtc
@@ -315,20 +315,16 @@ class AvatarSession(BaseAvatarSession[EventTypes]):
                 Credentials(livekit_url, livekit_api_key, livekit_api_secret),
             )
             self._identity = conversation.identity
-            await self._run_attach(agent_session, room, conversation)
+            await self._run_attach(self._attach(agent_session, room, conversation))
         finally:
             self._starting = False
 
-    async def _run_attach(
-        self, agent_session: AgentSession[Any], room: rtc.Room, conversation: Conversation
-    ) -> None:
+    async def _run_attach(self, attaching: Coroutine[Any, Any, None]) -> None:
         # The rest runs in a task of its own, so that aclose() can stop it;
         # cancelling start() cancels it too. Should it be cancelled before it
         # ever ran, nothing was started, so there is nothing to clean up.
         self._closed_while_starting = False
-        attach = asyncio.create_task(
-            self._attach(agent_session, room, conversation), name="protoface-start"
-        )
+        attach = asyncio.create_task(attaching, name="protoface-start")
         self._attach_task = attach
         try:
             await attach

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass, field
 from typing import Any
 
 from livekit import rtc
@@ -48,54 +48,42 @@ class Hosted:
     options: SessionOptions | None = None
 
 
+@dataclass(eq=False, repr=False)
 class Launcher:
-    """Creates the conversation's hosted sessions and ends each one exactly once."""
+    """Creates the conversation's hosted sessions and ends each one exactly once.
 
-    def __init__(
-        self,
-        api: ProtofaceAPI,
-        options: SessionOptions,
-        *,
-        tokens: WorkerTokens,
-        livekit_url: str,
-        room: rtc.Room,
-        identities: AvatarIdentities,
-        name: str,
-        poll_interval: float,
-        wait_playback_start: bool,
-    ) -> None:
-        self._api = api
-        self._options = options
-        self._tokens = tokens
-        self._livekit_url = livekit_url
-        self._room = room
-        self._identities = identities
-        self._name = name
-        self._poll_interval = poll_interval
-        self._wait_playback_start = wait_playback_start
-        self.created: list[str] = []
-        self._unended: set[str] = set()
-        self._cleanups: set[asyncio.Task[None]] = set()
+    Attributes:
+        api: The Protoface client that creates and ends the sessions.
+        options: What the next session is created with (`adopt` changes it).
+        tokens: Mints each session's worker token.
+        livekit_url: The LiveKit server the avatars join.
+        room: The agent's room, where every avatar of the conversation joins.
+        identities: The participant identity each session's avatar joins as.
+        name: The avatars' participant name.
+        poll_interval: Seconds between reads of a joined session.
+        wait_playback_start: Whether the agent session is told an utterance
+            started when the avatar says so.
+        created: Every session id created, in order.
+    """
+
+    api: ProtofaceAPI
+    options: SessionOptions
+    _: KW_ONLY
+    tokens: WorkerTokens
+    livekit_url: str
+    room: rtc.Room
+    identities: AvatarIdentities
+    name: str
+    poll_interval: float
+    wait_playback_start: bool
+    created: list[str] = field(default_factory=list, init=False)
+    _unended: set[str] = field(default_factory=set, init=False)
+    _cleanups: set[asyncio.Task[None]] = field(default_factory=set, init=False)
 
     @property
     def agent_identity(self) -> str:
         """The identity of the agent the avatars speak for."""
-        return self._tokens.agent_identity
-
-    @property
-    def room(self) -> rtc.Room:
-        """The agent's room, where every avatar of the conversation joins."""
-        return self._room
-
-    @property
-    def livekit_url(self) -> str:
-        """The LiveKit server the avatars join."""
-        return self._livekit_url
-
-    @property
-    def wait_playback_start(self) -> bool:
-        """Whether the agent session is told an utterance started when the avatar says so."""
-        return self._wait_playback_start
+        return self.tokens.agent_identity
 
     def identity_for(self, generation: int) -> str:
         """The participant identity of the conversation's `generation`-th session (1-based).
@@ -104,16 +92,11 @@ class Launcher:
         own, so it can join while its predecessor is still in the room; none
         is one that another agent's avatar holds (`identities.py`).
         """
-        return self._identities.for_generation(generation)
-
-    @property
-    def options(self) -> SessionOptions:
-        """What the next session is created with."""
-        return self._options
+        return self.identities.for_generation(generation)
 
     def adopt(self, options: SessionOptions) -> None:
         """Create every later session with `options` (after a switch)."""
-        self._options = options
+        self.options = options
 
     async def launch(self, options: SessionOptions | None = None) -> Hosted:
         """Create the next session and start watching it (it has not joined yet).
@@ -122,14 +105,14 @@ class Launcher:
             options: Create this one with these (a switch) instead of the
                 conversation's.
         """
-        options = options or self._options
+        options = options or self.options
         generation = len(self.created) + 1
         identity = self.identity_for(generation)
         transport: dict[str, Any] = {
             "type": "livekit",
-            "url": self._livekit_url,
-            "room_name": self._tokens.room_name,
-            "worker_token": self._tokens.mint(identity=identity, name=self._name),
+            "url": self.livekit_url,
+            "room_name": self.tokens.room_name,
+            "worker_token": self.tokens.mint(identity=identity, name=self.name),
             "worker_identity": identity,
             "audio_source": "data_stream",
         }
@@ -137,7 +120,7 @@ class Launcher:
         # below can start a second session.
         key = str(uuid.uuid4())
         try:
-            session = await self._api.create_session(
+            session = await self.api.create_session(
                 options, transport=transport, idempotency_key=key
             )
         except ProtofaceAPIError as exc:
@@ -163,15 +146,15 @@ class Launcher:
     ) -> Hosted:
         logger.debug("protoface session created", extra={"session_id": session_id})
         watch = SessionWatch(
-            self._api,
+            self.api,
             session_id,
-            room=self._room,
+            room=self.room,
             identity=identity,
-            poll_interval=self._poll_interval,
+            poll_interval=self.poll_interval,
         )
         watch.start()
         route = DataStreamAudioOutput(
-            room=self._room,
+            room=self.room,
             destination_identity=identity,
             sample_rate=SAMPLE_RATE,
             wait_remote_track=rtc.TrackKind.KIND_VIDEO,
@@ -215,7 +198,7 @@ class Launcher:
             return
         self._unended.discard(session_id)
         try:
-            await self._api.end_session(session_id)
+            await self.api.end_session(session_id)
             logger.debug("protoface session ended", extra={"session_id": session_id})
         except Exception as exc:
             # Kept for the next chance (aclose() tries every session not ended).
@@ -259,7 +242,7 @@ class Launcher:
         """
         try:
             # The same body as the create, or the key's replay is refused.
-            replay = await self._api.create_session(
+            replay = await self.api.create_session(
                 options, transport=transport, idempotency_key=key
             )
         except Exception as exc:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass, field
 
 from .fallback import RoomAudio
 from .hosted import Hosted
@@ -66,10 +67,11 @@ def pace_lead(idle_timeout_seconds: int) -> float:
     return min(PACE_LEAD, idle_timeout_seconds / 3)
 
 
+@dataclass(eq=False, repr=False, kw_only=True)
 class Liveness:
     """Keeps the current avatar and the spares alive; notices when the current one dies.
 
-    Args:
+    Attributes:
         output: The agent's audio sink.
         fallback: The agent's own track, if the conversation may fall back to it.
         stall: Tells a LiveKit stall from a dead avatar.
@@ -79,62 +81,51 @@ class Liveness:
         spawn: Runs a background task the lifetime owns.
     """
 
-    def __init__(
-        self,
-        *,
-        output: AvatarAudioOutput,
-        fallback: RoomAudio | None,
-        stall: StallCheck,
-        current: Callable[[], Hosted],
-        spares: Callable[[], list[Hosted]],
-        away_from_avatar: Callable[[], Awaitable[None]],
-        spawn: Callable[[Coroutine[object, object, None], str], None],
-    ) -> None:
-        self._output = output
-        self._fallback = fallback
-        self._stall = stall
-        self._current = current
-        self._spares = spares
-        self._away_from_avatar = away_from_avatar
-        self._spawn = spawn
-        # When each spare last got a keep-alive (it may wait long for a boundary).
-        self._spare_kept: dict[str, float] = {}
+    output: AvatarAudioOutput
+    fallback: RoomAudio | None
+    stall: StallCheck
+    current: Callable[[], Hosted]
+    spares: Callable[[], list[Hosted]]
+    away_from_avatar: Callable[[], Awaitable[None]]
+    spawn: Callable[[Coroutine[object, object, None], str], None]
+    # When each spare last got a keep-alive (it may wait long for a boundary).
+    _spare_kept: dict[str, float] = field(default_factory=dict, init=False)
 
     def promoted(self, hosted: Hosted) -> None:
         """`hosted` speaks for the agent now: paced for its idle timeout, no spare any more."""
         self._spare_kept.pop(hosted.session_id, None)
-        self._output.pace(pace_lead(hosted.idle_timeout_seconds))
+        self.output.pace(pace_lead(hosted.idle_timeout_seconds))
 
     # -- what the output reports ---------------------------------------------
 
     def on_unanswered(self, route: object, what: str) -> None:
         """The current avatar left `what` unanswered: confirm before declaring it lost."""
-        hosted = self._current()
+        hosted = self.current()
         if route is not hosted.route or hosted.watch.lost.done():
             return
-        self._spawn(self._confirm_unanswered(hosted, what), "protoface-confirm")
+        self.spawn(self._confirm_unanswered(hosted, what), "protoface-confirm")
 
     def on_suspect(self) -> None:
         """An answer is late: publish the agent's own track now, just in case."""
-        if self._fallback is not None:
-            self._spawn(self._ready_fallback(), "protoface-fallback-ready")
+        if self.fallback is not None:
+            self.spawn(self._ready_fallback(), "protoface-fallback-ready")
 
     def on_not_ready(self) -> None:
         """An utterance waited long enough for a face: the room hears it now."""
-        if self._fallback is not None:
-            self._spawn(self._speak_until_ready(self._current()), "protoface-speak-until-ready")
+        if self.fallback is not None:
+            self.spawn(self._speak_until_ready(self.current()), "protoface-speak-until-ready")
 
     async def _ready_fallback(self) -> None:
-        assert self._fallback is not None
-        await self._fallback.output()
+        assert self.fallback is not None
+        await self.fallback.output()
 
     async def _speak_until_ready(self, hosted: Hosted) -> None:
         """The agent's own track speaks until `hosted`'s avatar is ready (it then takes over)."""
-        assert self._fallback is not None
-        room = await self._fallback.output()
-        waiting = self._output.route is hosted.route and not hosted.watch.joined.is_set()
+        assert self.fallback is not None
+        room = await self.fallback.output()
+        waiting = self.output.route is hosted.route and not hosted.watch.joined.is_set()
         if room is not None and waiting:
-            self._output.switch(room, at_boundary=False, avatar=False, ready=True)
+            self.output.switch(room, at_boundary=False, avatar=False, ready=True)
 
     async def _confirm_unanswered(self, hosted: Hosted, what: str) -> None:
         """Declare `hosted` lost, unless it is late, not dead.
@@ -144,8 +135,8 @@ class Liveness:
         stall is over, its media flowing again clears it.
         """
         exclude = {hosted.identity}
-        others = await self._stall.others_received(exclude)
-        probe = self._stall.probe()
+        others = await self.stall.others_received(exclude)
+        probe = self.stall.probe()
         try:
             flows = await _media_flows(hosted, CONFIRM_WINDOW)
         except BaseException:
@@ -156,22 +147,22 @@ class Liveness:
             return
         if flows:
             probe.cancel()
-        elif await self._stall.stalled(others, exclude, probe):
+        elif await self.stall.stalled(others, exclude, probe):
             logger.info("LiveKit stalls for everyone (%s went unanswered); waiting it out", what)
-            flows = await self._stall.wait_over() and await _media_flows(hosted, RECHECK_WINDOW)
+            flows = await self.stall.wait_over() and await _media_flows(hosted, RECHECK_WINDOW)
             if self._gone(hosted):
                 return
         if flows:
             logger.info("the protoface avatar is late (%s) but its media still arrive", what)
-            self._output.forgive(hosted.route)
+            self.output.forgive(hosted.route)
             return
         # The room hears the agent now (what the avatar never played is
         # replayed there); the loss and its cause follow from the watch.
         hosted.watch.declare_unresponsive(what)
-        await self._away_from_avatar()
+        await self.away_from_avatar()
 
     def _gone(self, hosted: Hosted) -> bool:
-        return self._current() is not hosted or hosted.watch.lost.done()
+        return self.current() is not hosted or hosted.watch.lost.done()
 
     # -- loops -------------------------------------------------------------------
 
@@ -188,8 +179,8 @@ class Liveness:
         loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(MEDIA_CHECK_INTERVAL)
-            hosted = self._current()
-            if not self._output.avatar_playing or self._output.route is not hosted.route:
+            hosted = self.current()
+            if not self.output.avatar_playing or self.output.route is not hosted.route:
                 seen = None
                 continue
             received = await hosted.watch.media_received()
@@ -200,7 +191,7 @@ class Liveness:
                 seen, since = (hosted, received), loop.time()
                 continue
             if loop.time() - since >= MEDIA_STALL:
-                self._output.report_unanswered(
+                self.output.report_unanswered(
                     hosted.route,
                     f"nothing received from the avatar for {MEDIA_STALL:g} s while it spoke",
                     since=since,
@@ -214,21 +205,21 @@ class Liveness:
         receiving; a spare waiting for a boundary gets keep-alives of its own.
         """
         while True:
-            interval = keepalive_interval(self._current().idle_timeout_seconds)
-            wait = min(interval - self._output.idle_for(), await self._keep_spares())
+            interval = keepalive_interval(self.current().idle_timeout_seconds)
+            wait = min(interval - self.output.idle_for(), await self._keep_spares())
             if wait > 0:
                 await asyncio.sleep(min(wait, 1.0))
-            elif not await self._output.keep_alive():
+            elif not await self.output.keep_alive():
                 await asyncio.sleep(min(interval, 1.0))
 
     async def _keep_spares(self) -> float:
         """Send a keep-alive to each spare that is due one; seconds until the next is due."""
         now = asyncio.get_running_loop().time()
         next_due = _MAX_KEEPALIVE_INTERVAL
-        for spare in list(self._spares()):
+        for spare in list(self.spares()):
             interval = keepalive_interval(spare.idle_timeout_seconds)
             last = self._spare_kept.setdefault(spare.session_id, now)
-            if now - last >= interval and await self._output.keep_spare_alive(spare.route):
+            if now - last >= interval and await self.output.keep_spare_alive(spare.route):
                 last = self._spare_kept[spare.session_id] = now
             next_due = min(next_due, last + interval - now)
         return max(next_due, _MIN_KEEPALIVE_INTERVAL)

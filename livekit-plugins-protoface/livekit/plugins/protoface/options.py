@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -17,6 +16,7 @@ from livekit.agents import NotGivenOr, utils
 
 from .errors import ProtofaceValueError
 from .recovery import RecoveryPolicy
+from .seconds import is_seconds
 from .types import MetadataValue, SessionOptions
 from .validation import check_nonblank
 
@@ -98,12 +98,7 @@ def check_wait_for_avatar(value: object) -> float | None:
     """`wait_for_avatar` checked: seconds as a float, or None (always wait)."""
     if value is None:
         return None
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, float))
-        or not math.isfinite(value)
-        or not 0 <= value <= MAX_WAIT_FOR_AVATAR
-    ):
+    if not is_seconds(value) or not 0 <= value <= MAX_WAIT_FOR_AVATAR:
         raise ProtofaceValueError(
             f"wait_for_avatar must be a number of seconds from 0 to {MAX_WAIT_FOR_AVATAR:g}, "
             f"or None to always wait for the avatar; got {value!r}",
@@ -124,12 +119,7 @@ def check_options(
             f"{worker_token_ttl!r}; e.g. datetime.timedelta(minutes=10)",
             param="worker_token_ttl",
         )
-    if (
-        isinstance(poll_interval, bool)
-        or not isinstance(poll_interval, (int, float))
-        or not math.isfinite(poll_interval)
-        or poll_interval <= 0
-    ):
+    if not is_seconds(poll_interval) or poll_interval <= 0:
         raise ProtofaceValueError(
             f"poll_interval must be a number of seconds above 0, got {poll_interval!r}",
             param="poll_interval",

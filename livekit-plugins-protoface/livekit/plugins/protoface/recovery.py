@@ -9,7 +9,6 @@ runs out (the successor of a handover).
 from __future__ import annotations
 
 import asyncio
-import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
@@ -17,6 +16,7 @@ from typing import TypeVar
 from .errors import ProtofaceAPIError, ProtofaceValueError
 from .log import logger
 from .retry import should_retry
+from .seconds import is_seconds
 
 __all__ = [
     "RECOVERABLE_REASONS",
@@ -101,12 +101,7 @@ class RecoveryPolicy:
             value = getattr(self, name)
             if value is None and name == "handover_lead":
                 continue
-            if (
-                isinstance(value, bool)
-                or not isinstance(value, (int, float))
-                or not math.isfinite(value)
-                or value <= 0
-            ):
+            if not is_seconds(value) or value <= 0:
                 raise ProtofaceValueError(
                     f"RecoveryPolicy.{name} must be a number of seconds above 0, got {value!r}",
                     param=name,

@@ -36,7 +36,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
 
 from livekit.agents.telemetry import tracer
 from opentelemetry import metrics, trace
@@ -69,36 +68,33 @@ _ATTR_OUTCOME = "protoface.outcome"
 # Created once: with no meter provider set these are OpenTelemetry's proxies,
 # which start recording if and when the agent sets one.
 _meter = metrics.get_meter(METER_NAME, __version__)
-_join_latency = _meter.create_histogram(
-    "protoface.avatar.join_latency", unit="s", description="start() until the avatar's video"
+
+
+def _seconds_histogram(name: str, description: str) -> metrics.Histogram:
+    return _meter.create_histogram(f"protoface.avatar.{name}", unit="s", description=description)
+
+
+def _counter(name: str, description: str, unit: str = "") -> metrics.Counter:
+    return _meter.create_counter(f"protoface.avatar.{name}", unit=unit, description=description)
+
+
+_join_latency = _seconds_histogram("join_latency", "start() until the avatar's video")
+_first_frame_latency = _seconds_histogram(
+    "first_frame_latency",
+    "A session's creation until its first published frame (Protoface's clock)",
 )
-_first_frame_latency = _meter.create_histogram(
-    "protoface.avatar.first_frame_latency",
-    unit="s",
-    description="A session's creation until its first published frame (Protoface's clock)",
+_playback_latency = _seconds_histogram(
+    "playback_latency", "First audio forwarded to the avatar until it started playing"
 )
-_playback_latency = _meter.create_histogram(
-    "protoface.avatar.playback_latency",
-    unit="s",
-    description="First audio forwarded to the avatar until it started playing",
+_time_without_avatar = _counter(
+    "time_without_avatar", "Conversation time with no avatar after a loss", unit="s"
 )
-_time_without_avatar = _meter.create_counter(
-    "protoface.avatar.time_without_avatar",
-    unit="s",
-    description="Conversation time with no avatar after a loss",
+_speech_without_avatar = _counter(
+    "speech_without_avatar", "Seconds the agent spoke while no avatar was there", unit="s"
 )
-_speech_without_avatar = _meter.create_counter(
-    "protoface.avatar.speech_without_avatar",
-    unit="s",
-    description="Seconds the agent spoke while no avatar was there",
-)
-_billable_seconds = _meter.create_counter(
-    "protoface.avatar.billable_seconds", unit="s", description="Seconds Protoface bills"
-)
-_sessions = _meter.create_counter(
-    "protoface.avatar.sessions", description="Hosted sessions, by final status"
-)
-_losses = _meter.create_counter("protoface.avatar.losses", description="Avatars lost, by reason")
+_billable_seconds = _counter("billable_seconds", "Seconds Protoface bills", unit="s")
+_sessions = _counter("sessions", "Hosted sessions, by final status")
+_losses = _counter("losses", "Avatars lost, by reason")
 
 
 @dataclass(frozen=True)
@@ -122,27 +118,6 @@ class SessionOutcome:
     billable_seconds: float = 0.0
     first_frame_latency: float | None = None
     failure_code: str | None = None
-
-
-class _UsageFigures(Protocol):
-    """What `ended` reads of `usage.AvatarUsage` (structural: no import cycle)."""
-
-    @property
-    def sessions_started(self) -> int: ...
-    @property
-    def billable_seconds(self) -> float: ...
-    @property
-    def billable_seconds_final(self) -> bool: ...
-    @property
-    def losses_total(self) -> int: ...
-    @property
-    def replacements(self) -> int: ...
-    @property
-    def handovers(self) -> int: ...
-    @property
-    def switches(self) -> int: ...
-    @property
-    def speech_seconds_without_avatar(self) -> float: ...
 
 
 class AvatarTelemetry:
@@ -269,8 +244,16 @@ class AvatarTelemetry:
         """One utterance's wait for the avatar to start playing."""
         _playback_latency.record(seconds, self._metric_attrs())
 
-    def ended(self, usage: _UsageFigures, outcomes: Sequence[SessionOutcome]) -> None:
-        """The conversation ended: per-session outcomes, then the conversation span."""
+    def ended(
+        self, figures: Mapping[str, _AttributeValue], outcomes: Sequence[SessionOutcome]
+    ) -> None:
+        """The conversation ended: per-session outcomes, then the conversation span.
+
+        Args:
+            figures: The usage figures by name; the conversation span ends with
+                each as `protoface.<name>`.
+            outcomes: How each hosted session ended.
+        """
         if self._done:
             return
         self._done = True
@@ -296,18 +279,7 @@ class AvatarTelemetry:
             self._recovery.end()
             self._recovery = None
         self.switch_failed("closed during the switch")
-        self._root.set_attributes(
-            {
-                "protoface.sessions_started": usage.sessions_started,
-                "protoface.billable_seconds": usage.billable_seconds,
-                "protoface.billable_seconds_final": usage.billable_seconds_final,
-                "protoface.losses": usage.losses_total,
-                "protoface.replacements": usage.replacements,
-                "protoface.handovers": usage.handovers,
-                "protoface.switches": usage.switches,
-                "protoface.speech_seconds_without_avatar": usage.speech_seconds_without_avatar,
-            }
-        )
+        self._root.set_attributes({f"protoface.{name}": v for name, v in figures.items()})
         self._root.end()
 
     def _recovered(self, session_id: str) -> None:

@@ -9,6 +9,7 @@ replacement joins an hour into the call.
 from __future__ import annotations
 
 import datetime
+from dataclasses import dataclass, field
 
 from livekit import api, rtc
 from livekit.agents import NotGivenOr, get_job_context
@@ -26,33 +27,25 @@ from .validation import (
 __all__ = ["WorkerTokens", "worker_tokens_for"]
 
 
+@dataclass(frozen=True, eq=False, kw_only=True)
 class WorkerTokens:
-    """Mints least-privilege tokens for avatar workers joining one room."""
+    """Mints least-privilege tokens for avatar workers joining one room.
 
-    def __init__(
-        self,
-        *,
-        api_key: str,
-        api_secret: str,
-        room_name: str,
-        agent_identity: str,
-        ttl: datetime.timedelta,
-    ) -> None:
-        self._api_key = api_key
-        self._api_secret = api_secret
-        self.room_name = room_name
-        self.agent_identity = agent_identity
-        self._ttl = ttl
+    Its repr names the room and the agent only: never the key pair.
+    """
 
-    def __repr__(self) -> str:
-        return f"WorkerTokens(room_name={self.room_name!r}, agent_identity={self.agent_identity!r})"
+    api_key: str = field(repr=False)
+    api_secret: str = field(repr=False)
+    room_name: str
+    agent_identity: str
+    ttl: datetime.timedelta = field(repr=False)
 
     async def participants(self, livekit_url: str) -> list[api.ParticipantInfo]:
         """Who is in the room now, asked of LiveKit's API (the agent may not be connected yet).
 
         Signed with this key pair as a room admin of this one room, for this call only.
         """
-        async with api.LiveKitAPI(livekit_url, self._api_key, self._api_secret) as lk:
+        async with api.LiveKitAPI(livekit_url, self.api_key, self.api_secret) as lk:
             answer = await lk.room.list_participants(
                 api.ListParticipantsRequest(room=self.room_name)
             )
@@ -70,13 +63,13 @@ class WorkerTokens:
             can_publish_data=True,
         )
         return (
-            api.AccessToken(api_key=self._api_key, api_secret=self._api_secret)
+            api.AccessToken(api_key=self.api_key, api_secret=self.api_secret)
             .with_kind("agent")
             .with_identity(identity)
             .with_name(name)
             .with_grants(grants)
             .with_attributes({ATTRIBUTE_PUBLISH_ON_BEHALF: self.agent_identity})
-            .with_ttl(self._ttl)
+            .with_ttl(self.ttl)
             .to_jwt()
         )
 

@@ -21,7 +21,6 @@ usage is its own value (`AvatarSession.usage`, the `"avatar_usage"` event).
 from __future__ import annotations
 
 import asyncio
-import math
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -34,6 +33,7 @@ from .api import ProtofaceAPI
 from .errors import ProtofaceAPIError
 from .events import AvatarHandoverEvent, AvatarLostEvent, AvatarRestoredEvent, AvatarSwitchedEvent
 from .log import logger
+from .seconds import is_seconds
 from .telemetry import AvatarTelemetry, SessionOutcome
 from .types import TERMINAL_SESSION_STATUSES, SessionResource
 
@@ -233,7 +233,7 @@ class UsageRecorder:
         )
         outcomes = [_outcome(i, r) for i, r in zip(ids, reads, strict=True)]
         usage = self.usage()
-        self._telemetry.ended(usage, outcomes)
+        self._telemetry.ended(_figures(usage), outcomes)
         return usage
 
     async def _read_after_end(
@@ -274,10 +274,24 @@ class UsageRecorder:
         self._since = now
 
 
+def _figures(usage: AvatarUsage) -> dict[str, int | float | bool]:
+    """The figures the conversation's span ends with (no ids)."""
+    return {
+        "sessions_started": usage.sessions_started,
+        "billable_seconds": usage.billable_seconds,
+        "billable_seconds_final": usage.billable_seconds_final,
+        "losses": usage.losses_total,
+        "replacements": usage.replacements,
+        "handovers": usage.handovers,
+        "switches": usage.switches,
+        "speech_seconds_without_avatar": usage.speech_seconds_without_avatar,
+    }
+
+
 def _billable(session: SessionResource) -> float:
     usage = session.get("usage")
     value = usage.get("billable_seconds") if isinstance(usage, dict) else None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    if not is_seconds(value):
         return 0.0
     return max(0.0, float(value))
 
