@@ -10,10 +10,16 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from dataclasses import dataclass, field, fields
+from typing import Any, Protocol, runtime_checkable
 
-from protoface_emulator.contract import DEFAULT_AUDIO_SOURCE, DEFAULT_QUALITY, STOCK_AVATAR_ID
+from protoface_emulator.contract import (
+    DEFAULT_AUDIO_SOURCE,
+    DEFAULT_QUALITY,
+    STOCK_AVATAR_ID,
+    TRANSPORT_TYPE_LIVEKIT,
+    AudioSource,
+)
 from protoface_emulator.contract import END_REASON_METADATA_KEY as END_REASON_METADATA_KEY
 
 # Failure codes a worker reports through `WorkerEvents.on_failed`; they become the
@@ -30,6 +36,44 @@ END_REASON_REQUESTED = "end_requested"
 END_REASON_MAX_DURATION = "max_duration_reached"
 END_REASON_IDLE_TIMEOUT = "idle_timeout"
 END_REASON_SHUTDOWN = "emulator_shutdown"  # the emulator stopped (SIGINT/SIGTERM, Emulator exit)
+
+
+@dataclass(frozen=True)
+class LiveKitTransport:
+    """A session's LiveKit transport, under the names `POST /v1/sessions` gives it.
+
+    Defined here once and carried as it is: `api/requests.py` parses it from the
+    request, the session record keeps it (and shows it without the token, `view()`),
+    and `WorkerSpec.for_session` hands every field to the worker. A new transport
+    field is one line here plus its parse.
+    """
+
+    url: str
+    room_name: str
+    # Write-only: goes to the worker and nowhere else; kept out of repr() so it
+    # cannot reach a log line by accident, and out of `view()`.
+    worker_token: str = field(repr=False)
+    worker_identity: str
+    audio_source: AudioSource
+    subscribe_to_identity: str | None
+    synthetic_audio_if_no_input: bool
+
+    @classmethod
+    def field_names(cls) -> tuple[str, ...]:
+        """The fields, as the request names them (without `type`)."""
+        return tuple(f.name for f in fields(cls))
+
+    def view(self) -> dict[str, str | bool | None]:
+        """`Session.transport`: the type and every field but the worker token."""
+        shown: dict[str, str | bool | None] = {"type": TRANSPORT_TYPE_LIVEKIT}
+        shown.update(
+            (name, getattr(self, name)) for name in self.field_names() if name != "worker_token"
+        )
+        return shown
+
+
+# The transport fields a `WorkerSpec` knows by shorter names; the rest keep theirs.
+_SPEC_NAMES = {"worker_identity": "identity", "worker_token": "token"}
 
 
 @dataclass(frozen=True)
@@ -56,6 +100,29 @@ class WorkerSpec:
     ack_delay: float = 0.0
     # Write-only secret: never logged, never part of repr().
     token: str = field(default="", repr=False)
+
+    @classmethod
+    def for_session(
+        cls,
+        session_id: str,
+        transport: LiveKitTransport,
+        *,
+        quality: str,
+        avatar_id: str,
+        avatar_image: str | None,
+    ) -> WorkerSpec:
+        """The spec of one session: its transport carried over field by field, as it is."""
+        carried: dict[str, Any] = {
+            _SPEC_NAMES.get(name, name): getattr(transport, name)
+            for name in transport.field_names()
+        }
+        return cls(
+            session_id=session_id,
+            quality=quality,
+            avatar_id=avatar_id,
+            avatar_image=avatar_image,
+            **carried,
+        )
 
 
 class WorkerEvents(Protocol):

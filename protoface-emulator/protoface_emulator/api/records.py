@@ -15,7 +15,6 @@ from protoface_emulator.api.views import (
     AvatarView,
     FailureView,
     SessionView,
-    TransportView,
     ceil_seconds,
     format_time,
 )
@@ -25,9 +24,7 @@ from protoface_emulator.contract import (
     Quality,
     SessionStatus,
 )
-from protoface_emulator.lifecycle import (
-    WorkerHandle,
-)
+from protoface_emulator.lifecycle import LiveKitTransport, WorkerHandle
 
 __all__ = ["AvatarRecord", "SessionRecord", "stock_avatars", "utc_now"]
 
@@ -111,7 +108,7 @@ class SessionRecord:
     idle_timeout_seconds: int
     max_duration_seconds: int
     metadata: dict[str, MetadataValue]
-    transport: TransportView
+    transport: LiveKitTransport
     created_at: datetime
     status: SessionStatus = "queued"
     started_at: datetime | None = None
@@ -167,7 +164,7 @@ class SessionRecord:
             "max_duration_seconds": self.max_duration_seconds,
             "metadata": dict(self.metadata),
             "quality": self.quality,
-            "transport": self.transport.copy(),
+            "transport": self.transport.view(),
             "usage": {
                 "billable_seconds": ceil_seconds(self.running_seconds()),
                 "frames": self.frames,

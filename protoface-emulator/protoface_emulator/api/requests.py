@@ -57,21 +57,7 @@ from protoface_emulator.contract import (
     AudioSource,
     Quality,
 )
-
-
-@dataclass(frozen=True)
-class LiveKitTransport:
-    """A validated LiveKit transport from a create request."""
-
-    url: str
-    room_name: str
-    worker_identity: str
-    audio_source: AudioSource
-    subscribe_to_identity: str | None
-    synthetic_audio_if_no_input: bool
-    # Write-only: goes to the worker and nowhere else; kept out of repr() so it
-    # cannot reach a log line by accident.
-    worker_token: str = field(repr=False)
+from protoface_emulator.lifecycle import LiveKitTransport
 
 
 @dataclass(frozen=True)
@@ -98,16 +84,7 @@ _SESSION_FIELDS = (
     "idle_timeout_seconds",
     "metadata",
 )
-_LIVEKIT_FIELDS = (
-    "type",
-    "url",
-    "room_name",
-    "worker_token",
-    "worker_identity",
-    "audio_source",
-    "subscribe_to_identity",
-    "synthetic_audio_if_no_input",
-)
+_LIVEKIT_FIELDS = ("type", *LiveKitTransport.field_names())
 
 
 def _has_control_character(text: str) -> bool:

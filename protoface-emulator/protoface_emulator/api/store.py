@@ -52,11 +52,7 @@ from protoface_emulator.api.views import (
     UsageSummaryView,
     format_time,
 )
-from protoface_emulator.contract import (
-    END_REASON_METADATA_KEY,
-    LIVE_STATUSES,
-    TRANSPORT_TYPE_LIVEKIT,
-)
+from protoface_emulator.contract import END_REASON_METADATA_KEY, LIVE_STATUSES
 from protoface_emulator.lifecycle import (
     END_REASON_IDLE_TIMEOUT,
     END_REASON_MAX_DURATION,
@@ -218,15 +214,7 @@ class Store:
             idle_timeout_seconds=request.idle_timeout_seconds,
             max_duration_seconds=limit if requested is None else min(requested, limit),
             metadata=dict(request.metadata),
-            transport={
-                "type": TRANSPORT_TYPE_LIVEKIT,
-                "url": transport.url,
-                "room_name": transport.room_name,
-                "worker_identity": transport.worker_identity,
-                "audio_source": transport.audio_source,
-                "subscribe_to_identity": transport.subscribe_to_identity,
-                "synthetic_audio_if_no_input": transport.synthetic_audio_if_no_input,
-            },
+            transport=transport,
             created_at=utc_now(),
         )
         self._sessions[record.id] = record
@@ -280,17 +268,10 @@ class Store:
     def _worker_spec(
         self, record: SessionRecord, request: SessionCreate, avatar: AvatarRecord
     ) -> WorkerSpec:
-        transport = request.transport
-        return WorkerSpec(
-            session_id=record.id,
-            url=transport.url,
-            room_name=transport.room_name,
-            identity=transport.worker_identity,
-            audio_source=transport.audio_source,
+        return WorkerSpec.for_session(
+            record.id,
+            request.transport,
             quality=request.quality,
-            subscribe_to_identity=transport.subscribe_to_identity,
-            synthetic_audio_if_no_input=transport.synthetic_audio_if_no_input,
-            token=transport.worker_token,
             avatar_id=avatar.id,
             avatar_image=None
             if avatar.image is None

@@ -8,7 +8,6 @@ from typing import Literal, TypedDict
 
 from protoface_emulator.api.decoding import MetadataValue
 from protoface_emulator.contract import (
-    AudioSource,
     AvatarStatus,
     Quality,
     SessionStatus,
@@ -25,16 +24,8 @@ def ceil_seconds(seconds: float) -> int:
     return max(0, math.ceil(seconds - 1e-9))
 
 
-class TransportView(TypedDict):
-    """`Session.transport`; never carries the worker token."""
-
-    type: Literal["livekit"]
-    url: str
-    room_name: str
-    worker_identity: str
-    audio_source: AudioSource
-    subscribe_to_identity: str | None
-    synthetic_audio_if_no_input: bool
+TransportView = dict[str, str | bool | None]
+"""`Session.transport`: `type`, then the fields of `lifecycle.LiveKitTransport` but the token."""
 
 
 class FailureView(TypedDict):
