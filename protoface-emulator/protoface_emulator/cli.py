@@ -58,9 +58,9 @@ import math
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import cast
+from typing import TypeVar, cast
 
 from protoface_emulator.api.limits import DEFAULT_JOIN_TIMEOUT_SECONDS, DEFAULT_MAX_CONCURRENCY
 from protoface_emulator.hosting.agent_worker import DEFAULT_CAPACITY
@@ -75,47 +75,52 @@ API_KEY_ENV = "PROTOFACE_API_KEY"
 
 logger = logging.getLogger("protoface_emulator.cli")
 
-
-def _port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"a port is 0..65535 (0 picks a free one); got {value}")
-    return value
+N = TypeVar("N", int, float)
 
 
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"must be a positive number of seconds; got {text!r}")
-    return value
+def _checked(
+    read: Callable[[str], N], noun: str, accept: Callable[[N], bool], rule: str
+) -> Callable[[str], N]:
+    """An argparse `type`: the text read as a number (`not {noun}` if it is none), then
+    checked by `accept`; `rule` is the message when it fails, formatted with the
+    number as `value` and what was typed as `text`."""
+
+    def parse(text: str) -> N:
+        try:
+            value = read(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not {noun}: {text!r}") from None
+        if not accept(value):
+            raise argparse.ArgumentTypeError(rule.format(value=value, text=text))
+        return value
+
+    return parse
 
 
-def _processes(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of processes: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(
-            f"must be 0 (render in the API's process) or more worker processes; got {value}"
-        )
-    return value
-
-
-def _capacity(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of avatars: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"a worker host runs at least 1 avatar; got {value}")
-    return value
+_port = _checked(
+    int,
+    "a port number",
+    lambda value: 0 <= value <= 65535,
+    "a port is 0..65535 (0 picks a free one); got {value}",
+)
+_seconds = _checked(
+    float,
+    "a number of seconds",
+    lambda value: math.isfinite(value) and value > 0,
+    "must be a positive number of seconds; got {text!r}",
+)
+_processes = _checked(
+    int,
+    "a number of processes",
+    lambda value: value >= 0,
+    "must be 0 (render in the API's process) or more worker processes; got {value}",
+)
+_capacity = _checked(
+    int,
+    "a number of avatars",
+    lambda value: value >= 1,
+    "a worker host runs at least 1 avatar; got {value}",
+)
 
 
 def _add_livekit_arguments(parser: argparse.ArgumentParser) -> None:

@@ -19,15 +19,6 @@ __all__ = ["DEFAULT_STYLE", "STOCK_STYLES", "Color", "FaceStyle", "style_for", "
 Color = tuple[int, int, int]
 """An RGB colour, 0..255 per channel."""
 
-_BG_TOP: Color = (48, 63, 92)
-_BG_BOTTOM: Color = (92, 112, 148)
-_HAIR: Color = (58, 38, 26)
-_SKIN: Color = (233, 184, 150)
-_SKIN_SHADE: Color = (206, 150, 118)
-_IRIS: Color = (70, 96, 60)
-_BROW: Color = (52, 34, 24)
-_LIPS: Color = (176, 72, 78)
-
 
 @dataclass(frozen=True)
 class FaceStyle:
@@ -56,16 +47,16 @@ class FaceStyle:
     """
 
     name: str
-    background_top: Color = _BG_TOP
-    background_bottom: Color = _BG_BOTTOM
+    background_top: Color = (48, 63, 92)
+    background_bottom: Color = (92, 112, 148)
     shirt: Color = (64, 92, 140)
-    skin: Color = _SKIN
-    skin_shade: Color = _SKIN_SHADE
-    hair: Color | None = _HAIR
+    skin: Color = (233, 184, 150)
+    skin_shade: Color = (206, 150, 118)
+    hair: Color | None = (58, 38, 26)
     fringe: bool = True
-    iris: Color = _IRIS
-    brow: Color = _BROW
-    lips: Color = _LIPS
+    iris: Color = (70, 96, 60)
+    brow: Color = (52, 34, 24)
+    lips: Color = (176, 72, 78)
     head_width: float = 0.30
     head_height: float = 0.37
     colour_bars: bool = False

@@ -21,17 +21,21 @@ from __future__ import annotations
 import argparse
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
-from dataclasses import dataclass
 from types import FrameType
 
 from protoface_emulator.local.livekit_binary import find_livekit_server, not_found_message
+from protoface_emulator.local.loopback import (
+    DEV_API_KEY,
+    DevServerPorts,
+    loopback_command,
+    loopback_config,
+)
 
 __all__ = [
     "DEFAULT_DEV_PORT",
@@ -43,11 +47,9 @@ __all__ = [
     "main",
 ]
 
-DEV_API_KEY = "devkey"
-"""The API key of a livekit-server started by `protoface-emulator livekit-server`."""
-
 DEV_API_SECRET = "protoface-dev-secret-local-livekit-only"
-"""Its secret: public, 39 bytes (HS256 wants 32 or more), for loopback development only."""
+"""The secret beside `DEV_API_KEY` of a server started by `protoface-emulator livekit-server`:
+public, 39 bytes (HS256 wants 32 or more), for loopback development only."""
 
 DEFAULT_DEV_PORT = 7880
 """livekit-server's own default port: `ws://127.0.0.1:7880`."""
@@ -55,52 +57,6 @@ DEFAULT_DEV_PORT = 7880
 READY_TIMEOUT_SECONDS = 30.0
 DRAIN_SECONDS = 2.0
 _PREFIX = "protoface-emulator livekit-server"
-
-
-@dataclass(frozen=True)
-class DevServerPorts:
-    """The ports a dev server listens on: HTTP/WebSocket, then WebRTC over TCP and UDP."""
-
-    http: int
-    rtc_tcp: int
-    rtc_udp: int
-
-    @classmethod
-    def from_port(cls, port: int) -> DevServerPorts:
-        """livekit-server's layout (7880, 7881, 7882) from `port`; 0 picks three free ones."""
-        if port == 0:
-            return cls(
-                _free(socket.SOCK_STREAM), _free(socket.SOCK_STREAM), _free(socket.SOCK_DGRAM)
-            )
-        return cls(port, port + 1, port + 2)
-
-    @property
-    def url(self) -> str:
-        """The WebSocket URL agents and frontends connect to."""
-        return f"ws://127.0.0.1:{self.http}"
-
-
-def _free(kind: int) -> int:
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def loopback_config(ports: DevServerPorts, log_level: str = "warn") -> str:
-    """A livekit-server config body that keeps every socket, WebRTC's too, on loopback."""
-    return (
-        f"port: {ports.http}\n"
-        f"logging:\n  level: {log_level}\n"
-        "rtc:\n"
-        f"  tcp_port: {ports.rtc_tcp}\n"
-        f"  udp_port: {ports.rtc_udp}\n"
-        "  use_external_ip: false\n"
-        "  enable_loopback_candidate: true\n"
-        "  interfaces:\n"
-        "    includes: [lo]\n"
-        "  ips:\n"
-        "    includes: [127.0.0.1/8]\n"
-    )
 
 
 def dev_exports(url: str) -> str:
@@ -187,8 +143,7 @@ def _wait_exit(process: subprocess.Popen[bytes], stopping: _Stopping) -> int:
 def _launch(binary: str, config: str, extra: list[str]) -> subprocess.Popen[bytes]:
     # The keys go in the environment, out of the process list.
     env = {**os.environ, "LIVEKIT_KEYS": f"{DEV_API_KEY}: {DEV_API_SECRET}"}
-    command = [binary, "--dev", "--bind", "127.0.0.1", "--node-ip", "127.0.0.1"]
-    command += ["--config-body", config, *extra]
+    command = [*loopback_command(binary, config), *extra]
     # Its logs go to stderr: stdout carries only the ready and export lines.
     return subprocess.Popen(command, env=env, stdout=sys.stderr, stdin=subprocess.DEVNULL)
 
@@ -224,7 +179,7 @@ def _wait_ready(process: subprocess.Popen[bytes], ports: DevServerPorts) -> bool
     deadline = time.monotonic() + READY_TIMEOUT_SECONDS
     while time.monotonic() < deadline and process.poll() is None:
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{ports.http}", timeout=1) as reply:
+            with urllib.request.urlopen(ports.http_url, timeout=1) as reply:
                 if reply.status == 200:
                     return True
         except (urllib.error.URLError, OSError):
@@ -241,6 +196,6 @@ def _start_failure(process: subprocess.Popen[bytes], ports: DevServerPorts, bina
             "stop that one or pass --port with another port"
         )
     return (
-        f"{_PREFIX}: {binary} did not answer on http://127.0.0.1:{ports.http} within "
+        f"{_PREFIX}: {binary} did not answer on {ports.http_url} within "
         f"{READY_TIMEOUT_SECONDS:.0f} s (its output is above)"
     )

@@ -14,7 +14,6 @@ import math
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -25,7 +24,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Final, Literal
+from typing import TYPE_CHECKING, Final, Literal, TypedDict
 
 from livekit import api as lkapi
 
@@ -34,6 +33,15 @@ from protoface_emulator.local.livekit_binary import (
     find_livekit_server,
     not_found_message,
 )
+from protoface_emulator.local.loopback import (
+    DEV_API_KEY,
+    DevServerPorts,
+    loopback_command,
+    loopback_config,
+)
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 __all__ = [
     "DEV_API_KEY",
@@ -48,14 +56,21 @@ __all__ = [
     "start_livekit_server",
 ]
 
-DEV_API_KEY = "devkey"
-
 MAX_STALL_SECONDS: Final = 5.0
 """The longest `LiveKitServer.stall`: a hiccup a call should ride through. Longer,
 participants' connections time out, which is a lost server, not a stalled one."""
 
 ParticipantKind = Literal["standard", "agent", "ingress", "egress", "sip"]
 """The participant kinds a LiveKit token can carry."""
+
+
+class Participant(TypedDict, total=False):
+    """What a token says of its participant besides identity and room (`mint_token`'s keywords)."""
+
+    kind: ParticipantKind
+    name: str | None
+    attributes: Mapping[str, str] | None
+    ttl: timedelta
 
 
 def mint_token(
@@ -116,12 +131,6 @@ class LiveKitServerMissing(RuntimeError):
 
 
 _START_ATTEMPTS = 4
-
-
-def _free_port(kind: int) -> int:
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -203,34 +212,20 @@ class LiveKitServer:
         identity: str,
         room: str,
         *,
-        kind: ParticipantKind = "standard",
-        name: str | None = None,
-        attributes: Mapping[str, str] | None = None,
-        ttl: timedelta = timedelta(hours=1),
         api_secret: str | None = None,
+        **participant: Unpack[Participant],
     ) -> str:
         """A token for a participant of `room` on this server (see `mint_token`).
 
         Args:
             identity: The participant's identity.
             room: The room the token admits to.
-            kind: The participant kind (`"agent"` for an agent's own participant).
-            name: The participant's display name.
-            attributes: Participant attributes carried by the token.
-            ttl: How long the token is valid.
             api_secret: Sign with this secret instead of the server's, for a
                 token the server refuses.
+            **participant: `kind`, `name`, `attributes` and `ttl`, as `mint_token` takes them.
         """
-        return mint_token(
-            self.api_key,
-            api_secret if api_secret is not None else self.api_secret,
-            identity,
-            room,
-            kind=kind,
-            name=name,
-            attributes=attributes,
-            ttl=ttl,
-        )
+        secret = api_secret if api_secret is not None else self.api_secret
+        return mint_token(self.api_key, secret, identity, room, **participant)
 
     def api(self) -> lkapi.LiveKitAPI:
         """A server API client for this server (`async with server.api() as lk:`)."""
@@ -314,22 +309,7 @@ def _wait_ready(server: LiveKitServer, ready_timeout: float) -> None:
 
 
 def _launch(binary: str) -> LiveKitServer:
-    http_port = _free_port(socket.SOCK_STREAM)
-    tcp_port = _free_port(socket.SOCK_STREAM)
-    udp_port = _free_port(socket.SOCK_DGRAM)
-    # Only the loopback interface: WebRTC traffic must never leave 127.0.0.0/8.
-    config = (
-        f"port: {http_port}\n"
-        "rtc:\n"
-        f"  tcp_port: {tcp_port}\n"
-        f"  udp_port: {udp_port}\n"
-        "  use_external_ip: false\n"
-        "  enable_loopback_candidate: true\n"
-        "  interfaces:\n"
-        "    includes: [lo]\n"
-        "  ips:\n"
-        "    includes: [127.0.0.1/8]\n"
-    )
+    ports = DevServerPorts.from_port(0)
     log_file = tempfile.NamedTemporaryFile(  # noqa: SIM115 - lives as long as the server
         prefix="livekit-server-", suffix=".log", delete=False
     )
@@ -338,16 +318,7 @@ def _launch(binary: str) -> LiveKitServer:
     api_secret = secrets.token_urlsafe(32)
     env = {**os.environ, "LIVEKIT_KEYS": f"{DEV_API_KEY}: {api_secret}"}
     process = subprocess.Popen(
-        [
-            binary,
-            "--dev",
-            "--bind",
-            "127.0.0.1",
-            "--node-ip",
-            "127.0.0.1",
-            "--config-body",
-            config,
-        ],
+        loopback_command(binary, loopback_config(ports, log_level=None)),
         stdout=log_file,
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
@@ -355,8 +326,8 @@ def _launch(binary: str) -> LiveKitServer:
     )
     log_file.close()
     return LiveKitServer(
-        url=f"ws://127.0.0.1:{http_port}",
-        http_url=f"http://127.0.0.1:{http_port}",
+        url=ports.url,
+        http_url=ports.http_url,
         api_key=DEV_API_KEY,
         api_secret=api_secret,
         process=process,

@@ -34,6 +34,7 @@ from livekit import rtc
 
 from protoface_emulator.avatar.face import STOCK_STYLES, FaceRenderer, FaceStyle, mouth_box
 
+from .samples import MIN_FACE_SIZE, rgba_frames
 from .waiting import eventually
 
 __all__ = ["MAX_FACE_DISTANCE", "FaceSeen", "FaceWatch", "face_distances", "which_face"]
@@ -44,9 +45,6 @@ MAX_FACE_DISTANCE = 24.0
 The stock faces are 40 and more apart from each other; video coding leaves a
 frame within a few levels of its own face.
 """
-
-# Below this size the drawn face has too few pixels to tell looks apart reliably.
-_MIN_SIZE = 32
 
 
 def face_distances(
@@ -66,7 +64,7 @@ def face_distances(
     if frame.ndim != 3 or frame.shape[2] not in (3, 4) or frame.dtype != np.uint8:
         raise ValueError(f"expected an (H, W, 3 or 4) uint8 frame, got {frame.shape} {frame.dtype}")
     height, width = frame.shape[:2]
-    if width < _MIN_SIZE or height < _MIN_SIZE:
+    if width < MIN_FACE_SIZE or height < MIN_FACE_SIZE:
         raise ValueError(f"a frame of {width}x{height} is too small to tell faces apart")
     looks = STOCK_STYLES if candidates is None else candidates
     mask = _still_mask(width, height)
@@ -235,21 +233,10 @@ class FaceWatch:
         task.add_done_callback(self._tasks.discard)
 
     async def _record(self, track: rtc.Track, identity: str) -> None:
-        stream = rtc.VideoStream(track, format=rtc.VideoBufferType.RGBA)
-        try:
-            async for event in stream:
-                now = time.monotonic()
-                frame = event.frame
-                if frame.width < _MIN_SIZE or frame.height < _MIN_SIZE:
-                    continue  # a placeholder layer while the track starts or stops
-                rgba = np.frombuffer(frame.data, dtype=np.uint8).reshape(
-                    frame.height, frame.width, 4
-                )
-                face = which_face(rgba, self.candidates)
-                openness = 0.0 if face is None else _mouth_openness(rgba, self.candidates[face])
-                self.seen.append(FaceSeen(now, identity, face, openness))
-        finally:
-            await stream.aclose()
+        async for received_at, rgba in rgba_frames(track):
+            face = which_face(rgba, self.candidates)
+            openness = 0.0 if face is None else _mouth_openness(rgba, self.candidates[face])
+            self.seen.append(FaceSeen(received_at, identity, face, openness))
 
 
 def _mouth_openness(frame: npt.NDArray[np.uint8], style: FaceStyle) -> float:

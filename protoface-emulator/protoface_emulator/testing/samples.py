@@ -32,6 +32,7 @@ __all__ = [
     "describe_video",
     "read_audio",
     "read_video",
+    "rgba_frames",
     "samples_since",
 ]
 
@@ -43,6 +44,8 @@ HEARD_LEVEL = 0.05
 # under it; the smallest opening the face draws is well over it.
 MOUTH_OPEN_THRESHOLD = 6.0
 MIN_FACE_SIZE = 32
+"""The smallest face frame (as `FaceRenderer` draws them): smaller frames are a
+placeholder layer, too few pixels to tell looks apart."""
 
 
 @dataclass(frozen=True)
@@ -163,17 +166,24 @@ async def read_video(
         track: A subscribed video track.
         identity: The participant that publishes it (kept in each sample).
     """
-    stream = rtc.VideoStream(track, format=rtc.VideoBufferType.RGBA)
     meter = MouthMeter()
+    async for received_at, rgba in rgba_frames(track):
+        motion, openness = meter.measure(rgba)
+        yield VideoSample(received_at, motion, openness, identity), rgba
+
+
+async def rgba_frames(track: rtc.Track) -> AsyncIterator[tuple[float, npt.NDArray[np.uint8]]]:
+    """Each full-size frame of a video track: when it arrived (`time.monotonic()`) and
+    its RGBA pixels, height x width x 4. Frames under `MIN_FACE_SIZE` are skipped."""
+    stream = rtc.VideoStream(track, format=rtc.VideoBufferType.RGBA)
     try:
         async for event in stream:
-            now = time.monotonic()
+            received_at = time.monotonic()
             frame = event.frame
             if frame.width < MIN_FACE_SIZE or frame.height < MIN_FACE_SIZE:
                 continue  # a placeholder layer while the track starts or stops
             rgba = np.frombuffer(frame.data, dtype=np.uint8).reshape(frame.height, frame.width, 4)
-            motion, openness = meter.measure(rgba)
-            yield VideoSample(now, motion, openness, identity), rgba
+            yield received_at, rgba
     finally:
         await stream.aclose()
 
