@@ -91,6 +91,14 @@ class ProtofaceAPI:
     random from a window (`retry.retry_window`), so a fleet meeting the same
     errors does not retry in step.
 
+    Errors: every method checks its arguments before anything is sent, and
+    raises `ProtofaceValueError` for one it refuses (an id that is blank or
+    holds characters such as `/`, `?` or spaces, say), with nothing sent;
+    `ProtofaceAPIError` when Protoface answers with a non-retryable error, or
+    with a 2xx whose body is not a JSON object; `APIConnectionError` when
+    retryable failures persist after all retries; and, from the `list_*`
+    iterators, `ProtofaceException` when a page is malformed.
+
     Args:
         api_key: Protoface API key. Defaults to the `PROTOFACE_API_KEY`
             environment variable.
@@ -202,12 +210,6 @@ class ProtofaceAPI:
 
         Returns:
             The decoded session object.
-
-        Raises:
-            ProtofaceValueError: If an argument is refused (nothing is sent).
-            ProtofaceAPIError: If Protoface answers with a non-retryable error,
-                or with a 2xx whose body is not a JSON object.
-            APIConnectionError: If retryable failures persist after all retries.
         """
         options = SessionOptions(
             avatar_id=avatar_id,
@@ -243,12 +245,6 @@ class ProtofaceAPI:
 
         Returns:
             The decoded session object.
-
-        Raises:
-            ProtofaceValueError: If the transport or key is refused (nothing is sent).
-            ProtofaceAPIError: If Protoface answers with a non-retryable error,
-                or with a 2xx whose body is not a JSON object.
-            APIConnectionError: If retryable failures persist after all retries.
         """
         checked = checked_transport(transport)
         if idempotency_key is None:
@@ -271,12 +267,6 @@ class ProtofaceAPI:
 
         Returns:
             The decoded session object.
-
-        Raises:
-            ProtofaceValueError: If `session_id` is not an id (blank, or with
-                characters such as `/`, `?` or spaces); nothing is sent.
-            ProtofaceAPIError: If Protoface answers with a non-retryable error.
-            APIConnectionError: If retryable failures persist after all retries.
         """
         check_id(session_id, "session_id")
         return await self._requester.request("POST", f"/v1/sessions/{session_id}/end")
@@ -295,11 +285,7 @@ class ProtofaceAPI:
             The decoded session object.
 
         Raises:
-            ProtofaceValueError: If `session_id` is not an id (blank, or with
-                characters such as `/`, `?` or spaces); nothing is sent.
-            ProtofaceAPIError: If Protoface answers with a non-retryable error
-                (`code` is `not_found` for an unknown id).
-            APIConnectionError: If retryable failures persist after all retries.
+            ProtofaceAPIError: With `code` `not_found` for an unknown id.
         """
         check_id(session_id, "session_id")
         payload = await self._requester.request(
@@ -335,12 +321,6 @@ class ProtofaceAPI:
 
         Yields:
             Decoded session objects.
-
-        Raises:
-            ProtofaceValueError: If an argument is refused (nothing is sent).
-            ProtofaceAPIError: If Protoface answers with a non-retryable error.
-            ProtofaceException: If a page is malformed.
-            APIConnectionError: If retryable failures persist after all retries.
         """
         params = session_query(
             status=status,
@@ -368,12 +348,6 @@ class ProtofaceAPI:
 
         Yields:
             Decoded avatar objects.
-
-        Raises:
-            ProtofaceValueError: If an argument is refused (nothing is sent).
-            ProtofaceAPIError: If Protoface answers with a non-retryable error.
-            ProtofaceException: If a page is malformed.
-            APIConnectionError: If retryable failures persist after all retries.
         """
         params = avatar_query(scope=scope, q=q, limit=limit)
         async for item in self._paginate("/v1/avatars", params):
@@ -387,12 +361,6 @@ class ProtofaceAPI:
 
         Returns:
             The decoded avatar object.
-
-        Raises:
-            ProtofaceValueError: If `avatar_id` is not an id (blank, or with
-                characters such as `/`, `?` or spaces); nothing is sent.
-            ProtofaceAPIError: If Protoface answers with a non-retryable error.
-            APIConnectionError: If retryable failures persist after all retries.
         """
         check_id(avatar_id, "avatar_id")
         payload = await self._requester.request("GET", f"/v1/avatars/{avatar_id}")
@@ -404,10 +372,6 @@ class ProtofaceAPI:
         Returns:
             `{status, components, updated_at}`; `status` is `operational`,
             `degraded` or `outage`.
-
-        Raises:
-            ProtofaceAPIError: If Protoface answers with a non-retryable error.
-            APIConnectionError: If retryable failures persist after all retries.
         """
         payload = await self._requester.request("GET", "/v1/status")
         return cast(PlatformStatus, payload)

@@ -7,6 +7,8 @@ errors. API failures are `livekit.agents.APIStatusError` subclasses so the
 
 from __future__ import annotations
 
+from typing import Any
+
 from livekit.agents import APIStatusError
 
 __all__ = [
@@ -131,32 +133,13 @@ class ProtofaceRetryAfterTooLongError(ProtofaceAPIError):
     Raised at once instead of sleeping. Raise `max_retry_after` on
     `ProtofaceAPI` to wait longer, or retry later yourself.
 
+    Takes the arguments of `ProtofaceAPIError` (all but `retryable`: it never
+    is), and the cap.
+
     Attributes:
         max_retry_after: The cap, in seconds, that the request exceeded.
     """
 
-    def __init__(
-        self,
-        message: str,
-        *,
-        status_code: int,
-        max_retry_after: float,
-        code: str | None = None,
-        type: str | None = None,
-        param: str | None = None,
-        request_id: str | None = None,
-        retry_after: float | None = None,
-        body: object | None = None,
-    ) -> None:
-        super().__init__(
-            message,
-            status_code=status_code,
-            code=code,
-            type=type,
-            param=param,
-            request_id=request_id,
-            retry_after=retry_after,
-            body=body,
-            retryable=False,
-        )
+    def __init__(self, message: str, *, max_retry_after: float, **fields: Any) -> None:
+        super().__init__(message, **fields, retryable=False)
         self.max_retry_after = max_retry_after
