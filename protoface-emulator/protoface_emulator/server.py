@@ -32,6 +32,7 @@ from protoface_emulator.api.limits import (
 )
 from protoface_emulator.api.request_log import RequestLog
 from protoface_emulator.api.store import Store
+from protoface_emulator.hosting.sites import start_site
 from protoface_emulator.lifecycle import ManagedWorkerFactory, WorkerFactory
 from protoface_emulator.timing import Delays, TimedWorkers, Timing, resolve_timing
 
@@ -250,16 +251,8 @@ class Emulator:
             max_field_size=_MAX_LINE,
         )
         runner = web.ServerRunner(server, shutdown_timeout=_SHUTDOWN_TIMEOUT_SECONDS)
-        await runner.setup()
-        site = web.TCPSite(runner, self._host, self._port)
-        try:
-            await site.start()
-        except BaseException:
-            await runner.cleanup()
-            raise
-        self._runner, self._site = runner, site
-        address = runner.addresses[0]
-        self._port = int(address[1])
+        self._site, self._port = await start_site(runner, self._host, self._port)
+        self._runner = runner
         logger.info("serving on %s", self.url)
 
     async def aclose(self) -> None:

@@ -327,12 +327,7 @@ class Api:
 
     async def list_avatars(self, call: Call) -> web.StreamResponse:
         """`GET /v1/avatars`: stock avatars, then uploads, newest first."""
-        query = parse_avatar_list_query(call.query)
-        return _json(
-            self._store.list_avatars(
-                limit=query.limit, starting_after=query.starting_after, scope=query.scope, q=query.q
-            )
-        )
+        return _json(self._store.list_avatars(parse_avatar_list_query(call.query)))
 
     async def get_avatar(self, call: Call, avatar_id: str) -> web.StreamResponse:
         """`GET /v1/avatars/{avatar_id}`."""

@@ -18,6 +18,7 @@ from protoface_emulator.api.errors import (
     shown,
 )
 from protoface_emulator.api.ids import new_id
+from protoface_emulator.api.queries import AvatarListQuery
 from protoface_emulator.api.records import AvatarRecord, stock_avatars, utc_now
 from protoface_emulator.api.views import AvatarListView
 from protoface_emulator.contract import STOCK_AVATAR_ID
@@ -49,45 +50,37 @@ class AvatarCatalog:
             )
         return avatar
 
-    def listing(
-        self,
-        *,
-        limit: int,
-        starting_after: str | None = None,
-        scope: str | None = None,
-        q: str | None = None,
-    ) -> AvatarListView:
-        """Stock avatars first, then uploads newest first.
+    def listing(self, query: AvatarListQuery) -> AvatarListView:
+        """Stock avatars first, then uploads newest first, as `query` asks.
 
-        Args:
-            limit: page size.
-            starting_after: the `next_cursor` of the previous page.
-            scope: `stock`, `custom` or `all` (default).
-            q: case-insensitive substring of the name or id.
+        `query.scope` is `stock`, `custom` or `all` (default); `query.q` a
+        case-insensitive substring of the name or id; `query.starting_after` the
+        `next_cursor` of the previous page.
         """
         candidates: list[AvatarRecord] = []
-        if scope in (None, "all", "stock"):
+        if query.scope in (None, "all", "stock"):
             candidates.extend(self._stock.values())
-        if scope in (None, "all", "custom"):
+        if query.scope in (None, "all", "custom"):
             candidates.extend(reversed(self._custom.values()))
-        if q:
-            needle = q.lower()
+        if query.q:
+            needle = query.q.lower()
             candidates = [
                 a for a in candidates if needle in a.name.lower() or needle in a.id.lower()
             ]
         start = 0
-        if starting_after is not None:
+        cursor = query.starting_after
+        if cursor is not None:
             ids = [a.id for a in candidates]
-            if starting_after not in ids:
+            if cursor not in ids:
                 raise invalid(
                     CODE_INVALID_CURSOR,
-                    f"starting_after {shown(starting_after)} is not an avatar of this listing; "
+                    f"starting_after {shown(cursor)} is not an avatar of this listing; "
                     "pass the next_cursor of the previous page.",
                     "starting_after",
                 )
-            start = ids.index(starting_after) + 1
-        page = candidates[start : start + limit]
-        has_more = start + limit < len(candidates)
+            start = ids.index(cursor) + 1
+        page = candidates[start : start + query.limit]
+        has_more = start + query.limit < len(candidates)
         return {
             "object": "list",
             "data": [a.view() for a in page],

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterable, Mapping
-from typing import TypeAlias, cast
+from typing import TypeAlias, TypeVar, cast
 
 from protoface_emulator.api.errors import (
     CODE_DUPLICATE_FIELD,
@@ -197,18 +197,31 @@ def required_str(obj: JSONObject, key: str, prefix: str) -> str:
     return value
 
 
-def optional_str(obj: JSONObject, key: str, prefix: str) -> str | None:
-    """The non-blank string at `key`, None when absent or null."""
+_Scalar = TypeVar("_Scalar", str, int, bool)
+
+
+def _typed(
+    obj: JSONObject, key: str, prefix: str, kind: type[_Scalar], must_be: str
+) -> _Scalar | None:
+    """The value at `key` if it is a JSON `kind`, None when absent or null.
+
+    `must_be` is what the error says the field must be, up to its "not …",
+    e.g. "a string,".
+    """
     value = obj.get(key)
     if value is None:
         return None
-    if not isinstance(value, str):
-        raise invalid(
-            CODE_INVALID_TYPE,
-            f"{_path(prefix, key)} must be a string, not {json_type(value)}.",
-            _path(prefix, key),
-        )
-    if not value.strip():
+    # bool is a subclass of int in Python; JSON `true` is not a number.
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
+        name = _path(prefix, key)
+        raise invalid(CODE_INVALID_TYPE, f"{name} must be {must_be} not {json_type(value)}.", name)
+    return value
+
+
+def optional_str(obj: JSONObject, key: str, prefix: str) -> str | None:
+    """The non-blank string at `key`, None when absent or null."""
+    value = _typed(obj, key, prefix, str, "a string,")
+    if value is not None and not value.strip():
         raise invalid(
             CODE_INVALID_VALUE,
             f"{_path(prefix, key)} must not be empty.",
@@ -219,19 +232,10 @@ def optional_str(obj: JSONObject, key: str, prefix: str) -> str | None:
 
 def optional_int(obj: JSONObject, key: str, prefix: str, bounds: tuple[int, int]) -> int | None:
     """The JSON integer at `key` within `bounds` (inclusive), None when absent or null."""
-    value = obj.get(key)
-    if value is None:
-        return None
-    name = _path(prefix, key)
     low, high = bounds
-    # bool is a subclass of int in Python; JSON `true` is not a number.
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise invalid(
-            CODE_INVALID_TYPE,
-            f"{name} must be an integer between {low} and {high}, not {json_type(value)}.",
-            name,
-        )
-    if not low <= value <= high:
+    value = _typed(obj, key, prefix, int, f"an integer between {low} and {high},")
+    if value is not None and not low <= value <= high:
+        name = _path(prefix, key)
         raise invalid(
             CODE_OUT_OF_RANGE,
             f"{name} must be between {low} and {high}; got {value}.",
@@ -242,36 +246,16 @@ def optional_int(obj: JSONObject, key: str, prefix: str, bounds: tuple[int, int]
 
 def optional_bool(obj: JSONObject, key: str, prefix: str) -> bool | None:
     """The JSON boolean at `key`, None when absent or null."""
-    value = obj.get(key)
-    if value is None:
-        return None
-    if not isinstance(value, bool):
-        raise invalid(
-            CODE_INVALID_TYPE,
-            f"{_path(prefix, key)} must be true or false, not {json_type(value)}.",
-            _path(prefix, key),
-        )
-    return value
+    return _typed(obj, key, prefix, bool, "true or false,")
 
 
 def optional_choice(obj: JSONObject, key: str, prefix: str, choices: tuple[str, ...]) -> str | None:
     """The string at `key` if it is one of `choices`, None when absent or null."""
-    value = obj.get(key)
-    if value is None:
-        return None
-    name = _path(prefix, key)
-    if not isinstance(value, str):
-        raise invalid(
-            CODE_INVALID_TYPE,
-            f"{name} must be one of {', '.join(choices)}; not {json_type(value)}.",
-            name,
-        )
-    if value not in choices:
-        raise invalid(
-            CODE_INVALID_VALUE,
-            f"{name} must be one of {', '.join(choices)}; got {value!r}.",
-            name,
-        )
+    listed = ", ".join(choices)
+    value = _typed(obj, key, prefix, str, f"one of {listed};")
+    if value is not None and value not in choices:
+        name = _path(prefix, key)
+        raise invalid(CODE_INVALID_VALUE, f"{name} must be one of {listed}; got {value!r}.", name)
     return value
 
 

@@ -41,7 +41,7 @@ from protoface_emulator.api.idempotency import IdempotencyKeys
 from protoface_emulator.api.ids import new_id
 from protoface_emulator.api.limits import StoreConfig, plan_view
 from protoface_emulator.api.listing import session_page, usage_summary
-from protoface_emulator.api.queries import SessionFilter
+from protoface_emulator.api.queries import AvatarListQuery, SessionFilter
 from protoface_emulator.api.records import AvatarRecord, SessionRecord, utc_now
 from protoface_emulator.api.requests import SessionCreate
 from protoface_emulator.api.views import (
@@ -151,16 +151,9 @@ class Store:
         """One avatar. Raises `not_found` (`avatar_not_found`) if unknown."""
         return self._avatars.get(avatar_id)
 
-    def list_avatars(
-        self,
-        *,
-        limit: int,
-        starting_after: str | None = None,
-        scope: str | None = None,
-        q: str | None = None,
-    ) -> AvatarListView:
+    def list_avatars(self, query: AvatarListQuery) -> AvatarListView:
         """Stock avatars first, then uploads newest first (see `AvatarCatalog.listing`)."""
-        return self._avatars.listing(limit=limit, starting_after=starting_after, scope=scope, q=q)
+        return self._avatars.listing(query)
 
     def create_avatar(
         self, *, name: str, runtime_type: str, image: bytes | None = None

@@ -33,6 +33,7 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from protoface_emulator.hosting.protocol import apply_event, decode, job_metadata
+from protoface_emulator.hosting.sites import start_site
 from protoface_emulator.lifecycle import (
     FAILURE_JOIN_TIMEOUT,
     FAILURE_WORKER_CRASHED,
@@ -229,15 +230,8 @@ class AgentDispatch:
         app = web.Application()
         app.router.add_get("/jobs/{key}", self._job_socket)
         runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, self._host, self._port)
-        try:
-            await site.start()
-        except BaseException:
-            await runner.cleanup()
-            raise
+        _, self._port = await start_site(runner, self._host, self._port)
         self._runner = runner
-        self._port = int(runner.addresses[0][1])
         self._api = api.LiveKitAPI(self._livekit_url, self._api_key, self._api_secret)
         logger.info(
             "dispatching avatars as agent %r through %s; hosts report to %s",
