@@ -30,7 +30,7 @@ from urllib.parse import quote
 
 import aiohttp
 
-from protoface_emulator.hosting.dispatch import DEFAULT_AGENT_NAME, check_livekit
+from protoface_emulator.hosting.dispatch import DEFAULT_AGENT_NAME, LiveKitAgents
 from protoface_emulator.hosting.protocol import EventWriter, JobOrder, decode, read_job_metadata
 
 if TYPE_CHECKING:
@@ -89,18 +89,14 @@ class WorkerHost:
         name: str | None = None,
         options: WorkerOptions | None = None,
     ) -> None:
-        check_livekit(livekit_url, api_key, api_secret, needed_by="a worker host")
+        self._livekit = LiveKitAgents.checked(
+            livekit_url, api_key, api_secret, agent_name, needed_by="a worker host"
+        )
         if capacity < 1:
             raise ValueError(
                 f"a worker host runs at least 1 job at once; got capacity {capacity!r}"
             )
-        if not agent_name:
-            raise ValueError("a worker host needs an agent name, e.g. 'protoface-avatar'")
-        self._livekit_url = livekit_url.replace("http://", "ws://", 1).replace(
-            "https://", "wss://", 1
-        )
-        self._api_key = api_key
-        self._api_secret = api_secret
+        self._livekit_url = self._livekit.ws_url
         self.agent_name = agent_name
         self.capacity = capacity
         self.name = name or f"{socket.gethostname()}:{os.getpid()}"
@@ -131,8 +127,8 @@ class WorkerHost:
             request_fnc=self._answer,
             agent_name=self.agent_name,
             ws_url=self._livekit_url,
-            api_key=self._api_key,
-            api_secret=self._api_secret,
+            api_key=self._livekit.api_key,
+            api_secret=self._livekit.api_secret,
             # Jobs are threads of this process: an avatar costs a worker's CPU, not
             # a Python interpreter's memory and start-up.
             job_executor_type=agents.JobExecutorType.THREAD,

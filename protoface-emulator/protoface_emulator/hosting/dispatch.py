@@ -28,6 +28,7 @@ import json
 import logging
 import secrets
 import socket
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import WSMsgType, web
@@ -41,7 +42,13 @@ from protoface_emulator.lifecycle import (
     WorkerSpec,
 )
 
-__all__ = ["DEFAULT_AGENT_NAME", "AgentDispatch", "DispatchedJob", "check_livekit"]
+__all__ = [
+    "DEFAULT_AGENT_NAME",
+    "AgentDispatch",
+    "DispatchedJob",
+    "LiveKitAgents",
+    "check_livekit",
+]
 
 logger = logging.getLogger("protoface_emulator.workers.dispatch")
 
@@ -70,6 +77,45 @@ def check_livekit(url: str, api_key: str, api_secret: str, *, needed_by: str) ->
             f"{needed_by} needs the livekit-server's {missing}: pass --livekit-api-key "
             "and --livekit-api-secret, or set LIVEKIT_API_KEY and LIVEKIT_API_SECRET"
         )
+
+
+@dataclass(frozen=True)
+class LiveKitAgents:
+    """A livekit-server, its credentials and the agent name avatars are dispatched under.
+
+    What the emulator's dispatch and every worker host both need; `checked()`
+    refuses what cannot work.
+    """
+
+    url: str
+    api_key: str
+    # Never logged or shown.
+    api_secret: str = field(repr=False)
+    agent_name: str
+
+    @classmethod
+    def checked(
+        cls, url: str, api_key: str, api_secret: str, agent_name: str, *, needed_by: str
+    ) -> LiveKitAgents:
+        """These settings, once usable.
+
+        Raises:
+            ValueError: a missing URL, key, secret or agent name, naming `needed_by`.
+        """
+        check_livekit(url, api_key, api_secret, needed_by=needed_by)
+        if not agent_name:
+            raise ValueError(f"{needed_by} needs an agent name, e.g. 'protoface-avatar'")
+        return cls(url, api_key, api_secret, agent_name)
+
+    @property
+    def ws_url(self) -> str:
+        """The server's URL as `ws(s)://` (what agent workers register at)."""
+        return self.url.replace("http://", "ws://", 1).replace("https://", "wss://", 1)
+
+    @property
+    def http_url(self) -> str:
+        """The server's URL as `http(s)://` (what its API is called at)."""
+        return self.url.replace("ws://", "http://", 1).replace("wss://", "https://", 1)
 
 
 class DispatchedJob:
@@ -183,18 +229,14 @@ class AgentDispatch:
         public_url: str | None = None,
         pickup_timeout: float = 20.0,
     ) -> None:
-        check_livekit(livekit_url, api_key, api_secret, needed_by="agent dispatch")
-        if not agent_name:
-            raise ValueError("agent dispatch needs an agent name, e.g. 'protoface-avatar'")
+        self._livekit = LiveKitAgents.checked(
+            livekit_url, api_key, api_secret, agent_name, needed_by="agent dispatch"
+        )
         if not pickup_timeout > 0:
             raise ValueError(
                 f"pickup_timeout must be a positive number of seconds; got {pickup_timeout!r}"
             )
-        self._livekit_url = livekit_url.replace("ws://", "http://", 1).replace(
-            "wss://", "https://", 1
-        )
-        self._api_key = api_key
-        self._api_secret = api_secret
+        self._livekit_url = self._livekit.http_url
         self.agent_name = agent_name
         self._host = host
         self._port = port
@@ -232,7 +274,8 @@ class AgentDispatch:
         runner = web.AppRunner(app, access_log=None)
         _, self._port = await start_site(runner, self._host, self._port)
         self._runner = runner
-        self._api = api.LiveKitAPI(self._livekit_url, self._api_key, self._api_secret)
+        livekit = self._livekit
+        self._api = api.LiveKitAPI(livekit.http_url, livekit.api_key, livekit.api_secret)
         logger.info(
             "dispatching avatars as agent %r through %s; hosts report to %s",
             self.agent_name,
