@@ -12,16 +12,17 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from livekit import rtc
-from livekit.agents import Agent, AgentSession
+from livekit.agents import Agent, AgentServer, AgentSession, JobExecutorType
 from livekit.agents.voice.room_io import RoomOptions
 from livekit.plugins import protoface
 
 from protoface_emulator.server import Emulator
 from protoface_emulator.testing import (
     AgentInRoom,
+    AvatarViewer,
     LiveKitServer,
     audio_seconds,
     eventually,
@@ -34,16 +35,20 @@ from protoface_emulator.testing import agent_in as kit_agent_in
 __all__ = [
     "SPEECH_WAV",
     "AgentSide",
+    "Conversation",
     "EmulatorAt",
     "agent_in",
     "audio_seconds",
+    "conversation_in",
     "eventually",
     "load_speech",
     "mean",
     "play",
     "room_name",
+    "thread_agent_server",
     "token",
     "viewer_in",
+    "watched_agent_in",
 ]
 
 SPEECH_WAV = Path(__file__).resolve().parents[2] / "examples" / "assets" / "hello.wav"
@@ -117,6 +122,64 @@ async def agent_in(
 
     async with kit_agent_in(server, room, start, session=session) as agent:
         yield agent
+
+
+class Conversation(NamedTuple):
+    """An agent and its avatar in a fresh room, and what the room sees of them."""
+
+    agent: AgentSide
+    avatar_view: AvatarViewer  # follows whichever avatar speaks for the agent
+    agent_view: AvatarViewer  # the agent's own track: where the room hears it without an avatar
+    lost: list[protoface.AvatarLostEvent]  # every `avatar_lost` event, in order
+
+
+@asynccontextmanager
+async def watched_agent_in(
+    server: LiveKitServer, emulator: Emulator, prefix: str, **avatar_options: Any
+) -> AsyncIterator[tuple[AgentSide, AvatarViewer]]:
+    """A viewer, then the agent (`agent_in`), in a new room named after `prefix`.
+
+    `avatar_options` go to the `AvatarSession`; the avatar may not have joined yet.
+    The viewer follows whichever avatar speaks for the agent.
+    """
+    room = room_name(prefix)
+    async with (
+        viewer_in(server, room) as avatar_view,
+        agent_in(server, emulator, room, avatar_options=avatar_options) as agent,
+    ):
+        yield agent, avatar_view
+
+
+@asynccontextmanager
+async def conversation_in(
+    server: LiveKitServer, emulator: Emulator, prefix: str, **avatar_options: Any
+) -> AsyncIterator[Conversation]:
+    """`watched_agent_in`, then a viewer of the agent's own track; `avatar_lost` recorded."""
+    async with (
+        watched_agent_in(server, emulator, prefix, **avatar_options) as (agent, avatar_view),
+        viewer_in(server, agent.room.name, agent.identity) as agent_view,
+    ):
+        lost: list[protoface.AvatarLostEvent] = []
+        agent.avatar.on("avatar_lost", lost.append)
+        yield Conversation(agent, avatar_view, agent_view, lost)
+
+
+def thread_agent_server(server: LiveKitServer) -> AgentServer:
+    """An `AgentServer` for `server` whose jobs run in threads of this process.
+
+    It reports itself idle: livekit-server only dispatches to workers reporting a
+    load below its target, and the default load is this machine's CPU, which the
+    avatar video the tests watch keeps busy on 2 cores.
+    """
+    return AgentServer(
+        job_executor_type=JobExecutorType.THREAD,
+        ws_url=server.url,
+        api_key=server.api_key,
+        api_secret=server.api_secret,
+        port=0,
+        num_idle_processes=0,
+        load_fnc=lambda: 0.0,
+    )
 
 
 def mean(values: Iterator[float] | list[float]) -> float:

@@ -21,7 +21,7 @@ from protoface_emulator.server import Emulator
 from protoface_emulator.testing import AvatarViewer, LiveKitServer
 from protoface_emulator.timing import Timing
 
-from .harness import agent_in, audio_seconds, load_speech, play, room_name, viewer_in
+from .harness import audio_seconds, conversation_in, load_speech, play, watched_agent_in
 
 HEARD = 0.05  # level above which a frame counts as speech
 SHORT_IDLE = {"idle_timeout_seconds": 4}  # a long answer is 2.5 times longer
@@ -55,12 +55,8 @@ def long_line(seconds: float) -> list[rtc.AudioFrame]:
 async def test_the_first_words_do_not_wait_for_a_cold_starting_avatar(
     livekit_server: LiveKitServer, emulator: Emulator
 ) -> None:
-    room = room_name("cold")
-    async with (
-        viewer_in(livekit_server, room) as faces,
-        agent_in(livekit_server, emulator, room) as agent,
-        viewer_in(livekit_server, room, agent.identity) as own_track,
-    ):
+    async with conversation_in(livekit_server, emulator, "cold") as scene:
+        agent, faces, own_track, _ = scene
         greeting = load_speech(seconds=3.0)
         handle = agent.session.say("greeting", audio=play(greeting), add_to_chat_ctx=False)
         await asyncio.wait_for(handle.wait_for_playout(), timeout=30)
@@ -90,12 +86,10 @@ async def test_always_waiting_keeps_the_published_behaviour(
     livekit_server: LiveKitServer, emulator: Emulator
 ) -> None:
     """`wait_for_avatar=None` is the published behaviour: the greeting waits for the face."""
-    room = room_name("always-wait")
-    async with (
-        viewer_in(livekit_server, room) as faces,
-        agent_in(livekit_server, emulator, room, avatar_options={"wait_for_avatar": None}) as agent,
-        viewer_in(livekit_server, room, agent.identity) as own_track,
-    ):
+    async with conversation_in(
+        livekit_server, emulator, "always-wait", wait_for_avatar=None
+    ) as scene:
+        agent, faces, own_track, _ = scene
         handle = agent.session.say("hello", audio=play(load_speech(seconds=2.0)))
         await asyncio.wait_for(handle.wait_for_playout(), timeout=30)
         await faces.wait_for_audio(1.5, timeout=20)
@@ -106,12 +100,8 @@ async def test_always_waiting_keeps_the_published_behaviour(
 async def test_a_line_said_before_the_face_shows_is_heard_once_when_waiting_is_off(
     livekit_server: LiveKitServer, emulator: Emulator
 ) -> None:
-    room = room_name("no-wait")
-    async with (
-        viewer_in(livekit_server, room) as faces,
-        agent_in(livekit_server, emulator, room, avatar_options={"wait_for_avatar": 0}) as agent,
-        viewer_in(livekit_server, room, agent.identity) as own_track,
-    ):
+    async with conversation_in(livekit_server, emulator, "no-wait", wait_for_avatar=0) as scene:
+        agent, faces, own_track, _ = scene
         line = load_speech(seconds=4.0)
         handle = agent.session.say("hello", audio=play(line), add_to_chat_ctx=False)
         await asyncio.wait_for(handle.wait_for_playout(), timeout=30)
@@ -122,16 +112,8 @@ async def test_a_line_said_before_the_face_shows_is_heard_once_when_waiting_is_o
 async def test_an_answer_longer_than_the_idle_timeout_is_heard_whole_from_one_avatar(
     livekit_server: LiveKitServer, emulator: Emulator
 ) -> None:
-    room = room_name("long-answer")
-    lost: list[protoface.AvatarLostEvent] = []
-    async with (
-        viewer_in(livekit_server, room) as faces,
-        agent_in(
-            livekit_server, emulator, room, avatar_options={"idle_timeout_seconds": 4}
-        ) as agent,
-        viewer_in(livekit_server, room, agent.identity) as own_track,
-    ):
-        agent.avatar.on("avatar_lost", lost.append)
+    async with conversation_in(livekit_server, emulator, "long-answer", **SHORT_IDLE) as scene:
+        agent, faces, own_track, lost = scene
         await agent.avatar.wait_for_join(timeout=30)
         await faces.wait_first_video(timeout=30)
         identity = agent.avatar.avatar_identity
@@ -175,14 +157,10 @@ async def test_a_switch_waiting_for_a_long_answer_does_not_idle_out(
     livekit_server: LiveKitServer, emulator: Emulator
 ) -> None:
     """The new avatar joins while a long answer plays and waits for its end, kept alive."""
-    room = room_name("switch-long")
     lost: list[protoface.AvatarLostEvent] = []
-    async with (
-        viewer_in(livekit_server, room) as faces,
-        agent_in(
-            livekit_server, emulator, room, avatar_options={"idle_timeout_seconds": 3}
-        ) as agent,
-    ):
+    async with watched_agent_in(
+        livekit_server, emulator, "switch-long", idle_timeout_seconds=3
+    ) as (agent, faces):
         agent.avatar.on("avatar_lost", lost.append)
         await agent.avatar.wait_for_join(timeout=30)
         first = agent.avatar.session_id
@@ -203,14 +181,8 @@ async def test_a_switch_waiting_for_a_long_answer_does_not_idle_out(
 async def test_a_livekit_stall_is_not_taken_for_the_avatars_death(
     livekit_server: LiveKitServer, emulator: Emulator
 ) -> None:
-    room = room_name("stall")
-    lost: list[protoface.AvatarLostEvent] = []
-    async with (
-        viewer_in(livekit_server, room) as faces,
-        agent_in(livekit_server, emulator, room) as agent,
-        viewer_in(livekit_server, room, agent.identity) as own_track,
-    ):
-        agent.avatar.on("avatar_lost", lost.append)
+    async with conversation_in(livekit_server, emulator, "stall") as scene:
+        agent, faces, own_track, lost = scene
         await agent.avatar.wait_for_join(timeout=30)
         await faces.wait_first_video(timeout=30)
         identity = agent.avatar.avatar_identity

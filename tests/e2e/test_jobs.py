@@ -15,14 +15,23 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from livekit import api
-from livekit.agents import Agent, AgentServer, AgentSession, JobContext, JobExecutorType
+from livekit.agents import Agent, AgentServer, AgentSession, JobContext
 from livekit.agents.voice.room_io import RoomOptions
 from livekit.plugins import protoface
 
 from protoface_emulator.server import Emulator
 from protoface_emulator.testing import LiveKitServer
 
-from .harness import agent_in, eventually, load_speech, mean, play, room_name, viewer_in
+from .harness import (
+    agent_in,
+    eventually,
+    load_speech,
+    mean,
+    play,
+    room_name,
+    thread_agent_server,
+    viewer_in,
+)
 
 AVATAR = "protoface-avatar-agent"
 AGENT_NAME = "protoface-e2e"
@@ -57,18 +66,7 @@ async def agent_server(
     server: LiveKitServer, emulator: Emulator, jobs: dict[str, JobRecord]
 ) -> AsyncIterator[AgentServer]:
     """An AgentServer whose entrypoint is the quickstart agent from the README."""
-    worker = AgentServer(
-        job_executor_type=JobExecutorType.THREAD,
-        ws_url=server.url,
-        api_key=server.api_key,
-        api_secret=server.api_secret,
-        port=0,
-        num_idle_processes=0,
-        # livekit-server only dispatches to workers reporting a load below its target,
-        # and the default load is this machine's CPU, which the avatar video we are
-        # about to watch keeps busy on 2 cores: report the worker idle instead.
-        load_fnc=lambda: 0.0,
-    )
+    worker = thread_agent_server(server)
 
     async def entrypoint(ctx: JobContext) -> None:
         record = jobs[ctx.room.name]

@@ -24,7 +24,8 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any, NamedTuple
 
-from livekit.agents.voice.io import PlaybackFinishedEvent
+from livekit.agents.voice import SpeechHandle
+from livekit.agents.voice.io import AudioOutput, PlaybackFinishedEvent
 from livekit.plugins import protoface
 
 from protoface_emulator.hosting import ProcessPool
@@ -37,9 +38,11 @@ from .harness import (
     AgentSide,
     EmulatorAt,
     agent_in,
+    conversation_in,
     eventually,
     room_name,
     viewer_in,
+    watched_agent_in,
 )
 
 AVATAR = "protoface-avatar-agent"
@@ -85,15 +88,17 @@ class Scene(NamedTuple):
 
 @asynccontextmanager
 async def pooled_conversation(
-    livekit_server: LiveKitServer, room: str, **avatar_options: Any
+    livekit_server: LiveKitServer, prefix: str, **avatar_options: Any
 ) -> AsyncIterator[Scene]:
-    """A `Scene` in `room` whose avatar has joined; frozen workers are thawed on the way out."""
+    """A `Scene` in a new room (`conversation_in`) whose avatar has joined.
+
+    Frozen workers are thawed on the way out.
+    """
     async with (
         pooled_emulator() as (emu, pool),
-        viewer_in(livekit_server, room) as avatar_view,
-        agent_in(livekit_server, emu, room, avatar_options=avatar_options) as agent,
-        viewer_in(livekit_server, room, agent.identity) as agent_view,
+        conversation_in(livekit_server, emu, prefix, **avatar_options) as talk,
     ):
+        agent, avatar_view, agent_view, _ = talk
         losses = Losses(agent)
         await agent.avatar.wait_for_join(timeout=90)
         assert agent.avatar.session_id is not None
@@ -122,8 +127,7 @@ async def test_a_frozen_worker_is_lost_while_its_ghost_is_still_in_the_room(
     livekit_server: LiveKitServer,
 ) -> None:
     """The worker stops answering (its process frozen): the next line is heard, then replaced."""
-    room = room_name("frozen")
-    async with pooled_conversation(livekit_server, room) as scene:
+    async with pooled_conversation(livekit_server, "frozen") as scene:
         pool, avatar_view, agent, agent_view, losses = scene
         await agent.speak(tone(1.0))
         await avatar_view.wait_for_audio(0.5, timeout=30)
@@ -151,8 +155,7 @@ async def test_a_frozen_worker_is_lost_while_its_ghost_is_still_in_the_room(
 async def test_a_killed_worker_is_named_as_crashed_before_livekit_drops_it(
     livekit_server: LiveKitServer,
 ) -> None:
-    room = room_name("killed-worker")
-    async with pooled_conversation(livekit_server, room, recovery=False) as scene:
+    async with pooled_conversation(livekit_server, "killed-worker", recovery=False) as scene:
         pool, _, agent, agent_view, losses = scene
         await agent.speak(tone(1.0))
         assert agent.avatar.session_id is not None
@@ -168,9 +171,8 @@ async def test_a_worker_frozen_mid_line_hands_the_rest_of_the_line_to_the_room(
 ) -> None:
     """Its media stop while it speaks: the rest of the line plays from the agent long before
     the line would have ended on the avatar (and before LiveKit drops the ghost)."""
-    room = room_name("frozen-mid-line")
     line = 12.0
-    async with pooled_conversation(livekit_server, room, recovery=False) as scene:
+    async with pooled_conversation(livekit_server, "frozen-mid-line", recovery=False) as scene:
         pool, avatar_view, agent, agent_view, losses = scene
         assert agent.avatar.session_id is not None
         loop = asyncio.get_running_loop()
@@ -197,10 +199,9 @@ async def test_a_frozen_worker_is_noticed_while_the_agent_is_silent(
     livekit_server: LiveKitServer,
 ) -> None:
     """Keep-alives are segments too: one the avatar never acknowledges is a loss."""
-    room = room_name("frozen-silent")
     # keep-alives every 2 s, so the loss comes well before LiveKit's timeout
     async with pooled_conversation(
-        livekit_server, room, recovery=False, idle_timeout_seconds=6
+        livekit_server, "frozen-silent", recovery=False, idle_timeout_seconds=6
     ) as scene:
         pool, _, agent, _, losses = scene
         await agent.speak(tone(0.5))
@@ -248,8 +249,7 @@ async def test_a_stall_and_a_saturated_machine_are_not_a_death(
     livekit_server: LiveKitServer,
 ) -> None:
     """A worker stalled for a second, then every core busy: slow, alive, never declared lost."""
-    room = room_name("slow-alive")
-    async with pooled_conversation(livekit_server, room) as scene:
+    async with pooled_conversation(livekit_server, "slow-alive") as scene:
         pool, avatar_view, agent, _, losses = scene
         await agent.speak(tone(0.5))
         assert agent.avatar.session_id is not None
@@ -292,12 +292,8 @@ async def test_pause_silences_the_avatar_and_resume_plays_the_rest_once(
     livekit_server: LiveKitServer, emulator: Emulator
 ) -> None:
     """At the output: `pause()` stops the avatar; `resume()` goes on from where it stopped."""
-    room = room_name("pause")
     line = 6.0
-    async with (
-        viewer_in(livekit_server, room) as viewer,
-        agent_in(livekit_server, emulator, room) as agent,
-    ):
+    async with watched_agent_in(livekit_server, emulator, "pause") as (agent, viewer):
         await agent.avatar.wait_for_join(timeout=30)
         await viewer.wait_first_video(timeout=30)
         output = agent.session.output.audio
@@ -347,15 +343,22 @@ async def test_pause_silences_the_avatar_and_resume_plays_the_rest_once(
         assert viewer.audio_seconds(min_level=HEARD) <= line + 0.2 + 0.1
 
 
+async def _next_line_heard(
+    agent: AgentSide, viewer: AvatarViewer, line: float, more: float, what: str
+) -> None:
+    """The agent says a `line`-second tone: the viewer hears `more` seconds of speech more."""
+    before = viewer.audio_seconds(min_level=HEARD)
+    await agent.speak(tone(line), timeout=30)
+    await viewer.wait_until(
+        lambda: viewer.audio_seconds(min_level=HEARD) >= before + more, timeout=15, what=what
+    )
+
+
 async def test_a_storm_of_interruptions_settles_every_line_and_the_next_is_heard_whole(
     livekit_server: LiveKitServer, emulator: Emulator
 ) -> None:
     """Twelve lines interrupted one after another: none hangs, and the avatar still speaks."""
-    room = room_name("storm")
-    async with (
-        viewer_in(livekit_server, room) as viewer,
-        agent_in(livekit_server, emulator, room) as agent,
-    ):
+    async with watched_agent_in(livekit_server, emulator, "storm") as (agent, viewer):
         await agent.avatar.wait_for_join(timeout=30)
         await viewer.wait_first_video(timeout=30)
         handles = []
@@ -370,23 +373,13 @@ async def test_a_storm_of_interruptions_settles_every_line_and_the_next_is_heard
             message=lambda: f"{sum(not h.done() for h in handles)} of 12 lines unsettled",
         )
         assert all(h.interrupted for h in handles)
-        before = viewer.audio_seconds(min_level=HEARD)
-        await agent.speak(tone(2.0), timeout=30)
-        await viewer.wait_until(
-            lambda: viewer.audio_seconds(min_level=HEARD) >= before + 1.8,
-            timeout=15,
-            what="the next line, whole, from the avatar",
-        )
+        await _next_line_heard(agent, viewer, 2.0, 1.8, "the next line, whole, from the avatar")
 
 
 async def test_an_interruption_while_paused_ends_the_line_where_it_was_heard(
     livekit_server: LiveKitServer, emulator: Emulator
 ) -> None:
-    room = room_name("pause-interrupt")
-    async with (
-        viewer_in(livekit_server, room) as viewer,
-        agent_in(livekit_server, emulator, room) as agent,
-    ):
+    async with watched_agent_in(livekit_server, emulator, "pause-interrupt") as (agent, viewer):
         await agent.avatar.wait_for_join(timeout=30)
         output = agent.session.output.audio
         assert output is not None
@@ -400,28 +393,32 @@ async def test_an_interruption_while_paused_ends_the_line_where_it_was_heard(
         heard = viewer.audio_seconds(min_level=HEARD)
         assert heard < 3.0, heard
         # The next line is not held by the pause that came before it.
-        await agent.speak(tone(1.0), timeout=30)
-        await viewer.wait_until(
-            lambda: viewer.audio_seconds(min_level=HEARD) >= heard + 0.8,
-            timeout=15,
-            what="the next line",
-        )
+        await _next_line_heard(agent, viewer, 1.0, 0.8, "the next line")
+
+
+async def _lose_the_avatar_while_paused(
+    scene: Scene, line: float
+) -> tuple[AudioOutput, SpeechHandle]:
+    """The agent says a `line`-second tone; a second of it heard, its output pauses and the
+    avatar's worker hangs until the avatar is lost. The output and the line's handle."""
+    pool, avatar_view, agent, _, losses = scene
+    output = agent.session.output.audio
+    assert output is not None and agent.avatar.session_id is not None
+    handle = agent.say(tone(line))
+    await avatar_view.wait_for_audio(1.0, timeout=30)
+    output.pause()
+    pool.hang(agent.avatar.session_id)
+    await eventually(lambda: bool(losses.events), timeout=30, message=lambda: repr(losses))
+    return output, handle
 
 
 async def test_a_pause_on_a_dead_avatar_resumes_in_the_room(
     livekit_server: LiveKitServer,
 ) -> None:
     """Lost while paused: the rest of the line waits for resume, then plays from the agent."""
-    room = room_name("pause-dead")
-    async with pooled_conversation(livekit_server, room, recovery=False) as scene:
-        pool, avatar_view, agent, agent_view, losses = scene
-        output = agent.session.output.audio
-        assert output is not None and agent.avatar.session_id is not None
-        handle = agent.say(tone(5.0))
-        await avatar_view.wait_for_audio(1.0, timeout=30)
-        output.pause()
-        pool.hang(agent.avatar.session_id)
-        await eventually(lambda: bool(losses.events), timeout=30, message=lambda: repr(losses))
+    async with pooled_conversation(livekit_server, "pause-dead", recovery=False) as scene:
+        _, avatar_view, _, agent_view, _ = scene
+        output, handle = await _lose_the_avatar_while_paused(scene, 5.0)
         assert agent_view.audio_seconds(min_level=HEARD) == 0.0  # still paused
         output.resume()
         await asyncio.wait_for(handle.wait_for_playout(), 30)
@@ -439,16 +436,9 @@ async def test_replaced_while_paused_the_line_ends_in_the_room_and_the_next_is_t
     livekit_server: LiveKitServer,
 ) -> None:
     """Recovery on: the paused line ends in the room, and the replacement takes the next one."""
-    room = room_name("pause-replaced")
-    async with pooled_conversation(livekit_server, room) as scene:
-        pool, avatar_view, agent, agent_view, losses = scene
-        output = agent.session.output.audio
-        assert output is not None and agent.avatar.session_id is not None
-        handle = agent.say(tone(4.0))
-        await avatar_view.wait_for_audio(1.0, timeout=30)
-        output.pause()
-        pool.hang(agent.avatar.session_id)
-        await eventually(lambda: bool(losses.events), timeout=30, message=lambda: repr(losses))
+    async with pooled_conversation(livekit_server, "pause-replaced") as scene:
+        _, avatar_view, agent, agent_view, losses = scene
+        output, handle = await _lose_the_avatar_while_paused(scene, 4.0)
         assert not handle.done()  # still paused
         output.resume()  # as livekit-agents does when no words followed
         await asyncio.wait_for(handle.wait_for_playout(), 30)

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import pytest
 from livekit.plugins import protoface
@@ -27,10 +29,15 @@ SUCCESSOR = f"{AVATAR}-2"
 HEARD = 0.05
 
 
-async def _watch(server: LiveKitServer, room: str) -> FaceWatch:
+@asynccontextmanager
+async def _watch(server: LiveKitServer, room: str) -> AsyncIterator[FaceWatch]:
+    """A `FaceWatch` in `room` for the block."""
     watch = FaceWatch()
     await watch.connect(server.url, token(server, "face-watch", room))
-    return watch
+    try:
+        yield watch
+    finally:
+        await watch.aclose()
 
 
 async def _speak(agent: AgentSide, seconds: float) -> None:
@@ -41,84 +48,81 @@ async def test_switch_changes_the_face_without_a_gap_and_keeps_every_line_once(
     livekit_server: LiveKitServer, emulator: Emulator
 ) -> None:
     room = room_name("switch")
-    watch = await _watch(livekit_server, room)
     switched: list[protoface.AvatarSwitchedEvent] = []
-    try:
-        async with (
-            viewer_in(livekit_server, room, AVATAR) as old_view,
-            viewer_in(livekit_server, room, SUCCESSOR) as new_view,
-            agent_in(livekit_server, emulator, room, avatar_options={"quality": "lite"}) as agent,
-        ):
-            avatar = agent.avatar
-            avatar.on("avatar_switched", switched.append)
-            await avatar.wait_for_join(timeout=60)
-            await watch.wait_for_face("av_stock_001", timeout=60)
-            first_session = avatar.session_id
-            await _speak(agent, 1.0)
+    async with (
+        _watch(livekit_server, room) as watch,
+        viewer_in(livekit_server, room, AVATAR) as old_view,
+        viewer_in(livekit_server, room, SUCCESSOR) as new_view,
+        agent_in(livekit_server, emulator, room, avatar_options={"quality": "lite"}) as agent,
+    ):
+        avatar = agent.avatar
+        avatar.on("avatar_switched", switched.append)
+        await avatar.wait_for_join(timeout=60)
+        await watch.wait_for_face("av_stock_001", timeout=60)
+        first_session = avatar.session_id
+        await _speak(agent, 1.0)
 
-            # A long line is under way when the switch is asked: it finishes on Ada.
-            line = agent.say(load_speech(seconds=3.0))
-            await old_view.wait_for_audio(0.3, timeout=30)
-            asked = time.monotonic()
-            event = await asyncio.wait_for(avatar.switch(avatar_id="av_stock_002"), timeout=90)
-            done = time.monotonic()
-            await asyncio.wait_for(line.wait_for_playout(), timeout=30)
-            assert line.done() and not line.interrupted
-            heard_new_before = new_view.audio_seconds(min_level=HEARD)
+        # A long line is under way when the switch is asked: it finishes on Ada.
+        line = agent.say(load_speech(seconds=3.0))
+        await old_view.wait_for_audio(0.3, timeout=30)
+        asked = time.monotonic()
+        event = await asyncio.wait_for(avatar.switch(avatar_id="av_stock_002"), timeout=90)
+        done = time.monotonic()
+        await asyncio.wait_for(line.wait_for_playout(), timeout=30)
+        assert line.done() and not line.interrupted
+        heard_new_before = new_view.audio_seconds(min_level=HEARD)
 
-            after = time.monotonic()
-            await _speak(agent, 1.5)
-            await new_view.wait_for_audio(0.5, timeout=30, since=after)
-            await watch.wait_for_face("av_stock_002", timeout=30)
-            await eventually(
-                lambda: watch.faces(since=time.monotonic() - 0.5)[-3:] == ["av_stock_002"] * 3,
-                timeout=30,
-                message=watch.describe,
-            )
+        after = time.monotonic()
+        await _speak(agent, 1.5)
+        await new_view.wait_for_audio(0.5, timeout=30, since=after)
+        await watch.wait_for_face("av_stock_002", timeout=30)
+        await eventually(
+            lambda: watch.faces(since=time.monotonic() - 0.5)[-3:] == ["av_stock_002"] * 3,
+            timeout=30,
+            message=watch.describe,
+        )
 
-            # Events and properties tell the truth.
-            assert switched == [event]
-            assert event.previous_session_id == first_session
-            assert event.avatar_id == "av_stock_002" and event.previous_avatar_id == "av_stock_001"
-            assert event.session_id == avatar.session_id != first_session
-            assert event.avatar_identity == SUCCESSOR == avatar.avatar_identity
-            assert avatar.avatar_id == "av_stock_002"
-            old_status = emulator.store.get_session(first_session or "").status
-            await eventually(
-                lambda: emulator.store.get_session(first_session or "").status == "ended",
-                timeout=30,
-                message=lambda: f"the old session is {old_status}",
-            )
+        # Events and properties tell the truth.
+        assert switched == [event]
+        assert event.previous_session_id == first_session
+        assert event.avatar_id == "av_stock_002" and event.previous_avatar_id == "av_stock_001"
+        assert event.session_id == avatar.session_id != first_session
+        assert event.avatar_identity == SUCCESSOR == avatar.avatar_identity
+        assert avatar.avatar_id == "av_stock_002"
+        old_status = emulator.store.get_session(first_session or "").status
+        await eventually(
+            lambda: emulator.store.get_session(first_session or "").status == "ended",
+            timeout=30,
+            message=lambda: f"the old session is {old_status}",
+        )
 
-            # Every line heard once: the long one entirely from Ada, the next only from Bram.
-            assert heard_new_before < 0.1, "no part of the line under way went to the new avatar"
-            # The old avatar stays a moment after the switch (so viewers see no
-            # gap) and the long line's last frames reach the viewer just after
-            # its playout ended; past that, nothing of the next line from it.
-            old_after = old_view.audio_seconds(min_level=HEARD, since=after + 0.5)
-            assert old_after < 0.1, "the next line was heard from the old avatar too"
-            assert new_view.audio_seconds(min_level=HEARD, since=after) > 0.5
+        # Every line heard once: the long one entirely from Ada, the next only from Bram.
+        assert heard_new_before < 0.1, "no part of the line under way went to the new avatar"
+        # The old avatar stays a moment after the switch (so viewers see no
+        # gap) and the long line's last frames reach the viewer just after
+        # its playout ended; past that, nothing of the next line from it.
+        old_after = old_view.audio_seconds(min_level=HEARD, since=after + 0.5)
+        assert old_after < 0.1, "the next line was heard from the old avatar too"
+        assert new_view.audio_seconds(min_level=HEARD, since=after) > 0.5
 
-            # The faces: Ada until the switch, Bram after; the new face was on
-            # screen before the old one left (no gap by construction).
-            assert set(watch.faces(until=asked)) - {None} == {"av_stock_001"}
-            bram_first = watch.first_seen("av_stock_002")
-            ada_last = watch.last_seen("av_stock_001")
-            assert bram_first is not None and ada_last is not None
-            assert bram_first < ada_last, "the new face came up before the old one left"
-            # From the switch() call until now: the old avatar has left by now.
-            gap = watch.largest_gap(since=asked)
-            print(
-                f"\nswitch: {done - asked:.2f} s from switch() to the new avatar speaking; "
-                f"largest video gap at the viewer {gap * 1000:.0f} ms; overlap of the two "
-                f"faces {(ada_last - bram_first) * 1000:.0f} ms"
-            )
-            session_ids = avatar.session_ids
-            await avatar.aclose()
-            assert avatar.usage.switches == 1 and avatar.usage.sessions_started == 2
-            assert len(session_ids) == 2
-    finally:
-        await watch.aclose()
+        # The faces: Ada until the switch, Bram after; the new face was on
+        # screen before the old one left (no gap by construction).
+        assert set(watch.faces(until=asked)) - {None} == {"av_stock_001"}
+        bram_first = watch.first_seen("av_stock_002")
+        ada_last = watch.last_seen("av_stock_001")
+        assert bram_first is not None and ada_last is not None
+        assert bram_first < ada_last, "the new face came up before the old one left"
+        # From the switch() call until now: the old avatar has left by now.
+        gap = watch.largest_gap(since=asked)
+        print(
+            f"\nswitch: {done - asked:.2f} s from switch() to the new avatar speaking; "
+            f"largest video gap at the viewer {gap * 1000:.0f} ms; overlap of the two "
+            f"faces {(ada_last - bram_first) * 1000:.0f} ms"
+        )
+        session_ids = avatar.session_ids
+        await avatar.aclose()
+        assert avatar.usage.switches == 1 and avatar.usage.sessions_started == 2
+        assert len(session_ids) == 2
 
 
 async def test_a_failed_switch_keeps_the_current_avatar_and_a_second_one_is_refused(
@@ -169,32 +173,29 @@ async def test_a_switch_asked_during_a_loss_waits_for_the_replacement_then_runs(
     from livekit import api
 
     room = room_name("switch-loss")
-    watch = await _watch(livekit_server, room)
-    try:
-        async with agent_in(
-            livekit_server, emulator, room, avatar_options={"quality": "lite"}
-        ) as agent:
-            avatar = agent.avatar
-            order: list[str] = []
-            for name in ("avatar_lost", "avatar_restored", "avatar_switched"):
-                avatar.on(name, lambda _ev, name=name: order.append(name))
-            await avatar.wait_for_join(timeout=60)
-            async with api.LiveKitAPI(
-                livekit_server.http_url, livekit_server.api_key, livekit_server.api_secret
-            ) as lk:
-                await lk.room.remove_participant(
-                    api.RoomParticipantIdentity(room=room, identity=AVATAR)
-                )
-            await eventually(lambda: "avatar_lost" in order, timeout=30, message=lambda: f"{order}")
-            event = await asyncio.wait_for(avatar.switch(avatar_id="av_stock_003"), timeout=120)
-            # Either the replacement came first and the switch after it, or the
-            # switch's avatar was the replacement; never a switch lost in between.
-            assert order[0] == "avatar_lost" and order[-1] == "avatar_switched", order
-            assert avatar.avatar_id == "av_stock_003" == event.avatar_id
-            await watch.wait_for_face("av_stock_003", timeout=60)
-            await _speak(agent, 1.0)
-    finally:
-        await watch.aclose()
+    async with (
+        _watch(livekit_server, room) as watch,
+        agent_in(livekit_server, emulator, room, avatar_options={"quality": "lite"}) as agent,
+    ):
+        avatar = agent.avatar
+        order: list[str] = []
+        for name in ("avatar_lost", "avatar_restored", "avatar_switched"):
+            avatar.on(name, lambda _ev, name=name: order.append(name))
+        await avatar.wait_for_join(timeout=60)
+        async with api.LiveKitAPI(
+            livekit_server.http_url, livekit_server.api_key, livekit_server.api_secret
+        ) as lk:
+            await lk.room.remove_participant(
+                api.RoomParticipantIdentity(room=room, identity=AVATAR)
+            )
+        await eventually(lambda: "avatar_lost" in order, timeout=30, message=lambda: f"{order}")
+        event = await asyncio.wait_for(avatar.switch(avatar_id="av_stock_003"), timeout=120)
+        # Either the replacement came first and the switch after it, or the
+        # switch's avatar was the replacement; never a switch lost in between.
+        assert order[0] == "avatar_lost" and order[-1] == "avatar_switched", order
+        assert avatar.avatar_id == "av_stock_003" == event.avatar_id
+        await watch.wait_for_face("av_stock_003", timeout=60)
+        await _speak(agent, 1.0)
 
 
 async def test_a_switch_asked_during_a_handover_runs_after_it(
