@@ -45,7 +45,10 @@ class LiveKitTransport:
     Defined here once and carried as it is: `api/requests.py` parses it from the
     request, the session record keeps it (and shows it without the token, `view()`),
     and `WorkerSpec.for_session` hands every field to the worker. A new transport
-    field is one line here plus its parse.
+    field is one line here plus its parse (`api/requests.py`), and the `WorkerSpec`
+    field of the same name the worker reads it from (`for_session` refuses a field
+    the spec lacks; `WorkerSpec` keeps its flat fields, which tests and benchmarks
+    construct directly).
     """
 
     url: str
