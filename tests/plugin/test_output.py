@@ -230,11 +230,19 @@ async def test_frames_captured_while_paused_wait_for_resume() -> None:
     await output.capture_frame(frame())
     output.pause()
     avatar.finish_at(0.0, interrupted=True)
-    for _ in range(4):
-        await output.capture_frame(frame())
-    output.flush()
+
+    async def rest() -> None:
+        for _ in range(4):
+            await output.capture_frame(frame())
+        output.flush()
+
+    # The session's next frame waits in capture_frame while paused, as speech does.
+    capturing = asyncio.ensure_future(rest())
+    await asyncio.sleep(0.05)
+    assert not capturing.done()
     assert avatar.segments == [1]  # nothing sent while paused
     output.resume()
+    await asyncio.wait_for(capturing, 5)
     await wait_until(lambda: avatar.segments == [1, 5])  # the whole utterance: none was heard
     avatar.finish_at(0.1, interrupted=False)
     assert [e.playback_position for e in finished] == [0.1]

@@ -225,8 +225,7 @@ class AvatarAudioOutput(LedgerSender):
 
     def clear_buffer(self) -> None:
         """Stop the current utterance now (the agent was interrupted)."""
-        self._pausing.cancel_resume()
-        self._pausing.paused = False
+        self._pausing.end()
         ledger = self._ledger
         if ledger.capturing is not None:
             ledger.capturing.input_done = True
@@ -249,21 +248,23 @@ class AvatarAudioOutput(LedgerSender):
 
     def pause(self) -> None:
         """Pause playback: the avatar stops at once; the utterance waits to be resumed."""
-        if not self._pausing.pause():
-            return
-        if not self._avatar_route:
-            self._route.pause()
-            return
-        self._stop_for_pause()
+        if self._pausing.pause():
+            self._by_route(own_track=self._route.pause, avatar=self._stop_for_pause)
 
     def resume(self) -> None:
         """Resume: the rest of the utterance, from where it was heard, on the same route."""
-        if not self._pausing.resume():
-            return
-        if not self._avatar_route:
-            self._route.resume()
-            return
-        self._pausing.start_resume(self._resume())
+        if self._pausing.resume():
+            self._by_route(
+                own_track=self._route.resume,
+                avatar=lambda: self._pausing.start_resume(self._resume()),
+            )
+
+    def _by_route(self, *, own_track: Callable[[], None], avatar: Callable[[], None]) -> None:
+        """The room's own track pauses and resumes itself; an avatar's ledger does it here."""
+        if self._avatar_route:
+            avatar()
+        else:
+            own_track()
 
     def on_attached(self) -> None:
         """Forwarded to the route."""
@@ -287,8 +288,10 @@ class AvatarAudioOutput(LedgerSender):
             segment.pausing = True
             segment.paused_at = now
             self._watchdog.clearing(segment, self._clear_unanswered)
-        self._close_open()
+        # The clear goes out before the segment's end: sent after it, it waited up
+        # to 0.15 s behind the end on its way to the avatar, audible all that time.
         self._route.clear_buffer()
+        self._close_open()
 
     async def _resume(self) -> None:
         # The avatar's answer to the pause gives the position to go on from.
@@ -299,6 +302,9 @@ class AvatarAudioOutput(LedgerSender):
         await self._drain()
 
     # -- hooks of the sending half (sending.py) ---------------------------------
+
+    async def _wait_to_capture(self) -> None:
+        await self._pausing.until_playing()
 
     def _held(self) -> bool:
         # Paused on an avatar: nothing goes out until resume() knows where to go on from.

@@ -122,6 +122,7 @@ class LedgerSender(AudioOutput):
         self._captured(utterance)
         try:
             await self._drain()
+            await self._wait_to_capture()
         except asyncio.CancelledError:
             if utterance.cursor == 0.0 and not self._ledger.at_route(utterance):
                 # Cancelled before the route saw any of it: settled here.
@@ -187,6 +188,9 @@ class LedgerSender(AudioOutput):
             return 0.0
         began = segment.started_at if segment.started_at is not None else segment.sent_at
         return segment.sent - (time.monotonic() - began) - self._lead
+
+    async def _wait_to_capture(self) -> None:
+        """Wait before the session's next frame is taken, if it must (see the subclass)."""
 
     def _held(self) -> bool:
         """Whether nothing may go to the route now (see the subclass)."""
