@@ -445,7 +445,7 @@ async def measure_scale(plan: Plan) -> Json:
                 mine = [
                     r
                     for r in emulator.store.iter_sessions()
-                    if str(r.transport.get("room_name", "")).startswith(prefix)
+                    if r.transport.room_name.startswith(prefix)
                 ]
                 result["server_sessions_created"] = len(mine)
                 result["server_sessions_ended"] = sum(1 for r in mine if r.status == "ended")
@@ -502,7 +502,7 @@ def _fault_truth(
     """Hosted sessions created and ended per start, from the emulator's store."""
     sessions: dict[str, list[Any]] = {}
     for record in emulator.store.iter_sessions():
-        identity = str(record.transport.get("worker_identity") or "")
+        identity = record.transport.worker_identity
         if identity.startswith(prefix):
             sessions.setdefault(identity, []).append(record)
 

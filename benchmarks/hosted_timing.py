@@ -46,10 +46,10 @@ from livekit.agents import Agent, AgentSession
 from livekit.agents.voice.room_io import RoomOptions
 from livekit.plugins import protoface
 
+from protoface_emulator.hosting.timing import Timing
 from protoface_emulator.server import Emulator
 from protoface_emulator.testing import AvatarViewer, LiveKitServer, agent_in, viewer_in
 from protoface_emulator.testing.audio import tone
-from protoface_emulator.timing import Timing
 
 Json = dict[str, Any]
 HERE = Path(__file__).resolve().parent

@@ -16,6 +16,7 @@ from protoface_emulator.api.faults import Fault, Faults
 from protoface_emulator.api.limits import StoreConfig
 from protoface_emulator.api.records import SessionRecord
 from protoface_emulator.api.store import Store
+from protoface_emulator.hosting.timing import Timing
 from protoface_emulator.server import Emulator, default_worker_factory
 
 __all__ = [
@@ -27,5 +28,6 @@ __all__ = [
     "SessionRecord",
     "Store",
     "StoreConfig",
+    "Timing",
     "default_worker_factory",
 ]

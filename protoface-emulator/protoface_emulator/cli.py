@@ -22,7 +22,7 @@ Once it accepts requests it prints `listening on http://HOST:PORT` on stdout
 session, wait for every worker to leave its room, and exit 0. Logs go to stderr
 and never contain the API key or worker tokens.
 
-`--profile hosted` is as slow as the hosted service (`protoface_emulator.timing`);
+`--profile hosted` is as slow as the hosted service (`protoface_emulator.hosting.timing`);
 `--cold-start` and the other delays override the profile's, as S or LOW-HIGH seconds.
 
 Avatars render in worker processes, one per core by default
@@ -65,9 +65,9 @@ from typing import TypeVar, cast
 from protoface_emulator.api.limits import DEFAULT_JOIN_TIMEOUT_SECONDS, DEFAULT_MAX_CONCURRENCY
 from protoface_emulator.hosting.agent_worker import DEFAULT_CAPACITY
 from protoface_emulator.hosting.dispatch import DEFAULT_AGENT_NAME
+from protoface_emulator.hosting.timing import add_timing_arguments, timing_from_args
 from protoface_emulator.lifecycle import WorkerFactory
 from protoface_emulator.server import Emulator
-from protoface_emulator.timing import add_timing_arguments, timing_from_args
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8790

@@ -17,9 +17,9 @@ from livekit import rtc
 from livekit.plugins import protoface
 
 from protoface_emulator.avatar.face import audio_level
+from protoface_emulator.hosting.timing import Timing
 from protoface_emulator.server import Emulator
 from protoface_emulator.testing import AvatarViewer, LiveKitServer
-from protoface_emulator.timing import Timing
 
 from .harness import audio_seconds, conversation_in, load_speech, play, watched_agent_in
 

@@ -1,4 +1,4 @@
-"""The emulator's timing (`protoface_emulator.timing`): slow the way the hosted service is.
+"""The emulator's timing (`protoface_emulator.hosting.timing`): slow the way the hosted service is.
 
 Unit tests of `Timing`'s parsing and validation, then the emulator with stand-in
 workers: a cold start keeps a session `queued` and delays its `started_at`, the
@@ -21,10 +21,7 @@ from emulator_helpers import call, session_body
 from standin_worker import StandInWorkers
 
 from protoface_emulator.cli import build_parser, timing_from_args
-from protoface_emulator.lifecycle import FAILURE_JOIN_TIMEOUT
-from protoface_emulator.server import Emulator
-from protoface_emulator.testing import eventually
-from protoface_emulator.timing import (
+from protoface_emulator.hosting.timing import (
     PROFILES,
     Delays,
     TimedWorkers,
@@ -32,6 +29,9 @@ from protoface_emulator.timing import (
     parse_seconds,
     resolve_timing,
 )
+from protoface_emulator.lifecycle import FAILURE_JOIN_TIMEOUT
+from protoface_emulator.server import Emulator
+from protoface_emulator.testing import eventually
 
 # -- Timing: what it accepts and refuses -------------------------------------------------
 

@@ -27,7 +27,7 @@ def livekit_server():
 CHILD_TESTS = """
 import pytest
 
-from protoface_emulator.timing import Timing
+from protoface_emulator.hosting.timing import Timing
 
 
 async def test_unmarked(protoface_emulator, pytestconfig):

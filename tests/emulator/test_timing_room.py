@@ -23,9 +23,9 @@ from livekit.agents.types import ATTRIBUTE_PUBLISH_ON_BEHALF
 from livekit.agents.voice.avatar import DataStreamAudioOutput
 
 from protoface_emulator.avatar.notices import RPC_PLAYBACK_STARTED
+from protoface_emulator.hosting.timing import Timing
 from protoface_emulator.server import Emulator
 from protoface_emulator.testing import LiveKitServer, eventually, speech
-from protoface_emulator.timing import Timing
 
 pytestmark = pytest.mark.e2e
 

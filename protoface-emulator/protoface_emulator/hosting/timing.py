@@ -63,7 +63,7 @@ __all__ = [
     "timing_from_args",
 ]
 
-logger = logging.getLogger("protoface_emulator.timing")
+logger = logging.getLogger("protoface_emulator.hosting.timing")
 
 Seconds: TypeAlias = float | tuple[float, float]
 """A delay: a fixed number of seconds, or a `(low, high)` range drawn uniformly."""

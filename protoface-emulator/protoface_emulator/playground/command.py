@@ -11,7 +11,7 @@ on a line of its own once everything is ready. The bundled agent
 `server = AgentServer()`, or hands an `AgentServer` or `WorkerOptions` to
 `cli.run_app`; see `run_agent`), with `LIVEKIT_*` and `PROTOFACE_*` pointing at
 the local servers. `--profile hosted` makes the emulator as slow as the hosted
-service (cold starts of 1-5 s, API answers of 20-80 ms; `protoface_emulator.timing`).
+service (cold starts of 1-5 s, API answers of 20-80 ms; `protoface_emulator.hosting.timing`).
 Ctrl-C or SIGTERM stops everything.
 
 This process only supervises: it runs `stack` in a process group of its own,
@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 from types import FrameType
 
-from protoface_emulator.timing import add_timing_arguments
+from protoface_emulator.hosting.timing import add_timing_arguments
 
 BUNDLED_AGENT = Path(__file__).resolve().parent / "echo_agent.py"
 DEFAULT_PORT = 8800

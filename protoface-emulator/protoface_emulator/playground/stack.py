@@ -28,6 +28,7 @@ from typing import cast
 
 from aiohttp import web
 
+from protoface_emulator.hosting.timing import DEFAULT_PROFILE, PROFILES
 from protoface_emulator.local.launch import EmulatorProcess, start_emulator_process
 from protoface_emulator.local.livekit_dev import (
     LiveKitServer,
@@ -45,7 +46,6 @@ from protoface_emulator.playground.page_server import (
     Playground,
     livekit_client_bundle,
 )
-from protoface_emulator.timing import DEFAULT_PROFILE, PROFILES
 
 log = logging.getLogger("playground")
 

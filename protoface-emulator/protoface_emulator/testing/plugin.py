@@ -14,7 +14,7 @@ Installing `protoface-emulator` registers it (the `pytest11` entry point
   `LIVEKIT_API_KEY`, `LIVEKIT_API_SECRET`; restored afterwards).
   Override `protoface_emulator_options` to pass `Emulator(**options)`.
   To meet the hosted service's delays (cold starts of 1-5 s, API answers of
-  20-80 ms, late first frames and acknowledgements; `protoface_emulator.timing`),
+  20-80 ms, late first frames and acknowledgements; `protoface_emulator.hosting.timing`),
   mark a test `@pytest.mark.protoface_timing("hosted")` (or a module, with
   `pytestmark`), run pytest with `--protoface-timing=hosted` for every test, or
   return `{"timing": "hosted"}` (or a `Timing`) from the options. The options
@@ -39,10 +39,10 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 if TYPE_CHECKING:
+    from protoface_emulator.hosting.timing import Timing
     from protoface_emulator.local.livekit_dev import LiveKitServer
     from protoface_emulator.server import Emulator
     from protoface_emulator.testing.viewer import AvatarViewer
-    from protoface_emulator.timing import Timing
 
 try:
     import pytest_asyncio
@@ -81,7 +81,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
         f"{TIMING_MARK}(profile): the protoface_emulator fixture of this test uses this "
-        "timing profile (fast, hosted) or protoface_emulator.timing.Timing",
+        "timing profile (fast, hosted) or protoface_emulator.hosting.timing.Timing",
     )
 
 
