@@ -459,21 +459,15 @@ class AvatarAudioOutput(LedgerSender):
 
     def _on_route_started(self, ev: PlaybackStartedEvent) -> None:
         segment = self._ledger.next_to_start()
-        if segment is None:
-            return
-        self._watchdog.acknowledged(segment)
-        utterance = segment.utterance
-        if utterance is not None and not utterance.started and not utterance.settled:
+        utterance = _unsettled(segment, self._watchdog.acknowledged)
+        if utterance is not None and not utterance.started:
             utterance.started = True
             self.on_playback_started(created_at=ev.created_at)
 
     def _on_route_finished(self, ev: PlaybackFinishedEvent) -> None:
         segment = self._ledger.next_to_finish()
-        if segment is None:
-            return
-        self._watchdog.finished(segment)
-        utterance = segment.utterance
-        if utterance is None or utterance.settled:
+        utterance = _unsettled(segment, self._watchdog.finished)
+        if segment is None or utterance is None:
             return
         position = segment.base + ev.playback_position
         if segment.pausing:
@@ -483,3 +477,12 @@ class AvatarAudioOutput(LedgerSender):
                 self._settle(utterance, utterance.heard, interrupted=True)
             return
         self._settle(utterance, position, interrupted=ev.interrupted or utterance.cleared)
+
+
+def _unsettled(segment: Segment | None, answered: Callable[[Segment], None]) -> Utterance | None:
+    """Tell the watchdog the avatar `answered` for `segment`; the utterance still owed, if any."""
+    if segment is None:
+        return None
+    answered(segment)
+    utterance = segment.utterance
+    return None if utterance is None or utterance.settled else utterance
