@@ -17,7 +17,7 @@ from typing import Any, NamedTuple
 
 import pytest
 from livekit import api
-from livekit.agents import Agent, AgentServer, AgentSession, JobContext, JobExecutorType
+from livekit.agents import Agent, AgentSession, JobContext
 from livekit.agents.voice.room_io import RoomOptions
 from livekit.plugins import protoface
 
@@ -26,7 +26,15 @@ from protoface_emulator.server import Emulator
 from protoface_emulator.testing import AvatarViewer, LiveKitServer
 from protoface_emulator.testing.audio import tone
 
-from .harness import AgentSide, agent_in, eventually, play, room_name, viewer_in
+from .harness import (
+    AgentSide,
+    agent_in,
+    eventually,
+    play,
+    room_name,
+    thread_agent_server,
+    viewer_in,
+)
 
 DEFAULT = "protoface-avatar-agent"
 HEARD = 0.05
@@ -209,15 +217,7 @@ async def test_an_agent_that_starts_its_avatar_before_connecting_does_not_take_t
             started["error"] = repr(exc)
         ctx.shutdown(reason="test finished")
 
-    worker = AgentServer(
-        job_executor_type=JobExecutorType.THREAD,
-        ws_url=livekit_server.url,
-        api_key=livekit_server.api_key,
-        api_secret=livekit_server.api_secret,
-        port=0,
-        num_idle_processes=0,
-        load_fnc=lambda: 0.0,  # the busy test machine's CPU must not stop the dispatch
-    )
+    worker = thread_agent_server(livekit_server)
     worker.rtc_session(entrypoint, agent_name="protoface-blind")
     registered = asyncio.Event()
     worker.on("worker_registered", lambda *_: registered.set())
