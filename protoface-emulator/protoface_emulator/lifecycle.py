@@ -74,6 +74,16 @@ class LiveKitTransport:
         )
         return shown
 
+    # `SessionRecord.transport` was `view()`'s dict before 0.2.0: reading it by
+    # key still works (the token was never there, and is not now).
+    def __getitem__(self, key: str) -> str | bool | None:
+        """`view()[key]`."""
+        return self.view()[key]
+
+    def get(self, key: str, default: str | bool | None = None) -> str | bool | None:
+        """`view().get(key, default)`."""
+        return self.view().get(key, default)
+
 
 # The transport fields a `WorkerSpec` knows by shorter names; the rest keep theirs.
 _SPEC_NAMES = {"worker_identity": "identity", "worker_token": "token"}

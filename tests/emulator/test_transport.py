@@ -37,6 +37,14 @@ def test_the_view_is_the_request_without_the_token() -> None:
     assert "secret-worker-jwt" not in repr(transport)
 
 
+def test_a_record_transport_read_by_key_as_in_0_1_0_still_reads() -> None:
+    transport = parse_session_create(_BODY).transport
+    assert transport["room_name"] == "room-1"
+    assert transport.get("worker_identity") == "avatar-1"
+    assert transport.get("worker_token") is None  # never shown, as before
+    assert transport.get("missing", "default") == "default"
+
+
 def test_every_transport_field_reaches_the_worker_spec() -> None:
     transport = parse_session_create(_BODY).transport
     spec = WorkerSpec.for_session(
