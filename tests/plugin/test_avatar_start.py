@@ -11,7 +11,7 @@ from typing import Any
 import jwt
 import pytest
 from livekit import api, rtc
-from livekit.agents import AgentSession, APIConnectOptions, APIStatusError
+from livekit.agents import AgentSession, APIConnectionError, APIConnectOptions, APIStatusError
 from livekit.agents.voice import CloseEvent, CloseReason
 from livekit.agents.voice.avatar import DataStreamAudioOutput
 from livekit.plugins import protoface
@@ -461,6 +461,29 @@ async def test_cancel_during_the_retry_wait_ends_whatever_was_created(
     assert_ended_by_the_client(emu, created)
     assert avatar.session_id is None
     assert leftover_tasks(before) == []
+
+
+async def test_an_outage_outlasting_the_first_replay_still_ends_the_session(
+    emu: Emulator, job_room: rtc.Room
+) -> None:
+    """The create is stored but every answer is a 503, through the create's own retries
+    and the replay `start()` waits for: the replay goes on in the background, and the
+    session it learns of is ended before `aclose()` returns."""
+    attempts = FAST.max_retry + 1
+    outage = 2 * attempts + 2  # the create, the first replay, two patient tries
+    emu.faults.add(CREATE, "error", status=503, count=outage, handled=True)
+    avatar = make_avatar(emu)
+
+    with pytest.raises(APIConnectionError):
+        await avatar.start(AgentSession(), room=job_room)
+    (created,) = session_ids(emu)
+    await avatar.aclose()
+
+    creates = emu.requests.matching(CREATE)
+    assert len(creates) == outage + 1  # the last one answered, with the id
+    assert len({c.headers["Idempotency-Key"] for c in creates}) == 1
+    assert ended_ids(emu) == [created]
+    assert_ended_by_the_client(emu, created)
 
 
 async def test_a_second_cancel_during_the_recovery_replay_still_ends_the_session(

@@ -228,6 +228,7 @@ class ProtofaceAPI:
         *,
         transport: Mapping[str, Any],
         idempotency_key: str | None = None,
+        conn_options: APIConnectOptions | None = None,
     ) -> dict[str, Any]:
         """Create a hosted session from checked options (`POST /v1/sessions`).
 
@@ -242,6 +243,8 @@ class ProtofaceAPI:
             idempotency_key: Key identifying this logical create. Generated
                 (uuid4) when None. Pass the same key again to retry a create
                 yourself without risking a second session.
+            conn_options: Retries and timeout for this call only (the client's
+                own when None).
 
         Returns:
             The decoded session object.
@@ -254,7 +257,11 @@ class ProtofaceAPI:
         body = encode_body(options.body(checked))
         with self._requester.redactor.request_secret(checked.get("worker_token")):
             return await self._requester.request(
-                "POST", "/v1/sessions", body=body, idempotency_key=idempotency_key
+                "POST",
+                "/v1/sessions",
+                body=body,
+                idempotency_key=idempotency_key,
+                conn_options=conn_options,
             )
 
     async def end_session(self, session_id: str) -> dict[str, Any]:

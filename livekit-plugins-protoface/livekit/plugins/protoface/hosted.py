@@ -15,7 +15,7 @@ from dataclasses import KW_ONLY, dataclass, field
 from typing import Any
 
 from livekit import rtc
-from livekit.agents import APIConnectionError, utils
+from livekit.agents import APIConnectionError, APIConnectOptions, utils
 from livekit.agents.voice.avatar import DataStreamAudioOutput
 
 from .api import ProtofaceAPI
@@ -24,13 +24,19 @@ from .errors import ProtofaceAPIError, ProtofaceException
 from .identities import AvatarIdentities
 from .log import logger
 from .monitor import SessionWatch
+from .retry import should_retry
 from .tokens import WorkerTokens
 from .types import DEFAULT_IDLE_TIMEOUT_SECONDS, SessionOptions, session_int
 
-__all__ = ["SAMPLE_RATE", "Hosted", "Launcher"]
+__all__ = ["RECOVERY_CONN_OPTIONS", "SAMPLE_RATE", "Hosted", "Launcher"]
 
 SAMPLE_RATE = 16000
 """Rate of the agent's audio to the avatar (and to the room, when it falls back)."""
+
+RECOVERY_CONN_OPTIONS = APIConnectOptions(max_retry=6, retry_interval=2.0, timeout=5.0)
+"""How hard a session a failed start may have created is looked for, once the
+replay that `start()` waits for has failed: about 45 s at most, in the
+background (`aclose()` waits for it)."""
 
 
 @dataclass
@@ -237,8 +243,10 @@ class Launcher:
 
         Replaying the create with the same idempotency key returns the session
         the first call created, without creating another (or creates it, and it
-        is ended right away). It retries like the create did: giving up on the
-        first 503 or dropped connection would leave a billed session running.
+        is ended right away). The first replay retries like the create did; if
+        it fails for a reason that may pass (an outage, a timeout), the replay
+        goes on in the background with `RECOVERY_CONN_OPTIONS`: giving up would
+        leave a billed session running until its idle timeout.
         """
         try:
             # The same body as the create, or the key's replay is refused.
@@ -246,12 +254,34 @@ class Launcher:
                 options, transport=transport, idempotency_key=key
             )
         except Exception as exc:
+            if not _may_pass(exc):
+                _warn_unrecovered(exc)
+                return
             logger.warning(
-                "could not learn which Protoface session a failed start() created (%s); "
-                "if one was created it runs until its idle timeout",
+                "could not yet learn which Protoface session a failed start() created "
+                "(%s); still trying in the background",
                 exc,
             )
+            self._background(self._replay_patiently(transport, key, options))
             return
+        await self._end_replayed(replay)
+
+    async def _replay_patiently(
+        self, transport: dict[str, Any], key: str, options: SessionOptions
+    ) -> None:
+        try:
+            replay = await self.api.create_session(
+                options,
+                transport=transport,
+                idempotency_key=key,
+                conn_options=RECOVERY_CONN_OPTIONS,
+            )
+        except Exception as exc:
+            _warn_unrecovered(exc)
+            return
+        await self._end_replayed(replay)
+
+    async def _end_replayed(self, replay: dict[str, Any]) -> None:
         session_id = _usable_id(replay.get("id"))
         if session_id is None:
             logger.error(
@@ -261,6 +291,21 @@ class Launcher:
             return
         self._remember(session_id)
         await self.end(session_id)
+
+
+def _may_pass(exc: Exception) -> bool:
+    """Whether a replay's failure may pass if tried again later (an outage, not a refusal)."""
+    if isinstance(exc, APIConnectionError):
+        return True
+    return isinstance(exc, ProtofaceAPIError) and should_retry(exc.status_code)
+
+
+def _warn_unrecovered(exc: Exception) -> None:
+    logger.warning(
+        "could not learn which Protoface session a failed start() created (%s); "
+        "if one was created it runs until its idle timeout",
+        exc,
+    )
 
 
 def _usable_id(value: object) -> str | None:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -117,9 +118,7 @@ class UsageRecorder:
         self._started_at = clock()
         self._sessions_started = 0
         self._losses: dict[str, int] = {}
-        self._replacements = 0
-        self._handovers = 0
-        self._switches = 0
+        self._counts: Counter[str] = Counter()  # replacements, handovers, switches
         self._join_latency: float | None = None
         self._bills: dict[str, SessionResource] = {}
         self._final = False
@@ -156,19 +155,17 @@ class UsageRecorder:
 
     def restored(self, ev: AvatarRestoredEvent) -> None:
         """A replacement speaks for the agent."""
-        self._replacements += 1
-        self._set_away(False)
+        self._took_over("replacements")
         self._telemetry.restored(ev)
 
     def handed_over(self, ev: AvatarHandoverEvent) -> None:
         """A successor took over before the session cap."""
-        self._handovers += 1
+        self._counts["handovers"] += 1
         self._telemetry.handed_over(ev)
 
     def switched(self, ev: AvatarSwitchedEvent) -> None:
         """`switch()` put a new avatar in place (after a loss too: it speaks now)."""
-        self._switches += 1
-        self._set_away(False)
+        self._took_over("switches")
         self._telemetry.switched(ev)
 
     def speaking(self, speaking: bool) -> None:
@@ -196,9 +193,9 @@ class UsageRecorder:
             billable_seconds_final=self._final,
             sessions_billed=len(billed),
             losses=MappingProxyType(dict(self._losses)),
-            replacements=self._replacements,
-            handovers=self._handovers,
-            switches=self._switches,
+            replacements=self._counts["replacements"],
+            handovers=self._counts["handovers"],
+            switches=self._counts["switches"],
             speech_seconds_without_avatar=round(self._speech_away, 3),
             join_latency=self._join_latency,
         )
@@ -256,6 +253,11 @@ class UsageRecorder:
             if self._clock() + _READ_AGAIN_AFTER > deadline:
                 return last
             await asyncio.sleep(_READ_AGAIN_AFTER)
+
+    def _took_over(self, kind: str) -> None:
+        """An avatar of `kind` (a replacement, a switch's) speaks for the agent now."""
+        self._counts[kind] += 1
+        self._set_away(False)
 
     def _set_away(self, away: bool) -> None:
         self._advance()
