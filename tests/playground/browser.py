@@ -18,6 +18,7 @@ import os
 import queue
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import threading
@@ -210,7 +211,9 @@ def assert_seen_and_heard(report: dict[str, Any], *, speaking_state: bool) -> No
     assert len(speaking) >= 5, "the avatar's audio was hardly heard"
     assert len(silent) >= 20, "the avatar was hardly seen listening"
     motion_speaking = sum(s["motion"] for s in speaking) / len(speaking)
-    motion_silent = sum(s["motion"] for s in silent) / len(silent)
+    # The typical listening frame, not the mean: on a loaded machine the video runs
+    # behind the audio, so the first frames after a line still show it spoken.
+    motion_silent = statistics.median(s["motion"] for s in silent)
     assert motion_speaking > 1.0, f"the mouth hardly moved while speaking: {motion_speaking:.2f}"
     assert motion_speaking > 4 * motion_silent + 0.2, (motion_speaking, motion_silent)
 
