@@ -35,6 +35,7 @@ from protoface_emulator.api.store import Store
 from protoface_emulator.hosting.sites import start_site
 from protoface_emulator.hosting.timing import Delays, TimedWorkers, Timing, resolve_timing
 from protoface_emulator.lifecycle import ManagedWorkerFactory, WorkerFactory
+from protoface_emulator.readonly import ReadOnly
 
 logger = logging.getLogger("protoface_emulator.server")
 
@@ -141,6 +142,18 @@ class Emulator:
         ValueError: a bad argument (an unknown timing profile among them).
     """
 
+    timing: ReadOnly[Timing] = ReadOnly(
+        "The delays this emulator adds (`Timing()` for the default `fast` profile)."
+    )
+    api_key: ReadOnly[str] = ReadOnly("The bearer key clients must send.")
+    store: ReadOnly[Store] = ReadOnly("The sessions and avatars behind the API.")
+    faults: ReadOnly[Faults] = ReadOnly("Arm faults here (see `faults.Faults.add`).")
+    requests: ReadOnly[RequestLog] = ReadOnly(
+        "Every request the API received, with headers, body and answer (see `RequestLog`)."
+    )
+    host: ReadOnly[str] = ReadOnly("The address listened on.")
+    port: ReadOnly[int] = ReadOnly("The port listened on (the real one once started with port 0).")
+
     def __init__(
         self,
         api_key: str | None = None,
@@ -192,41 +205,6 @@ class Emulator:
     def _timed(self, factory: WorkerFactory) -> WorkerFactory:
         # The fast profile leaves the factory as it is: the default path stays untouched.
         return factory if self._timing.is_instant else TimedWorkers(factory, self._delays)
-
-    @property
-    def timing(self) -> Timing:
-        """The delays this emulator adds (`Timing()` for the default `fast` profile)."""
-        return self._timing
-
-    @property
-    def api_key(self) -> str:
-        """The bearer key clients must send."""
-        return self._api_key
-
-    @property
-    def store(self) -> Store:
-        """The sessions and avatars behind the API."""
-        return self._store
-
-    @property
-    def faults(self) -> Faults:
-        """Arm faults here (see `faults.Faults.add`)."""
-        return self._faults
-
-    @property
-    def requests(self) -> RequestLog:
-        """Every request the API received, with headers, body and answer (see `RequestLog`)."""
-        return self._requests
-
-    @property
-    def host(self) -> str:
-        """The address listened on."""
-        return self._host
-
-    @property
-    def port(self) -> int:
-        """The port listened on (the real one once started with port 0)."""
-        return self._port
 
     @property
     def url(self) -> str:

@@ -299,14 +299,13 @@ def new_fault(route: str, kind: FaultKind, options: FaultOptions) -> Fault:
         raise ValueError(f"a reply's status must be within 200..599; got {resolved_status}")
     answer_headers = dict(options.headers or {})
     payload, render = _reply_body(kind, options.body, options.json, answer_headers)
-    if count is None and probability >= 1.0:
-        count = 1
     return Fault(
         method=parsed.method,
         path=parsed.path,
         kind=kind,
         status=resolved_status,
-        remaining=count,
+        # A certain fault without a count fires once.
+        remaining=1 if count is None and probability >= 1.0 else count,
         probability=probability,
         retry_after=options.retry_after,
         delay=options.delay,

@@ -26,19 +26,23 @@ class Endpoint:
         return tuple(self.path.split("/")[1:])
 
 
-ROUTES: tuple[Endpoint, ...] = (
-    Endpoint("GET", "/v1/status", "status"),
-    Endpoint("GET", "/v1/billing/plans", "plans"),
-    Endpoint("GET", "/v1/usage", "usage"),
-    Endpoint("GET", "/v1/avatars", "list_avatars"),
-    Endpoint("POST", "/v1/avatars", "create_avatar"),
-    Endpoint("GET", "/v1/avatars/{avatar_id}", "get_avatar"),
-    Endpoint("DELETE", "/v1/avatars/{avatar_id}", "delete_avatar"),
-    Endpoint("GET", "/v1/sessions", "list_sessions"),
-    Endpoint("POST", "/v1/sessions", "create_session"),
-    Endpoint("GET", "/v1/sessions/{session_id}", "get_session"),
-    Endpoint("POST", "/v1/sessions/{session_id}/end", "end_session"),
-    Endpoint("POST", "/v1/pipecat/sessions", "create_pipecat_session"),
+# Path -> method -> the `Api` method that answers it.
+_TABLE: dict[str, dict[str, str]] = {
+    "/v1/status": {"GET": "status"},
+    "/v1/billing/plans": {"GET": "plans"},
+    "/v1/usage": {"GET": "usage"},
+    "/v1/avatars": {"GET": "list_avatars", "POST": "create_avatar"},
+    "/v1/avatars/{avatar_id}": {"GET": "get_avatar", "DELETE": "delete_avatar"},
+    "/v1/sessions": {"GET": "list_sessions", "POST": "create_session"},
+    "/v1/sessions/{session_id}": {"GET": "get_session"},
+    "/v1/sessions/{session_id}/end": {"POST": "end_session"},
+    "/v1/pipecat/sessions": {"POST": "create_pipecat_session"},
+}
+
+ROUTES: tuple[Endpoint, ...] = tuple(
+    Endpoint(method, path, handler)
+    for path, handlers in _TABLE.items()
+    for method, handler in handlers.items()
 )
 
 

@@ -38,6 +38,8 @@ import math
 
 import numpy as np
 
+from protoface_emulator.readonly import ReadOnly
+
 from .face_art import MOUTH_STEPS, Look, face_art, mouth_box, rgba_to_i420
 from .levels import FULL_SCALE_DBFS, NOISE_FLOOR_DBFS, audio_level
 from .looks import DEFAULT_STYLE, STOCK_STYLES, FaceStyle, style_for, style_from_wire
@@ -82,6 +84,13 @@ class FaceRenderer:
         style: The avatar's look (`style_for`); Ada's by default.
     """
 
+    width: ReadOnly[int] = ReadOnly("Frame width in pixels.")
+    height: ReadOnly[int] = ReadOnly("Frame height in pixels.")
+    style: ReadOnly[FaceStyle] = ReadOnly("The look this renderer draws.")
+    opening: ReadOnly[float] = ReadOnly(
+        "The mouth opening of the last rendered frame, 0..1 before quantising."
+    )
+
     def __init__(
         self,
         width: int,
@@ -98,7 +107,6 @@ class FaceRenderer:
             raise ValueError(f"fps must be positive, got {fps}")
         self._width = width
         self._height = height
-        self._fps = fps
         self._style = style
         self._art = face_art(width, height, style)
         self._canvas: RGBAImage = self._art.face.copy()
@@ -107,32 +115,13 @@ class FaceRenderer:
         self._shown_step = 0
         self._shown_eyes_closed = False
         self._opening = 0.0
+        self._fps = fps
         self._release = math.exp(-1.0 / (fps * _RELEASE_SECONDS))
         self._blink = blink
         self._rng = np.random.default_rng(seed)
         self._frame_index = 0
         self._next_blink = self._draw_blink_gap()
         self._blink_frames = max(1, round(0.12 * fps))
-
-    @property
-    def width(self) -> int:
-        """Frame width in pixels."""
-        return self._width
-
-    @property
-    def height(self) -> int:
-        """Frame height in pixels."""
-        return self._height
-
-    @property
-    def style(self) -> FaceStyle:
-        """The look this renderer draws."""
-        return self._style
-
-    @property
-    def opening(self) -> float:
-        """The mouth opening of the last rendered frame, 0..1 before quantising."""
-        return self._opening
 
     def close_mouth(self) -> None:
         """Shut the mouth from the next frame on, skipping the release (interruptions)."""

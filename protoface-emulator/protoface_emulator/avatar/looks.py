@@ -73,40 +73,26 @@ class FaceStyle:
 DEFAULT_STYLE = FaceStyle(name="Ada")
 """The look of `av_stock_001`, and of any avatar id the emulator has no look for."""
 
+# One line per part of the face: head, background and shirt, skin and hair, eyes and mouth.
+# fmt: off
 STOCK_STYLES: Mapping[str, FaceStyle] = {
     "av_stock_001": DEFAULT_STYLE,
     # Dark skin, black close-cropped hair, a broad head on green.
     "av_stock_002": FaceStyle(
-        name="Bram",
-        background_top=(24, 112, 64),
-        background_bottom=(110, 190, 120),
-        shirt=(150, 66, 44),
-        skin=(116, 74, 48),
-        skin_shade=(90, 56, 36),
-        hair=(24, 22, 22),
-        fringe=False,
-        iris=(84, 56, 30),
-        brow=(20, 18, 18),
-        lips=(118, 58, 58),
-        head_width=0.33,
-        head_height=0.355,
+        name="Bram", head_width=0.33, head_height=0.355,
+        background_top=(24, 112, 64), background_bottom=(110, 190, 120), shirt=(150, 66, 44),
+        skin=(116, 74, 48), skin_shade=(90, 56, 36), hair=(24, 22, 22), fringe=False,
+        iris=(84, 56, 30), brow=(20, 18, 18), lips=(118, 58, 58),
     ),
     # Grey and bald on colour bars: unmistakable, and easy to check by eye.
     "av_stock_003": FaceStyle(
-        name="Test Pattern",
-        shirt=(30, 30, 30),
-        skin=(190, 190, 190),
-        skin_shade=(150, 150, 150),
-        hair=None,
-        fringe=False,
-        iris=(40, 80, 200),
-        brow=(60, 60, 60),
-        lips=(200, 40, 40),
-        head_width=0.27,
-        head_height=0.35,
-        colour_bars=True,
+        name="Test Pattern", head_width=0.27, head_height=0.35,
+        colour_bars=True, shirt=(30, 30, 30),
+        skin=(190, 190, 190), skin_shade=(150, 150, 150), hair=None, fringe=False,
+        iris=(40, 80, 200), brow=(60, 60, 60), lips=(200, 40, 40),
     ),
 }
+# fmt: on
 """The stock avatars' looks, by avatar id (the emulator's stock avatars)."""
 
 

@@ -30,13 +30,8 @@ import sys
 from collections.abc import Mapping
 from typing import Any
 
-from protoface_emulator.hosting.protocol import apply_event, decode, encode, spec_to_wire
-from protoface_emulator.lifecycle import (
-    FAILURE_WORKER_CRASHED,
-    WorkerEvents,
-    WorkerHandle,
-    WorkerSpec,
-)
+from ..lifecycle import FAILURE_WORKER_CRASHED, WorkerEvents, WorkerHandle, WorkerSpec
+from .protocol import apply_event, decode, encode, spec_to_wire
 
 __all__ = ["ProcessPool", "WorkerProcess", "default_pool_size"]
 
