@@ -32,10 +32,10 @@ from protoface_emulator.api.limits import (
 )
 from protoface_emulator.api.request_log import RequestLog
 from protoface_emulator.api.store import Store
+from protoface_emulator.avatar.readonly import ReadOnly
 from protoface_emulator.hosting.sites import start_site
 from protoface_emulator.hosting.timing import Delays, TimedWorkers, Timing, resolve_timing
 from protoface_emulator.lifecycle import ManagedWorkerFactory, WorkerFactory
-from protoface_emulator.readonly import ReadOnly
 
 logger = logging.getLogger("protoface_emulator.server")
 

@@ -38,11 +38,10 @@ import math
 
 import numpy as np
 
-from protoface_emulator.readonly import ReadOnly
-
 from .face_art import MOUTH_STEPS, Look, face_art, mouth_box, rgba_to_i420
 from .levels import FULL_SCALE_DBFS, NOISE_FLOOR_DBFS, audio_level
 from .looks import DEFAULT_STYLE, STOCK_STYLES, FaceStyle, style_for, style_from_wire
+from .readonly import ReadOnly
 from .uploads import RGBAImage, decode_png
 
 __all__ = [

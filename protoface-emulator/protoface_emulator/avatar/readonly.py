@@ -1,4 +1,5 @@
-"""`ReadOnly`: a public read-only property over a private attribute, in one line.
+"""`ReadOnly`: a public read-only property over a private attribute, in one line (the
+face's and the `Emulator`'s).
 
     class Emulator:
         store: ReadOnly[Store] = ReadOnly("The sessions and avatars behind the API.")
