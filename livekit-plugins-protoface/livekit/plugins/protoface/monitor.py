@@ -13,6 +13,13 @@ acknowledged) and calls `declare_unresponsive()`: one quick read of the
 session says why (`worker_crashed`, say), the API refusing connections says
 `protoface_unreachable`, and an API that still thinks it runs says
 `avatar_unresponsive`. Either way the loss is settled within a second.
+
+The agent does not keep receiving its avatar's video: nothing here needs it
+(the track's publication says "joined"; while the avatar speaks, its audio says
+it lives), and decoding it more than doubled the CPU the avatar adds to the
+agent's process. Each video track of the avatar is
+unsubscribed once, as it is published; an agent that subscribes to it again
+(`publication.set_subscribed(True)`) keeps it.
 """
 
 from __future__ import annotations
@@ -112,6 +119,7 @@ class SessionWatch:
         self._left_at: float | None = None
         self._task: asyncio.Task[None] | None = None
         self._unresponsive: asyncio.Task[None] | None = None
+        self._video_dropped: set[str] = set()  # the avatar's video tracks, unsubscribed once
 
     def start(self) -> None:
         """Begin watching (idempotent)."""
@@ -119,6 +127,9 @@ class SessionWatch:
             return
         self._room.on("participant_disconnected", self._on_disconnected)
         self._room.on("track_published", self._on_track_published)
+        avatar = self._room.remote_participants.get(self.identity)
+        for publication in avatar.track_publications.values() if avatar else ():
+            self._drop_video(publication)
         self._task = asyncio.create_task(self._run(), name=f"protoface-watch-{self.session_id}")
 
     async def aclose(self) -> None:
@@ -193,7 +204,15 @@ class SessionWatch:
         self, publication: rtc.RemoteTrackPublication, participant: rtc.RemoteParticipant
     ) -> None:
         if participant.identity == self.identity and publication.kind == rtc.TrackKind.KIND_VIDEO:
+            self._drop_video(publication)
             self._mark_joined()
+
+    def _drop_video(self, publication: rtc.RemoteTrackPublication) -> None:
+        """Stop receiving the avatar's video track, once per track (see the module)."""
+        if publication.kind != rtc.TrackKind.KIND_VIDEO or publication.sid in self._video_dropped:
+            return
+        self._video_dropped.add(publication.sid)
+        publication.set_subscribed(False)
 
     def _present_with_video(self) -> bool:
         participant = self._room.remote_participants.get(self.identity)
