@@ -53,9 +53,14 @@ async def test_an_agent_that_subscribes_to_its_avatars_video_again_keeps_it(
         identity = agent.avatar.avatar_identity
         assert identity is not None
         avatar = agent.room.remote_participants[identity]
-        video = next(
-            p for p in avatar.track_publications.values() if p.kind == rtc.TrackKind.KIND_VIDEO
-        )
+
+        def videos() -> list[rtc.RemoteTrackPublication]:
+            return [
+                p for p in avatar.track_publications.values() if p.kind == rtc.TrackKind.KIND_VIDEO
+            ]
+
+        await eventually(lambda: len(videos()) == 1, timeout=30)
+        (video,) = videos()
         await eventually(lambda: not video.subscribed, timeout=20)
 
         frames: asyncio.Queue[rtc.VideoFrame] = asyncio.Queue()
