@@ -359,12 +359,14 @@ async def _serve(args: argparse.Namespace) -> int:
 
 async def _work(args: argparse.Namespace) -> int:
     from protoface_emulator.hosting.agent_worker import WorkerHost
+    from protoface_emulator.hosting.dispatch import LiveKitAgents
 
     url, key, secret = _livekit(args)
     try:
-        host = WorkerHost(
-            url, key, secret, agent_name=args.agent_name, capacity=args.capacity, name=args.name
+        livekit = LiveKitAgents.checked(
+            url, key, secret, args.agent_name, needed_by="a worker host"
         )
+        host = WorkerHost(livekit, capacity=args.capacity, name=args.name)
     except ValueError as exc:
         print(f"protoface-emulator worker: {exc}", file=sys.stderr)
         return 2

@@ -30,7 +30,7 @@ from urllib.parse import quote
 
 import aiohttp
 
-from protoface_emulator.hosting.dispatch import DEFAULT_AGENT_NAME, LiveKitAgents
+from protoface_emulator.hosting.dispatch import LiveKitAgents
 from protoface_emulator.hosting.protocol import EventWriter, JobOrder, decode, read_job_metadata
 
 if TYPE_CHECKING:
@@ -66,38 +66,32 @@ class WorkerHost:
     """One worker host: a LiveKit Agents `AgentServer` whose jobs are avatar workers.
 
     Args:
-        livekit_url: The livekit-server to register with (`ws(s)://` or `http(s)://`).
-        api_key: Its API key.
-        api_secret: Its secret; never logged or shown.
-        agent_name: The name jobs are dispatched to (the emulator's `--agent-name`).
+        livekit: The livekit-server to register with, its credentials and the
+            agent name jobs are dispatched to (the emulator's `--agent-name`), as
+            `LiveKitAgents.checked(..., needed_by="a worker host")` returns them.
         capacity: Jobs this host runs at once; LiveKit sends no more.
         name: How the emulator's logs and failures name this host.
         options: `WorkerOptions` for every avatar worker; from the environment by default.
 
     Raises:
-        ValueError: a missing URL, key or secret, or a capacity below 1.
+        ValueError: a capacity below 1.
     """
 
     def __init__(
         self,
-        livekit_url: str,
-        api_key: str,
-        api_secret: str,
+        livekit: LiveKitAgents,
         *,
-        agent_name: str = DEFAULT_AGENT_NAME,
         capacity: int = DEFAULT_CAPACITY,
         name: str | None = None,
         options: WorkerOptions | None = None,
     ) -> None:
-        self._livekit = LiveKitAgents.checked(
-            livekit_url, api_key, api_secret, agent_name, needed_by="a worker host"
-        )
+        self._livekit = livekit
         if capacity < 1:
             raise ValueError(
                 f"a worker host runs at least 1 job at once; got capacity {capacity!r}"
             )
         self._livekit_url = self._livekit.ws_url
-        self.agent_name = agent_name
+        self.agent_name = livekit.agent_name
         self.capacity = capacity
         self.name = name or f"{socket.gethostname()}:{os.getpid()}"
         if options is None:

@@ -431,6 +431,12 @@ class AvatarSession(BaseAvatarSession[EventTypes]):
     async def wait_for_join(self, *, timeout: float | None = 30.0) -> None:
         """Wait until the avatar has joined the room and publishes video.
 
+        Joined is whichever comes first: the avatar's video publication in
+        this agent's room, or Protoface reporting the session `running` (its
+        first frame is out). In the second case the publication can reach this
+        process's `room` a moment later, so code that reads the avatar's tracks
+        from `room.remote_participants` waits for them there.
+
         Args:
             timeout: Seconds to wait; `None` waits without limit.
 

@@ -237,24 +237,32 @@ class Launcher:
         await asyncio.shield(self._background(self._recover_and_end(transport, key, options)))
 
     async def _recover_and_end(
-        self, transport: dict[str, Any], key: str, options: SessionOptions
+        self,
+        transport: dict[str, Any],
+        key: str,
+        options: SessionOptions,
+        *,
+        patiently: bool = False,
     ) -> None:
         """Learn the id of a session whose create outcome is unknown, and end it.
 
         Replaying the create with the same idempotency key returns the session
         the first call created, without creating another (or creates it, and it
         is ended right away). The first replay retries like the create did; if
-        it fails for a reason that may pass (an outage, a timeout), the replay
-        goes on in the background with `RECOVERY_CONN_OPTIONS`: giving up would
-        leave a billed session running until its idle timeout.
+        it fails for a reason that may pass (an outage, a timeout), it is made
+        once more in the background, `patiently` (with `RECOVERY_CONN_OPTIONS`):
+        giving up would leave a billed session running until its idle timeout.
         """
         try:
             # The same body as the create, or the key's replay is refused.
             replay = await self.api.create_session(
-                options, transport=transport, idempotency_key=key
+                options,
+                transport=transport,
+                idempotency_key=key,
+                conn_options=RECOVERY_CONN_OPTIONS if patiently else None,
             )
         except Exception as exc:
-            if not _may_pass(exc):
+            if patiently or not _may_pass(exc):
                 _warn_unrecovered(exc)
                 return
             logger.warning(
@@ -262,22 +270,7 @@ class Launcher:
                 "(%s); still trying in the background",
                 exc,
             )
-            self._background(self._replay_patiently(transport, key, options))
-            return
-        await self._end_replayed(replay)
-
-    async def _replay_patiently(
-        self, transport: dict[str, Any], key: str, options: SessionOptions
-    ) -> None:
-        try:
-            replay = await self.api.create_session(
-                options,
-                transport=transport,
-                idempotency_key=key,
-                conn_options=RECOVERY_CONN_OPTIONS,
-            )
-        except Exception as exc:
-            _warn_unrecovered(exc)
+            self._background(self._recover_and_end(transport, key, options, patiently=True))
             return
         await self._end_replayed(replay)
 

@@ -203,16 +203,20 @@ class SessionWatch:
     def _on_track_published(
         self, publication: rtc.RemoteTrackPublication, participant: rtc.RemoteParticipant
     ) -> None:
-        if participant.identity == self.identity and publication.kind == rtc.TrackKind.KIND_VIDEO:
-            self._drop_video(publication)
+        if participant.identity == self.identity and self._drop_video(publication):
             self._mark_joined()
 
-    def _drop_video(self, publication: rtc.RemoteTrackPublication) -> None:
-        """Stop receiving the avatar's video track, once per track (see the module)."""
-        if publication.kind != rtc.TrackKind.KIND_VIDEO or publication.sid in self._video_dropped:
-            return
-        self._video_dropped.add(publication.sid)
-        publication.set_subscribed(False)
+    def _drop_video(self, publication: rtc.RemoteTrackPublication) -> bool:
+        """Stop receiving an avatar's track if it is video, once per track (see the module).
+
+        Returns whether it is video.
+        """
+        if publication.kind != rtc.TrackKind.KIND_VIDEO:
+            return False
+        if publication.sid not in self._video_dropped:
+            self._video_dropped.add(publication.sid)
+            publication.set_subscribed(False)
+        return True
 
     def _present_with_video(self) -> bool:
         participant = self._room.remote_participants.get(self.identity)
