@@ -16,14 +16,15 @@ from contextlib import asynccontextmanager
 from typing import Any, NamedTuple
 
 import pytest
-from livekit import api
+from livekit import api, rtc
 from livekit.agents import Agent, AgentSession, JobContext
-from livekit.agents.voice.room_io import RoomOptions
+from livekit.agents.testing import fake_job_context
+from livekit.agents.voice.room_io import ATTRIBUTE_PUBLISH_ON_BEHALF, RoomOptions
 from livekit.plugins import protoface
 
 from protoface_emulator.hosting import ProcessPool
 from protoface_emulator.server import Emulator
-from protoface_emulator.testing import AvatarViewer, LiveKitServer
+from protoface_emulator.testing import AvatarViewer, LiveKitServer, mint_token
 from protoface_emulator.testing.audio import tone
 
 from .harness import (
@@ -37,6 +38,7 @@ from .harness import (
 )
 
 DEFAULT = "protoface-avatar-agent"
+JOB_AGENT = "the-jobs-own-agent"
 HEARD = 0.05
 LINE = 2.5
 
@@ -261,3 +263,44 @@ async def test_an_agent_that_starts_its_avatar_before_connecting_does_not_take_t
         await worker.aclose()
         run.cancel()
         await asyncio.gather(run, return_exceptions=True)
+
+
+async def test_a_second_agent_of_one_job_gets_an_avatar_speaking_for_it(
+    livekit_server: LiveKitServer, emulator: Emulator
+) -> None:
+    """A job that joins its room a second time, as a second agent, starts that agent's
+    avatar with the second connection: the avatar publishes on behalf of the second
+    agent (the room's own participant), not of the job's agent.
+
+    The job is `livekit.agents.testing.fake_job_context`, holding the room token a
+    worker would receive for its own agent (stand-in: the harness connects agents
+    itself, not through a worker); the rooms, the emulator and its worker are real.
+    """
+    room = room_name("second-connection")
+    with fake_job_context(room=rtc.Room(), agent_identity=JOB_AGENT) as job:
+        job._info.token = mint_token(
+            livekit_server.api_key, livekit_server.api_secret, JOB_AGENT, room, kind="agent"
+        )
+        assert job.local_participant_identity == JOB_AGENT
+        async with (
+            agent_in(livekit_server, emulator, room) as second,
+            viewer_in(livekit_server, room, agent_identity=second.identity) as view,
+        ):
+            await second.avatar.wait_for_join(timeout=60)
+            await view.wait_first_video(timeout=60)
+            identity = second.avatar.avatar_identity
+            assert identity is not None
+            await eventually(
+                lambda: identity in second.room.remote_participants,
+                timeout=30,
+                message="the avatar never appeared in the agent's room",
+            )
+            behalf = second.room.remote_participants[identity].attributes
+            assert behalf.get(ATTRIBUTE_PUBLISH_ON_BEHALF) == second.identity, behalf
+            before = time.monotonic()
+            await second.speak(tone(LINE))
+            await view.wait_until(
+                lambda: view.audio_seconds(min_level=HEARD, since=before) >= LINE - 0.5,
+                timeout=20,
+                what="the second agent's line from its own avatar",
+            )

@@ -138,16 +138,24 @@ def _room_name(room: rtc.Room) -> str:
 
 
 def _agent_identity(room: rtc.Room) -> str:
+    """Who the avatar speaks for: the agent `room` is connected as.
+
+    The room's own participant first: a job that joins its room a second time,
+    as a second agent, starts that agent's avatar with the second connection,
+    and the avatar must publish on its behalf, not the job's. Before
+    `ctx.connect()` the room has no participant yet, and the job's token names
+    the agent.
+    """
     identity: str | None = None
+    if room.isconnected():
+        identity = room.local_participant.identity
     job_ctx = get_job_context(required=False)
-    if job_ctx is not None:
+    if not identity and job_ctx is not None:
         try:
             identity = job_ctx.local_participant_identity
         except Exception:
             # e.g. a console or fake job without a room token
             identity = None
-    if not identity and room.isconnected():
-        identity = room.local_participant.identity
     if not identity:
         raise ProtofaceException(
             "failed to get local participant identity: start the avatar inside a job "
