@@ -1,14 +1,16 @@
 // Drives the playground page in headless Chromium like a person with a microphone.
 //
 //   node tests/playground/drive.mjs --url URL --wav FILE --chromium BIN --out DIR
-//                                   [--scenario echo|speaks]
+//                                   [--scenario echo|speaks|two]
 //
 // Chromium's fake microphone plays FILE (looping). Scenario `echo` (the bundled
 // echo agent): the person talks with the microphone on, pauses by turning it off,
 // talks over the avatar by turning it on again, then ends the hosted session from
 // the panel. Scenario `speaks` (any agent that says something on its own, e.g. a
 // user's agent that greets): the person says a word, then listens; the avatar is
-// seen and heard, until it goes quiet.
+// seen and heard, until it goes quiet. Scenario `two` (two agents in the room, each
+// with its avatar, each speaking now and then: two_agents.py): the page follows one
+// agent and shows its own avatar, then the person picks the other in "following".
 // Each step waits for a condition with a generous deadline; the report (JSON on
 // stdout, also DIR/report.json) says what was seen, and the Python test judges
 // it. A step whose condition never came ends the run with `failed` set.
@@ -32,8 +34,8 @@ const { values: args } = parseArgs({
     scenario: { type: "string", default: "echo" },
   },
 });
-if (!["echo", "speaks"].includes(args.scenario)) {
-  console.error(`drive.mjs: --scenario ${args.scenario}: use echo or speaks`);
+if (!["echo", "speaks", "two"].includes(args.scenario)) {
+  console.error(`drive.mjs: --scenario ${args.scenario}: use echo, speaks or two`);
   process.exit(2);
 }
 for (const name of ["url", "wav", "out"]) {
@@ -223,6 +225,37 @@ async function speaksScenario(page) {
   );
 }
 
+// One followed agent: its own avatar's video is shown, advancing, and heard.
+async function followedShown(page, what) {
+  await until(
+    page,
+    `${what}: its avatar shown`,
+    () => {
+      const s = window.playground;
+      return Boolean(s.following && s.followingAvatar && s.videoFrom === s.followingAvatar);
+    },
+    90_000,
+  );
+  const framesAt = await page.evaluate(() => window.playground.videoFrames);
+  await until(page, `${what}: frames advancing`, (from) => window.playground.videoFrames > from + 20, 30_000, framesAt);
+  await until(page, `${what}: heard`, (level) => window.playground.avatarLevel > level, 90_000, SPEAKING_LEVEL);
+  return page.evaluate(() => {
+    const s = window.playground;
+    return { following: s.following, followingAvatar: s.followingAvatar, videoFrom: s.videoFrom, agents: s.agents };
+  });
+}
+
+async function twoScenario(page) {
+  await until(page, "two agents in the room", () => window.playground.agents.length === 2, 90_000);
+  report.followVisible = await page.isVisible("#follow");
+  report.firstFollowed = await followedShown(page, "first followed");
+  const other = report.firstFollowed.agents.find((a) => a !== report.firstFollowed.following);
+  await page.selectOption("#follow", other);
+  step("picked", { other });
+  await until(page, "the other agent followed", (o) => window.playground.following === o, 10_000, other);
+  report.secondFollowed = await followedShown(page, "second followed");
+}
+
 const browser = await chromium.launch({
   executablePath: args.chromium,
   headless: true,
@@ -257,7 +290,7 @@ try {
   await until(page, "connected", () => window.playground.connection === "connected", 60_000);
   await until(page, "microphone on", () => window.playground.micEnabled, 30_000);
   await until(page, "microphone hears speech", () => window.playground.micLevel > 0.01, 30_000);
-  if (args.scenario === "speaks") {
+  if (args.scenario !== "echo") {
     // The person has said a word and now listens: an agent pauses its own speech
     // while someone talks (LiveKit Agents' interruption handling), and a fake
     // microphone never stops talking.
@@ -274,6 +307,7 @@ try {
     framesAt,
   );
   if (args.scenario === "echo") await echoScenario(page);
+  else if (args.scenario === "two") await twoScenario(page);
   else await speaksScenario(page);
   // The panel sums this tab's hosted sessions: started, and billable seconds.
   await until(

@@ -25,6 +25,9 @@ from .browser import ROOT, assert_seen_and_heard, drive, find_tools, running_pla
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
 USER_AGENT = ROOT / "examples" / "testing" / "my_agent.py"
+TWO_AGENTS = Path(__file__).with_name("two_agents.py")
+# The identity the plugin gives an avatar whose agent is alone in the room.
+DEFAULT_AVATAR = "protoface-avatar-agent"
 
 
 def test_echo_agent_echoes_stops_when_talked_over_and_goes_audio_only(tmp_path: Path) -> None:
@@ -70,3 +73,27 @@ def test_a_users_agent_file_is_seen_and_heard(tmp_path: Path) -> None:
     # What livekit-agents says when its deprecated CLI (`FILE dev`, cli.run_app) runs a file.
     for notice in ("built-in Python CLI is deprecated", "dev mode is deprecated"):
         assert notice not in logs, logs[-3000:]
+
+
+def test_with_two_agents_in_the_room_the_page_shows_the_followed_agents_own_avatar(
+    tmp_path: Path,
+) -> None:
+    """two_agents.py: two agents in the tab's room, each with its avatar, each speaking
+    now and then. The page follows one and shows that agent's own avatar (paired by
+    `lk.publish_on_behalf`), seen and heard; picking the other in "following" shows
+    the other's."""
+    tools = find_tools()
+    with running_playground(tools, ["--agent", str(TWO_AGENTS)], cwd=tmp_path) as playground:
+        report = drive(tools, playground["url"], tmp_path, scenario="two")
+    first, second = report["firstFollowed"], report["secondFollowed"]
+    assert report["followVisible"], "the 'following' picker is hidden with two agents"
+    agents = set(first["agents"])
+    assert len(agents) == 2 and "second-agent" in agents and set(second["agents"]) == agents
+    assert {first["following"], second["following"]} == agents
+    shown = {f["following"]: f["videoFrom"] for f in (first, second)}
+    (other,) = agents - {"second-agent"}
+    assert shown == {"second-agent": "second-avatar", other: DEFAULT_AVATAR}, shown
+
+    final = report["final"]
+    mine = [s for s in final["sessions"] if s["room_name"] == final["room"]]
+    assert len(mine) == 2, mine  # one hosted session for each agent's avatar

@@ -6,9 +6,16 @@
 // (GET /api/sessions); the LiveKit secret and the Protoface key never reach the page.
 //
 // `window.playground` holds what the page shows, for tests and for the curious:
-// connection, avatarState, videoWidth/videoHeight, videoFrames, avatarLevel,
-// micEnabled, micLevel, turns, transcript, events, sessions, conversation
-// ({sessionsStarted, billableSeconds, current}: this tab's room's hosted sessions), error.
+// connection, agents (the agents in the room), following (the one the page follows),
+// followingAvatar (its avatar), videoFrom (whose video is shown), avatarState,
+// videoWidth/videoHeight, videoFrames, avatarLevel, micEnabled, micLevel, turns,
+// transcript, events, sessions, conversation ({sessionsStarted, billableSeconds,
+// current}: this tab's room's hosted sessions), error.
+//
+// With several agents in the room, the page follows one (the first, or the one picked
+// in "following"): the video, the state, the level and the turns are that agent's and
+// its own avatar's, paired by `lk.publish_on_behalf` as LiveKit's frontends pair them.
+// Everyone's audio plays.
 "use strict";
 
 (() => {
@@ -26,6 +33,8 @@
     video: $("avatar-video"),
     placeholder: $("video-placeholder"),
     avatarState: $("avatar-state"),
+    followBox: $("follow-box"),
+    follow: $("follow"),
     audioSink: $("audio-sink"),
     avatarLevel: $("avatar-level"),
     micLevel: $("mic-level"),
@@ -45,6 +54,10 @@
     connection: "idle",
     room: null,
     identity: null,
+    agents: [],
+    following: null,
+    followingAvatar: null,
+    videoFrom: null,
     avatarState: null,
     videoWidth: 0,
     videoHeight: 0,
@@ -65,6 +78,9 @@
   let room = null;
   let sawAvatar = false;
   const remoteAudio = new Map(); // track sid -> { track, participant, energy }
+  const remoteVideo = new Map(); // participant identity -> video track
+  let shownVideo = null; // the track attached to the <video>
+  let picked = null; // the agent picked in "following"
   const startedAt = performance.now();
 
   // -- small helpers ------------------------------------------------------------------
@@ -102,18 +118,66 @@
     return Boolean(p.attributes && p.attributes[ON_BEHALF_ATTR]);
   }
 
+  function agents() {
+    if (!room) return [];
+    return [...room.remoteParticipants.values()].filter((p) => p.isAgent && !isAvatar(p));
+  }
+
+  // The agent the page follows: the one picked, while it is here; else the one it
+  // followed, while it is here; else the first.
   function agentParticipant() {
-    if (!room) return null;
+    const all = agents();
+    const find = (identity) => all.find((p) => p.identity === identity);
+    return find(picked) || find(state.following) || all[0] || null;
+  }
+
+  // The avatar speaking for the followed agent.
+  function avatarParticipant() {
+    const agent = agentParticipant();
+    if (!agent) return null;
     for (const p of room.remoteParticipants.values()) {
-      if (p.isAgent && !isAvatar(p)) return p;
+      if (isAvatar(p) && p.attributes[ON_BEHALF_ATTR] === agent.identity) return p;
     }
     return null;
   }
 
-  function avatarParticipant() {
-    if (!room) return null;
-    for (const p of room.remoteParticipants.values()) if (isAvatar(p)) return p;
-    return null;
+  // Whether `participant` is the followed agent or its avatar.
+  function followed(participant) {
+    const agent = agentParticipant();
+    return Boolean(
+      agent &&
+        (participant.identity === agent.identity ||
+          (participant.attributes && participant.attributes[ON_BEHALF_ATTR] === agent.identity)),
+    );
+  }
+
+  function renderFollow() {
+    const all = agents().map((p) => p.identity);
+    const agent = agentParticipant();
+    const following = agent ? agent.identity : null;
+    const changed = following !== state.following;
+    if (changed) {
+      if (following) logEvent(`following ${following}`);
+      sawAvatar = false;
+    }
+    state.following = following;
+    if (all.join("\n") !== state.agents.join("\n")) {
+      state.agents = all;
+      ui.follow.replaceChildren(
+        ...all.map((identity) => {
+          const option = document.createElement("option");
+          option.value = option.textContent = identity;
+          return option;
+        }),
+      );
+    }
+    ui.follow.value = following || "";
+    ui.followBox.hidden = all.length < 2;
+    if (changed) {
+      state.avatarState = undefined; // said again for the agent now followed
+      state.turns = null;
+      ui.turns.textContent = "";
+    }
   }
 
   // The agent says where its avatar is (protoface.avatar_state, the bundled agent);
@@ -129,7 +193,11 @@
   }
 
   function refreshAgent() {
-    if (avatarParticipant()) sawAvatar = true;
+    renderFollow();
+    showVideo();
+    const avatar = avatarParticipant();
+    state.followingAvatar = avatar ? avatar.identity : null;
+    if (avatar) sawAvatar = true;
     const next = computeAvatarState();
     if (next !== state.avatarState) {
       state.avatarState = next;
@@ -158,9 +226,7 @@
 
   // -- media --------------------------------------------------------------------------
 
-  function attachVideo(track) {
-    track.attach(ui.video);
-    ui.placeholder.hidden = true;
+  function countFrames() {
     const count = () => {
       state.videoFrames += 1;
       ui.video.requestVideoFrameCallback(count);
@@ -168,9 +234,26 @@
     if (ui.video.requestVideoFrameCallback) ui.video.requestVideoFrameCallback(count);
   }
 
+  // Shows the followed agent's avatar's video (or the agent's own, if it has one).
+  function showVideo() {
+    const avatar = avatarParticipant();
+    const agent = agentParticipant();
+    const from = [avatar, agent].find((p) => p && remoteVideo.has(p.identity)) || null;
+    const track = from ? remoteVideo.get(from.identity) : null;
+    if (track === shownVideo) return;
+    if (shownVideo) shownVideo.detach(ui.video);
+    shownVideo = track;
+    state.videoFrom = from ? from.identity : null;
+    if (track) {
+      track.attach(ui.video);
+      logEvent(`showing video from ${from.identity}`);
+    }
+    ui.placeholder.hidden = Boolean(track);
+  }
+
   function onTrackSubscribed(track, _publication, participant) {
     if (track.kind === LK.Track.Kind.Video) {
-      attachVideo(track);
+      remoteVideo.set(participant.identity, track);
       logEvent(`video from ${participant.identity}`);
     } else if (track.kind === LK.Track.Kind.Audio) {
       const el = track.attach();
@@ -181,10 +264,19 @@
     refreshAgent();
   }
 
-  function onTrackUnsubscribed(track) {
+  function onTrackUnsubscribed(track, _publication, participant) {
+    if (track.kind === LK.Track.Kind.Video) {
+      if (remoteVideo.get(participant.identity) === track) remoteVideo.delete(participant.identity);
+      if (shownVideo === track) {
+        track.detach(ui.video);
+        shownVideo = null;
+        state.videoFrom = null;
+      }
+      refreshAgent();
+      return;
+    }
     track.detach().forEach((el) => el.remove());
     remoteAudio.delete(track.sid);
-    if (track.kind === LK.Track.Kind.Video && !ui.video.srcObject) ui.placeholder.hidden = false;
   }
 
   // RMS since the previous reading, from WebRTC's own energy counters (works before the
@@ -208,7 +300,7 @@
     if (!room) return;
     let avatar = 0;
     for (const entry of remoteAudio.values()) {
-      if (!entry.participant.isAgent) continue;
+      if (!followed(entry.participant)) continue;
       const report = await entry.track.getRTCStatsReport().catch(() => null);
       const r = rmsSince(await statsOf(report, "inbound-rtp"), entry.energy);
       entry.energy = r.memo;
@@ -306,6 +398,7 @@
           ui.mic.disabled = true;
           room = null;
           state.micEnabled = false;
+          remoteVideo.clear();
           refreshAgent();
         });
       room.registerTextStreamHandler("lk.transcription", (reader, from) => {
@@ -359,6 +452,10 @@
     await setMic(true);
   });
   ui.mic.addEventListener("click", () => setMic(!state.micEnabled));
+  ui.follow.addEventListener("change", () => {
+    picked = ui.follow.value;
+    refreshAgent();
+  });
   ui.enableAudio.addEventListener("click", async () => {
     if (room) await room.startAudio();
     updatePlayback();
@@ -463,6 +560,7 @@
 
   // -- start --------------------------------------------------------------------------
 
+  countFrames();
   setInterval(() => sampleLevels().catch(() => {}), 100);
   setInterval(() => pollSessions(), 1500);
   pollSessions();
