@@ -125,4 +125,9 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Without the interpreter's finalization, where livekit-rtc's native runtime can
+    # abort after the result is printed (see client.leave).
+    code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
