@@ -71,6 +71,17 @@ async def two_agents(
             yield sides
 
 
+async def speak_and_hear(agent: AgentSide, view: AvatarViewer, what: str) -> None:
+    """`agent` says a line; `view` hears nearly all of it."""
+    before = time.monotonic()
+    await agent.speak(tone(LINE))
+    await view.wait_until(
+        lambda: view.audio_seconds(min_level=HEARD, since=before) >= LINE - 0.5,
+        timeout=20,
+        what=what,
+    )
+
+
 async def say_and_hear(speaker: Side, other: Side, seconds: float = LINE) -> None:
     """`speaker` says a line: its own avatar is heard saying it, the other agent's is not."""
     for view in (speaker.view, other.view):  # the tail of the previous line has arrived
@@ -249,12 +260,8 @@ async def test_an_agent_that_starts_its_avatar_before_connecting_does_not_take_t
             b_identity = started["agent"]
             async with viewer_in(livekit_server, room, agent_identity=a.identity) as a_view:
                 await a_view.wait_first_video(timeout=30)
-                before = time.monotonic()
-                await a.speak(tone(LINE))
-                await a_view.wait_until(
-                    lambda: a_view.audio_seconds(min_level=HEARD, since=before) >= LINE - 0.5,
-                    timeout=20,
-                    what="agent A heard from its own avatar beside agent B's",
+                await speak_and_hear(
+                    a, a_view, "agent A heard from its own avatar beside agent B's"
                 )
             assert b_identity in started["avatar"]
             assert lost == [], lost
@@ -297,10 +304,4 @@ async def test_a_second_agent_of_one_job_gets_an_avatar_speaking_for_it(
             )
             behalf = second.room.remote_participants[identity].attributes
             assert behalf.get(ATTRIBUTE_PUBLISH_ON_BEHALF) == second.identity, behalf
-            before = time.monotonic()
-            await second.speak(tone(LINE))
-            await view.wait_until(
-                lambda: view.audio_seconds(min_level=HEARD, since=before) >= LINE - 0.5,
-                timeout=20,
-                what="the second agent's line from its own avatar",
-            )
+            await speak_and_hear(second, view, "the second agent's line from its own avatar")
